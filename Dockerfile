@@ -1,0 +1,25 @@
+# FER platform image: web (daphne) and worker (celery) run from the same image; the ONNX model is baked in.
+# Build: docker compose build   (or: docker build -t fer-platform .)
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DJANGO_SETTINGS_MODULE=fer_platform.settings
+WORKDIR /app
+
+# Serving dependencies only: training (TensorFlow/Keras/tf2onnx) and test tools stay out of the image.
+COPY requirements.txt /tmp/requirements.txt
+RUN grep -vE '^(tensorflow|keras|tf2onnx|pytest|playwright|check-jsonschema|ruff)' /tmp/requirements.txt \
+        > /tmp/requirements-serve.txt \
+    && pip install -r /tmp/requirements-serve.txt \
+    && rm /tmp/requirements*.txt
+
+COPY . /app
+
+# Bake the model in: fail the build when the shipped model (or FER_MODEL_PATH) cannot be loaded.
+RUN python -c "from inference import EmotionRecognizer; EmotionRecognizer.default(); print('model OK')" \
+    && DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput -v 0 \
+    && useradd --system --uid 10001 --home /app fer && chown -R fer /app/staticfiles
+
+USER fer
+EXPOSE 8000
+# The web command; the worker service overrides it (docker-compose.yml).
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p 8000 fer_platform.asgi:application"]

@@ -1,0 +1,180 @@
+"""Django settings. Every value comes from the environment (django-environ), with safe defaults for the embedded
+quick start (``make run``: SQLite, local Redis, DEBUG on localhost only). See README "Configuration"."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-quick-start-key-change-me-in-production-0123456789")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "sessions_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fer_platform.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "fer_platform.asgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web process and Celery worker write concurrently in the quick start: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [env.str("CHANNEL_LAYER_URL", default=REDIS_URL)], "prefix": "fer:channels"},
+    }
+}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+#: Celery beat: retention purge (issue #4) every FER_RETENTION_PURGE_INTERVAL_S seconds (default hourly).
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-sessions": {
+        "task": "sessions_app.maintenance.purge_expired_sessions",
+        "schedule": env.float("FER_RETENTION_PURGE_INTERVAL_S", default=3600.0),
+    },
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "sessions_app:session-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "sessions_app.api.pagination.ApiPagination",
+    "EXCEPTION_HANDLER": "sessions_app.api.exceptions.api_exception_handler",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env.str("API_THROTTLE_AUTH", default="10/min"),
+        "export": env.str("API_THROTTLE_EXPORT", default="30/hour"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FER platform API",
+    "DESCRIPTION": "Sessions, per-frame and per-face emotion results, timelines and exports.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed drf-spectacular-sidecar package: no CDN (users sit behind firewalls).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EmotionLabelEnum": "inference.labels.LABELS"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Emotion analytics settings (README "Configuration") ---
+#: Model file served by workers; empty = the default model shipped in inference/models/.
+FER_MODEL_PATH = env.str("FER_MODEL_PATH", default="")
+#: Face detector of the workers: "blazeface" (default, shipped ONNX network) or "haar" (OpenCV cascade).
+FER_DETECTOR = env.str("FER_DETECTOR", default="blazeface")
+#: Largest accepted frame message in bytes (JPEG/PNG).
+FER_MAX_FRAME_BYTES = env.int("FER_MAX_FRAME_BYTES", default=1_000_000)
+#: Largest accepted decoded frame, pixels.
+FER_MAX_FRAME_WIDTH = env.int("FER_MAX_FRAME_WIDTH", default=1920)
+FER_MAX_FRAME_HEIGHT = env.int("FER_MAX_FRAME_HEIGHT", default=1080)
+#: Frames of one stream allowed in flight (queued or being analysed) before newer frames replace waiting ones.
+FER_MAX_IN_FLIGHT = env.int("FER_MAX_IN_FLIGHT", default=2)
+#: Seconds after which a queued frame task is stale and expires unprocessed (counted as dropped).
+FER_FRAME_TASK_EXPIRES_S = env.float("FER_FRAME_TASK_EXPIRES_S", default=10.0)
+#: Aggregates are shown only when they describe at least this many faces.
+FER_MIN_FACES_FOR_AGGREGATES = env.int("FER_MIN_FACES_FOR_AGGREGATES", default=3)
+#: Days after which session results are purged (0 = keep forever).
+FER_RETENTION_DAYS = env.int("FER_RETENTION_DAYS", default=90)
+#: Largest upload (photo or video) in bytes.
+FER_MAX_UPLOAD_BYTES = env.int("FER_MAX_UPLOAD_BYTES", default=50_000_000)
+#: Most frames sampled from one uploaded video (sampled at the session's target fps).
+FER_MAX_UPLOAD_FRAMES = env.int("FER_MAX_UPLOAD_FRAMES", default=600)
+#: Celery queue of frame-analysis tasks; empty = the default queue ("celery"). Workers must consume it (-Q).
+FER_FRAME_QUEUE = env.str("FER_FRAME_QUEUE", default="")
+#: Timeline bucket width of the live chart and dashboard, seconds.
+FER_CHART_BUCKET_S = env.int("FER_CHART_BUCKET_S", default=5)

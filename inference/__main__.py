@@ -1,0 +1,126 @@
+"""Command line: ``python -m inference {train,evaluate,predict,bench} ...`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _train(args) -> int:
+    from inference.train import train
+
+    card = train(
+        args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        resume=args.resume,
+        max_train_rows=args.max_train_rows,
+    )
+    print(
+        f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
+        f" (flip TTA {card['public_test_flip_tta']['accuracy']:.4f}); model and card in {args.out}"
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from inference.evaluate import evaluate
+
+    report = evaluate(args.data, usage=args.usage, model_path=args.model, flip_tta=args.tta)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        from inference.metrics import format_report
+
+        print(f"{report['source']} ({report['usage'] or 'all rows'}), model {report['model']}")
+        print(format_report(report))
+        for err in report["skipped_rows"][:20]:
+            print(f"skipped: {err}", file=sys.stderr)
+    return 0
+
+
+def _predict(args) -> int:
+    from inference.predict import predict_files
+
+    results = predict_files(args.images, out_dir=args.out, model_path=args.model)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for item in results:
+            if "error" in item:
+                print(f"{item['image']}: ERROR {item['error']}")
+                continue
+            faces = ", ".join(f"{f['label']} {f['score']:.2f} at {tuple(f['box'])}" for f in item["faces"])
+            print(f"{item['image']}: {len(item['faces'])} face(s){': ' + faces if faces else ''}")
+    return 1 if results and all("error" in r for r in results) else 0
+
+
+def _bench(args) -> int:
+    from inference.bench import format_bench, run_bench
+
+    result = run_bench(image_path=args.image, model_path=args.model)
+    print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``python -m inference``."""
+    parser = argparse.ArgumentParser(prog="python -m inference", description="FER2013 emotion recognition")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the CNN on FER2013 (Training split; PublicTest for validation)")
+    p.add_argument("--data", required=True, help="fer2013.csv[.gz] or image-folder root (<root>/<split>/<label>/)")
+    p.add_argument("--epochs", type=int, default=50, help="maximum epochs (cosine schedule length), default 50")
+    p.add_argument("--out", default="runs/latest", help="output folder, default runs/latest")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.keras")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics and confusion matrix")
+    p.add_argument("data", help="fer2013.csv[.gz] or image-folder root")
+    p.add_argument("--usage", choices=["Training", "PublicTest", "PrivateTest"], help="only rows of this split")
+    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored face (flip test-time augmentation)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="detect and classify faces in photos")
+    p.add_argument("images", nargs="+", help="jpg/png/tiff/bmp files")
+    p.add_argument("--out", help="folder for annotated copies and probability charts")
+    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("bench", help="serving speed and memory vs the seed-style baseline")
+    p.add_argument("image", nargs="?", help="photo to build the 640x480 frame from (default: a group photo)")
+    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for a dataset/model/input error, with a message)."""
+    from inference.classifier import ModelLoadError
+    from inference.data import DatasetError
+    from inference.imageio import ImageDecodeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ModelLoadError, ImageDecodeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

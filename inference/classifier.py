@@ -1,0 +1,181 @@
+"""Emotion classification of face crops with the exported ONNX model (ONNX Runtime; TensorFlow is not imported).
+
+Preprocessing is the one the model was trained with: grey ``uint8`` 48x48 faces fed as ``float32`` grey levels
+0..255 (the network rescales internally, see ``inference.model``). ``crop_face`` turns a detector box on a full
+image into such a crop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inference.labels import NUM_CLASSES
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL_NAME = "fer_cnn.onnx"
+FACE_SIZE = 48
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing or is not a usable FER ONNX model."""
+
+
+def default_model_path() -> Path:
+    """The model to serve: ``$FER_MODEL_PATH`` when set, else the model shipped in ``inference/models/``."""
+    return Path(os.environ.get("FER_MODEL_PATH") or MODELS_DIR / DEFAULT_MODEL_NAME)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV image -> the same image as ``uint8`` (channels unchanged).
+
+    ``uint16`` is scaled by 1/257 (65535 -> 255), float in [0, 1] by 255.
+
+    Raises:
+        ValueError: unsupported dtype, or an empty image.
+    """
+    if image is None or image.size == 0:
+        raise ValueError("empty image")
+    if image.dtype == np.uint16:
+        return (image / 257.0).round().astype(np.uint8)
+    if image.dtype in (np.float32, np.float64):
+        return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {image.dtype}")
+    return image
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV image (grey, BGR, BGRA; ``uint8``/``uint16``/float) -> ``uint8 (H, W, 3)`` RGB.
+
+    Grey images are replicated to three channels.
+
+    Raises:
+        ValueError: unsupported shape or dtype, or an empty image.
+    """
+    image = to_uint8(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise ValueError(f"unsupported image shape {image.shape}")
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV image -> ``uint8 (H, W)`` grey.
+
+    Accepts ``(H, W)``, ``(H, W, 1)``, BGR ``(H, W, 3)``, BGRA ``(H, W, 4)``; ``uint8``, ``uint16`` (scaled by
+    1/257) or float in [0, 1].
+
+    Raises:
+        ValueError: unsupported shape or dtype, or an empty image.
+    """
+    image = to_uint8(image)
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    raise ValueError(f"unsupported image shape {image.shape}")
+
+
+def crop_face(grey: np.ndarray, box, margin: float = 0.0, size: int = FACE_SIZE) -> np.ndarray:
+    """Square face crop ``uint8 (size, size)`` around a box.
+
+    Args:
+        grey: ``uint8 (H, W)`` image.
+        box: ``(x, y, w, h)`` in pixels.
+        margin: extra border as a fraction of the square's side on each side.
+        size: output side in pixels.
+
+    The square has side ``max(w, h) * (1 + 2 * margin)`` and the box's centre; parts outside the image are filled
+    by edge replication. Resized with ``INTER_AREA`` (down) or ``INTER_LINEAR`` (up).
+    """
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = max(1, int(round(side)))
+    height, width = grey.shape[:2]
+    pad_l, pad_t = max(0, -x0), max(0, -y0)
+    pad_r, pad_b = max(0, x0 + s - width), max(0, y0 + s - height)
+    crop = grey[max(0, y0) : min(height, y0 + s), max(0, x0) : min(width, x0 + s)]
+    if pad_l or pad_t or pad_r or pad_b:
+        crop = cv2.copyMakeBorder(crop, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+class EmotionClassifier:
+    """FER2013 emotion classifier served by ONNX Runtime.
+
+    Args:
+        model_path: ``.onnx`` file exported by ``inference.export`` (default ``default_model_path()``).
+        threads: intra-op threads (1 suits one-process-per-core workers).
+        flip_tta: average each face's probabilities with those of its mirror image (test-time augmentation:
+            doubles the work per face; off by default so serving stays within the 1 ms/face budget).
+
+    Raises:
+        ModelLoadError: missing or unusable model file.
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, threads: int = 1, flip_tta: bool = False):
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        if not self.model_path.is_file():
+            raise ModelLoadError(f"{self.model_path}: model file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model: {exc}") from exc
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [FACE_SIZE, FACE_SIZE, 1] or outputs[0].shape[-1] != 7:
+            raise ModelLoadError(
+                f"{self.model_path}: expected input (N, 48, 48, 1) and output (N, 7), "
+                f"got {inputs[0].shape} -> {outputs[0].shape}"
+            )
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        self.flip_tta = flip_tta
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of face crops.
+
+        Args:
+            faces: ``uint8 (N, 48, 48)`` grey faces (``N`` may be 0).
+
+        Returns:
+            ``float32 (N, 7)`` probabilities in ``LABELS`` order; each row sums to 1.
+
+        Raises:
+            ValueError: wrong shape or dtype.
+        """
+        faces = np.asarray(faces)
+        if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE) or faces.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N, 48, 48) faces, got {faces.dtype} {faces.shape}")
+        if faces.shape[0] == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        x = faces[..., None].astype(np.float32)
+        if self.flip_tta:
+            x = np.concatenate([x, x[:, :, ::-1]])
+        probs = self._session.run([self._output], {self._input: x})[0]
+        if self.flip_tta:
+            n = faces.shape[0]
+            probs = (probs[:n] + probs[n:]) / 2.0
+        return probs.astype(np.float32, copy=False)

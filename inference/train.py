@@ -1,0 +1,395 @@
+"""Training of the FER CNN on FER2013 (``python -m inference train``).
+
+Recipe (every choice is a flag of ``train``):
+
+- Data: the ``Training`` split for fitting, ``PublicTest`` for validation, early stopping and checkpoint choice
+  (PrivateTest is never touched). Parsed arrays are cached (see ``inference.data``).
+- Augmentation, one fused affine warp per image (``tf.raw_ops.ImageProjectiveTransformV3``): horizontal flip
+  (p = 0.5), rotation +-15 deg, scale 0.85..1.15, shift +-10 %; then contrast 0.7..1.3 and brightness +-25 grey
+  levels; then random erasing (Zhong et al. 2017, arXiv:1708.04896) of one 8..20 px rectangle with p = 0.5.
+- Class imbalance (disgust 436 vs happy 7,215 training images): per-sample loss weights
+  ``w_c = sqrt(median(n) / n_c)``, normalised to mean 1 over the training set. The square root (rather than full
+  inverse frequency) keeps overall accuracy while lifting disgust recall.
+- Loss: categorical cross-entropy with label smoothing 0.1 (Szegedy et al. 2016, arXiv:1512.00567).
+- Optimiser: AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101), weight decay 0.05 on kernels; learning rate
+  linear warm-up for 2 epochs to the peak, then cosine decay to 0 at the last epoch.
+- Checkpoints in ``<out>/checkpoints``: ``last.keras`` (model + optimiser state) and ``state.json`` after every
+  epoch, ``best.keras`` on each new best PublicTest accuracy. ``--resume`` continues from ``last.keras``
+  (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule.
+- Early stopping when PublicTest accuracy has not improved for ``--patience`` epochs.
+- Seeded (``--seed``): NumPy, Python and TensorFlow RNGs, and the shuffling order.
+
+Outputs in ``--out``: ``model.keras`` (best), ``model.onnx`` (serving export, checked against Keras),
+``model_card.json``, ``training_curves.png``, ``confusion_matrix.png``, ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inference.data import class_counts, load_fer2013
+from inference.labels import LABELS, NUM_CLASSES
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """``float32 (7,)`` loss weight per label, ``sqrt(median(n) / n_c)`` normalised to mean 1 over ``labels``.
+
+    Labels absent from ``labels`` get weight 0 (they contribute no samples anyway).
+    """
+    counts = class_counts(labels).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(NUM_CLASSES)
+    weights[present] = np.sqrt(np.median(counts[present]) / counts[present])
+    weights /= (weights[labels]).mean()
+    return weights.astype(np.float32)
+
+
+def make_augment(image_size: int = 48, max_rotation_deg: float = 15.0, scale: float = 0.15, shift: float = 0.10):
+    """Return a TF function ``augment(images) -> images`` for ``float32 (B, H, W, 1)`` batches in 0..255."""
+    import tensorflow as tf
+
+    c = (image_size - 1) / 2.0
+    max_rot = math.radians(max_rotation_deg)
+
+    def augment(images):
+        b = tf.shape(images)[0]
+        theta = tf.random.uniform([b], -max_rot, max_rot)
+        s = tf.random.uniform([b], 1.0 - scale, 1.0 + scale)
+        flip = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
+        tx = tf.random.uniform([b], -shift, shift) * image_size
+        ty = tf.random.uniform([b], -shift, shift) * image_size
+        cos, sin = tf.cos(theta) / s, tf.sin(theta) / s
+        # Output pixel (x, y) samples input M @ (x - c - tx, y - c - ty) + c, M = R(theta)/s @ diag(flip, 1).
+        m00, m01, m10, m11 = cos * flip, sin, -sin * flip, cos
+        a2 = c - m00 * (c + tx) - m01 * (c + ty)
+        b2 = c - m10 * (c + tx) - m11 * (c + ty)
+        zeros = tf.zeros([b])
+        transforms = tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+        out = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=transforms,
+            output_shape=[image_size, image_size],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
+        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+        contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
+        brightness = tf.random.uniform([b, 1, 1, 1], -25.0, 25.0)
+        out = (out - mean) * contrast + mean + brightness
+        # Random erasing: one rectangle per image with p = 0.5, filled with uniform noise.
+        h = tf.random.uniform([b, 1, 1, 1], 8, 21, dtype=tf.int32)
+        w = tf.random.uniform([b, 1, 1, 1], 8, 21, dtype=tf.int32)
+        y0 = tf.random.uniform([b, 1, 1, 1], 0, image_size - 8, dtype=tf.int32)
+        x0 = tf.random.uniform([b, 1, 1, 1], 0, image_size - 8, dtype=tf.int32)
+        ys = tf.reshape(tf.range(image_size), [1, image_size, 1, 1])
+        xs = tf.reshape(tf.range(image_size), [1, 1, image_size, 1])
+        on = tf.random.uniform([b, 1, 1, 1]) < 0.5
+        mask = on & (ys >= y0) & (ys < y0 + h) & (xs >= x0) & (xs < x0 + w)
+        noise = tf.random.uniform(tf.shape(out), 0.0, 255.0)
+        out = tf.where(mask, noise, out)
+        return tf.clip_by_value(out, 0.0, 255.0)
+
+    return augment
+
+
+def _datasets(train, val, batch_size: int, seed: int, weights: np.ndarray):
+    import tensorflow as tf
+
+    augment = make_augment(train.images.shape[1])
+    x_train = train.images[..., None].astype(np.float32)
+    y_train = np.eye(NUM_CLASSES, dtype=np.float32)[train.labels]
+    w_train = weights[train.labels]
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train, w_train))
+        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .map(lambda x, y, w: (augment(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    x_val = val.images[..., None].astype(np.float32)
+    y_val = np.eye(NUM_CLASSES, dtype=np.float32)[val.labels]
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
+    return train_ds, val_ds
+
+
+def predict_probabilities(model, images: np.ndarray, flip_tta: bool = False, batch_size: int = 256) -> np.ndarray:
+    """Keras-side probabilities ``float32 (N, 7)`` for ``uint8 (N, 48, 48)`` faces; ``flip_tta`` averages the
+    prediction of each face and its mirror image."""
+    x = images[..., None].astype(np.float32)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if flip_tta:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2.0
+    return probs.astype(np.float32)
+
+
+def train(
+    data: str,
+    out: str = "runs/latest",
+    epochs: int = 60,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 0.05,
+    label_smoothing: float = 0.1,
+    patience: int = 15,
+    seed: int = 1337,
+    resume: bool = False,
+    stages=None,
+    dense_units: int = 256,
+    max_train_rows: int | None = None,
+    log=print,
+) -> dict:
+    """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
+
+    Args:
+        data: FER2013 CSV (``.csv``/``.csv.gz``) or image-folder root; needs ``Training`` and ``PublicTest`` rows.
+        out: output folder (created).
+        epochs: maximum number of epochs (the cosine schedule ends here).
+        batch_size, learning_rate, weight_decay, label_smoothing: optimisation settings (see module docstring).
+        patience: early-stopping patience in epochs on PublicTest accuracy.
+        seed: RNG seed.
+        resume: continue from ``<out>/checkpoints/last.keras`` if present.
+        stages, dense_units: architecture (see ``inference.model.build_model``); ``None`` = default.
+        max_train_rows: use only the first N training rows (smoke tests).
+        log: callable for progress lines.
+
+    Returns:
+        The model card (also written to ``<out>/model_card.json``).
+
+    Raises:
+        inference.data.DatasetError: unreadable data, or no ``Training``/``PublicTest`` rows.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from inference.data import DatasetError
+    from inference.model import ARCHITECTURE, DEFAULT_STAGES, build_model, count_flops
+
+    started = time.time()
+    out_dir = Path(out)
+    ckpt_dir = out_dir / "checkpoints"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(exist_ok=True)
+
+    dataset = load_fer2013(data)
+    for err in dataset.errors[:20]:
+        log(f"skipped: {err}")
+    if len(dataset.errors) > 20:
+        log(f"... and {len(dataset.errors) - 20} more skipped rows")
+    train_set, val_set = dataset.subset("Training"), dataset.subset("PublicTest")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise DatasetError(f"{data}: needs both Training and PublicTest rows (got {len(train_set)}, {len(val_set)})")
+    if max_train_rows:
+        train_set.images, train_set.labels = train_set.images[:max_train_rows], train_set.labels[:max_train_rows]
+    log(f"data: {len(train_set)} training rows, {len(val_set)} PublicTest rows, sha256 {dataset.sha256[:16]}...")
+
+    keras.utils.set_random_seed(seed)
+    weights = class_weights(train_set.labels)
+    train_ds, val_ds = _datasets(train_set, val_set, batch_size, seed, weights)
+    steps_per_epoch = len(train_set) // batch_size
+    if steps_per_epoch == 0:
+        raise DatasetError(f"{data}: fewer training rows ({len(train_set)}) than one batch ({batch_size})")
+
+    state_file = ckpt_dir / "state.json"
+    state = {"epoch": -1, "best_val_accuracy": -1.0, "best_epoch": -1, "wait": 0, "history": [], "wall_s": 0.0}
+    if resume and (ckpt_dir / "last.keras").exists() and state_file.exists():
+        model = keras.models.load_model(ckpt_dir / "last.keras")
+        state = json.loads(state_file.read_text())
+        log(f"resuming after epoch {state['epoch'] + 1} (best PublicTest accuracy {state['best_val_accuracy']:.4f})")
+        _reschedule(model.optimizer, epochs * steps_per_epoch, log)
+    else:
+        model = build_model(stages=tuple(stages or DEFAULT_STAGES), dense_units=dense_units, weight_decay=0.0)
+        warmup = min(2 * steps_per_epoch, epochs * steps_per_epoch // 4)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate / 100,
+            decay_steps=max(1, epochs * steps_per_epoch - warmup),
+            warmup_target=learning_rate,
+            warmup_steps=warmup,
+            alpha=0.0,
+        )
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["bn", "bias", "gamma", "beta"])
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            metrics=["accuracy"],
+        )
+    log(f"model {ARCHITECTURE}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs/face")
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            state["history"].append({"epoch": epoch + 1, **logs})
+            val_acc = logs.get("val_accuracy", 0.0)
+            if val_acc > state["best_val_accuracy"]:
+                state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
+                self.model.save(ckpt_dir / "best.keras")
+            else:
+                state["wait"] += 1
+            state["epoch"] = epoch
+            state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - self._t0)
+            self._t0 = time.time()
+            self.model.save(ckpt_dir / "last.tmp.keras")
+            os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
+            state_file.write_text(json.dumps(state, indent=1))
+            log(
+                f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+                f"val_loss {logs.get('val_loss', 0):.4f} val_acc {val_acc:.4f} "
+                f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {state['wall_s']:.0f}s"
+            )
+            if state["wait"] >= patience:
+                log(f"early stopping: no PublicTest improvement for {patience} epochs")
+                self.model.stop_training = True
+
+        def on_train_begin(self, logs=None):
+            self._t0 = time.time()
+
+    if state["epoch"] + 1 < epochs and state["wait"] < patience:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=state["epoch"] + 1,
+            callbacks=[Checkpoint()],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+
+    best = keras.models.load_model(ckpt_dir / "best.keras")
+    save_weights_only_model(best, out_dir / "model.keras")
+    return finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log)
+
+
+def _reschedule(optimizer, total_steps: int, log=print) -> None:
+    """On ``--resume`` with another ``--epochs``, stretch or shrink the cosine schedule so that it still ends at the
+    last epoch (the warm-up and peak are kept; the step counter continues)."""
+    import keras
+
+    schedule = optimizer._learning_rate
+    if not isinstance(schedule, keras.optimizers.schedules.CosineDecay):
+        return
+    config = schedule.get_config()
+    decay_steps = max(1, total_steps - int(config.get("warmup_steps") or 0))
+    if decay_steps != config["decay_steps"]:
+        config["decay_steps"] = decay_steps
+        optimizer.learning_rate = keras.optimizers.schedules.CosineDecay.from_config(config)
+        log(f"learning-rate schedule now ends after {total_steps} steps")
+
+
+def save_weights_only_model(model, path: str | os.PathLike) -> None:
+    """Save ``model`` as a ``.keras`` file without optimiser state (about a third of the checkpoint's size)."""
+    import keras
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    clone.save(path)
+
+
+def finalize(model, val_set, data_sha256: str, state: dict, out_dir: Path, started: float, log=print) -> dict:
+    """Evaluate ``model`` on PublicTest, export and check ONNX, write model card, history and plots."""
+    import tensorflow as tf
+
+    from inference.export import export_onnx
+    from inference.metrics import classification_report
+    from inference.model import ARCHITECTURE, count_flops
+
+    onnx_path = out_dir / "model.onnx"
+    max_abs_diff = export_onnx(model, onnx_path, check_images=val_set.images[:256])
+    log(f"exported {onnx_path} (max |ONNX - Keras| = {max_abs_diff:.2e})")
+    from inference.classifier import EmotionClassifier
+
+    clf = EmotionClassifier(onnx_path, flip_tta=False)
+    probs = clf.predict_proba(val_set.images)
+    report = classification_report(val_set.labels, probs.argmax(1))
+    probs_flip = (probs + clf.predict_proba(val_set.images[:, :, ::-1].copy())) / 2
+    report_tta = classification_report(val_set.labels, probs_flip.argmax(1))
+    log(f"PublicTest accuracy {report['accuracy']:.4f} (flip TTA {report_tta['accuracy']:.4f})")
+
+    history = state["history"]
+    with open(out_dir / "history.csv", "w", newline="") as fh:
+        if history:
+            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    card = {
+        "architecture": ARCHITECTURE,
+        "layers": [layer.__class__.__name__ + ":" + layer.name for layer in model.layers],
+        "input": {"shape": [None, 48, 48, 1], "dtype": "float32", "range": "grey levels 0..255"},
+        "output": {"shape": [None, NUM_CLASSES], "dtype": "float32", "labels": list(LABELS)},
+        "parameters": int(model.count_params()),
+        "flops_per_face": count_flops(model),
+        "data": {"source": Path(val_set.source).name, "sha256": data_sha256, "validation_split": "PublicTest"},
+        "epochs_run": len(history),
+        "best_epoch": state.get("best_epoch"),
+        "training_wall_time_s": round(state.get("wall_s", 0.0), 1),
+        "total_wall_time_s": round(time.time() - started, 1),
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": _cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        },
+        "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
+        "onnx_max_abs_diff_vs_keras": max_abs_diff,
+        "public_test": {k: report[k] for k in ("n", "accuracy", "macro_f1", "per_class", "confusion")},
+        "public_test_flip_tta": {k: report_tta[k] for k in ("n", "accuracy", "macro_f1")},
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    _plots(history, report, out_dir)
+    return card
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _plots(history: list[dict], report: dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("loss", "train"), ("val_loss", "PublicTest")):
+        ax1.plot(epochs, [h.get(key, np.nan) for h in history], label=label)
+    for key, label in (("accuracy", "train"), ("val_accuracy", "PublicTest")):
+        ax2.plot(epochs, [h.get(key, np.nan) for h in history], label=label)
+    ax1.set(title="loss", xlabel="epoch")
+    ax2.set(title="accuracy", xlabel="epoch")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "training_curves.png", dpi=100)
+    plt.close(fig)
+
+    cm = np.asarray(report["confusion"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(NUM_CLASSES), LABELS, rotation=45)
+    ax.set_yticks(range(NUM_CLASSES), LABELS)
+    ax.set(xlabel="predicted", ylabel="true", title=f"PublicTest confusion (acc {report['accuracy']:.3f})")
+    for i in range(NUM_CLASSES):
+        for j in range(NUM_CLASSES):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion_matrix.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,260 @@
+"""Serializers of the REST API (thin: validation and representation only).
+
+Units: times in seconds of session time (since ``created_at``) unless named ``*_at`` (ISO 8601 datetimes);
+pixels for boxes and frame sizes; probabilities in [0, 1]; valence in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from inference.labels import LABELS
+from sessions_app.exports import FORMATS
+from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face
+from sessions_app.reports import MAX_BUCKET_S, session_duration_s
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable reason, e.g. invalid, not_found, throttled.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    details = serializers.JSONField(
+        allow_null=True, help_text="Per-field messages for 'invalid'; {'retry_after_s': n} for 'throttled'."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Body of every error response."""
+
+    error = ErrorDetailSerializer()
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="40 hex characters; send as 'Authorization: Token <token>'.")
+
+
+class ProbabilitiesSerializer(serializers.Serializer):
+    """Mean (or per-face) probability per FER2013 label, each in [0, 1], summing to ~1."""
+
+    angry = serializers.FloatField(min_value=0, max_value=1)
+    disgust = serializers.FloatField(min_value=0, max_value=1)
+    fear = serializers.FloatField(min_value=0, max_value=1)
+    happy = serializers.FloatField(min_value=0, max_value=1)
+    sad = serializers.FloatField(min_value=0, max_value=1)
+    surprise = serializers.FloatField(min_value=0, max_value=1)
+    neutral = serializers.FloatField(min_value=0, max_value=1)
+
+
+class SessionLinksSerializer(serializers.Serializer):
+    report = serializers.URLField(help_text="HTML report page.")
+    pdf = serializers.URLField(help_text="PDF report.")
+    timeline = serializers.URLField()
+    faces = serializers.URLField()
+    export = serializers.URLField(help_text="Add ?format=csv or ?format=json.")
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    """A session with its counters. ``duration_s``: seconds from creation to end (or to now while running)."""
+
+    owner = serializers.CharField(source="owner.username", read_only=True, help_text="Owner's username.")
+    duration_s = serializers.SerializerMethodField(help_text="Seconds from creation to end (or now if running).")
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = EmotionSession
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "target_fps",
+            "status",
+            "owner",
+            "owner_id",
+            "created_at",
+            "ended_at",
+            "duration_s",
+            "frames_received",
+            "frames_processed",
+            "frames_dropped",
+            "frames_rejected",
+            "links",
+        ]
+        read_only_fields = fields
+
+    def get_duration_s(self, obj: EmotionSession) -> float:
+        return round(session_duration_s(session=obj), 3)
+
+    @extend_schema_field(SessionLinksSerializer)
+    def get_links(self, obj: EmotionSession) -> dict:
+        request = self.context.get("request")
+
+        def url(name: str) -> str:
+            path = reverse(name, kwargs={"session_id": obj.pk})
+            return request.build_absolute_uri(path) if request else path
+
+        return {
+            "report": url("reports:session-report"),
+            "pdf": url("reports:session-report-pdf"),
+            "timeline": url("api:session-timeline"),
+            "faces": url("api:session-faces"),
+            "export": url("api:session-export"),
+        }
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    """Input of session creation; the owner is the requesting user."""
+
+    name = serializers.CharField(max_length=200, help_text="Display name, e.g. 'Math 7b, Monday'.")
+    kind = serializers.ChoiceField(choices=EmotionSession.Kind.choices, default=EmotionSession.Kind.CLASSROOM)
+    target_fps = serializers.FloatField(
+        min_value=0.1, max_value=30.0, default=2.0, help_text="Frames per second the browser sends (0.1..30)."
+    )
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    bucket = serializers.IntegerField(
+        min_value=1, max_value=MAX_BUCKET_S, default=5, help_text=f"Bucket length in seconds (1..{MAX_BUCKET_S})."
+    )
+
+
+class TimelineBucketSerializer(serializers.Serializer):
+    start_s = serializers.IntegerField(help_text="Bucket start, seconds since session start (inclusive).")
+    end_s = serializers.IntegerField(help_text="Bucket end, seconds since session start (exclusive).")
+    frames = serializers.IntegerField(help_text="Frames analysed in the bucket.")
+    faces = serializers.IntegerField(help_text="Face observations in the bucket.")
+    mean_face_count = serializers.FloatField(help_text="faces / frames.")
+    probabilities = ProbabilitiesSerializer(
+        allow_null=True, help_text="Mean probability per emotion; null with fewer than min_faces faces."
+    )
+    dominant = serializers.ChoiceField(
+        choices=LABELS, allow_null=True, help_text="Emotion with the highest mean; null with too few faces."
+    )
+    valence = serializers.FloatField(allow_null=True, help_text="Mean valence in [-1, 1]; null with too few faces.")
+
+
+class TimelineSerializer(serializers.Serializer):
+    session_id = serializers.IntegerField()
+    bucket_s = serializers.IntegerField(help_text="Bucket length in seconds.")
+    min_faces = serializers.IntegerField(help_text="Aggregates need at least this many faces (privacy rule).")
+    buckets = TimelineBucketSerializer(many=True, help_text="Buckets that contain frames, oldest first.")
+
+
+class FacesQuerySerializer(serializers.Serializer):
+    from_s = serializers.FloatField(
+        required=False, min_value=0, help_text="Only faces of frames at or after this session time (seconds)."
+    )
+    to_s = serializers.FloatField(
+        required=False, min_value=0, help_text="Only faces of frames before this session time (seconds)."
+    )
+
+    def validate(self, attrs):
+        if "from_s" in attrs and "to_s" in attrs and attrs["from_s"] > attrs["to_s"]:
+            raise serializers.ValidationError({"to_s": ["Must not be smaller than from_s."]})
+        return attrs
+
+
+class FaceSerializer(serializers.ModelSerializer):
+    """One detected face: box in pixels of its frame, label, score and probabilities (no identity)."""
+
+    frame_id = serializers.IntegerField(read_only=True)
+    offset_s = serializers.FloatField(source="frame.offset_s", help_text="Frame time, seconds since session start.")
+    captured_at = serializers.DateTimeField(source="frame.captured_at")
+    source = serializers.CharField(source="frame.source", help_text="'camera' or 'upload:<n>'.")
+    probabilities = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Face
+        fields = [
+            "id",
+            "frame_id",
+            "offset_s",
+            "captured_at",
+            "source",
+            "x",
+            "y",
+            "w",
+            "h",
+            "label",
+            "score",
+            "probabilities",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "x": {"help_text": "Box left edge, pixels."},
+            "y": {"help_text": "Box top edge, pixels."},
+            "w": {"help_text": "Box width, pixels."},
+            "h": {"help_text": "Box height, pixels."},
+            "score": {"help_text": "Probability of the label, 0..1."},
+        }
+
+    @extend_schema_field(ProbabilitiesSerializer)
+    def get_probabilities(self, obj: Face) -> dict:
+        return {label: getattr(obj, field) for label, field in zip(LABELS, PROBABILITY_FIELDS, strict=True)}
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=FORMATS, default="csv", help_text="csv (one row per face) or json.")
+
+
+class DistributionSerializer(serializers.Serializer):
+    faces = serializers.IntegerField(help_text="Face observations in the session.")
+    probabilities = ProbabilitiesSerializer(allow_null=True, help_text="Null with fewer than min_faces faces.")
+    dominant = serializers.ChoiceField(choices=LABELS, allow_null=True)
+
+
+class SegmentSerializer(serializers.Serializer):
+    start_s = serializers.IntegerField(help_text="Seconds since session start (inclusive).")
+    end_s = serializers.IntegerField(help_text="Seconds since session start (exclusive).")
+    duration_s = serializers.IntegerField()
+    dominant = serializers.ChoiceField(choices=LABELS, allow_null=True, help_text="Null: too few faces.")
+    buckets = serializers.IntegerField()
+
+
+class ChangeSerializer(serializers.Serializer):
+    at_s = serializers.IntegerField(help_text="Start of the later bucket, seconds since session start.")
+    from_s = serializers.IntegerField(help_text="Start of the earlier bucket, seconds since session start.")
+    change = serializers.FloatField(help_text="Total variation distance of the two emotion mixes, 0..1.")
+    rose = serializers.ChoiceField(choices=LABELS)
+    rose_by = serializers.FloatField(help_text="Increase of the mean probability, 0..1.")
+    fell = serializers.ChoiceField(choices=LABELS)
+    fell_by = serializers.FloatField(help_text="Decrease of the mean probability, 0..1.")
+    dominant_before = serializers.ChoiceField(choices=LABELS)
+    dominant_after = serializers.ChoiceField(choices=LABELS)
+
+
+class ReportSessionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+
+
+class ReportSerializer(serializers.Serializer):
+    """The session report (same numbers as the HTML/PDF report)."""
+
+    session = ReportSessionSerializer()
+    bucket_s = serializers.IntegerField(help_text="Timeline bucket, seconds.")
+    min_faces = serializers.IntegerField(help_text="Aggregates need at least this many faces.")
+    duration_s = serializers.FloatField(help_text="Seconds from creation to end (or now).")
+    frames_received = serializers.IntegerField()
+    frames_processed = serializers.IntegerField()
+    frames_dropped = serializers.IntegerField()
+    frames_rejected = serializers.IntegerField()
+    frames_stored = serializers.IntegerField()
+    faces = serializers.IntegerField()
+    mean_face_count = serializers.FloatField(allow_null=True, help_text="Mean faces per stored frame.")
+    max_face_count = serializers.IntegerField(allow_null=True)
+    distribution = DistributionSerializer()
+    timeline = TimelineBucketSerializer(many=True)
+    segments = SegmentSerializer(many=True)
+    changes = ChangeSerializer(many=True, help_text="Moments of largest change, largest first.")
+    summary = serializers.ListField(child=serializers.CharField(), help_text="Plain-language summary sentences.")
+
+
+class ReportQuerySerializer(serializers.Serializer):
+    bucket = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_BUCKET_S,
+        required=False,
+        help_text=f"Timeline bucket in seconds (1..{MAX_BUCKET_S}); default: chosen for about 120 points.",
+    )

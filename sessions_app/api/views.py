@@ -1,0 +1,268 @@
+"""REST API views (thin): validate input, look sessions up through the selectors, call services/report functions.
+
+Every session lookup is scoped to the requesting user (teachers: own sessions; admins: all); another teacher's
+session is a 404 exactly like a missing one. Errors use the body documented in ``sessions_app.api.exceptions``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sessions_app import exports, reports, selectors, services
+from sessions_app.api.exceptions import Conflict, error_body
+from sessions_app.api.filters import SessionFilter
+from sessions_app.api.permissions import visible_session_or_404
+from sessions_app.api.serializers import (
+    ErrorSerializer,
+    ExportQuerySerializer,
+    FaceSerializer,
+    FacesQuerySerializer,
+    ReportQuerySerializer,
+    ReportSerializer,
+    SessionCreateSerializer,
+    SessionSerializer,
+    TimelineQuerySerializer,
+    TimelineSerializer,
+    TokenResponseSerializer,
+)
+from sessions_app.api.throttling import AuthRateThrottle, ExportRateThrottle
+from sessions_app.models import EmotionSession, Face
+
+SESSION_ID = OpenApiParameter(
+    "session_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Session id. Another teacher's session is 404."
+)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+E400 = _error("Invalid parameters: error.code 'invalid', error.details maps each parameter to its messages.")
+E401 = _error("Not authenticated: send 'Authorization: Token <key>' or use the browser session.")
+E404 = _error("No such session, or a session of another teacher (never distinguished).")
+E429 = _error("Rate limit exceeded; see the Retry-After header and error.details.retry_after_s.")
+
+
+def api_not_found(request, *args, **kwargs) -> JsonResponse:
+    """404 for unknown paths under /api/, with the API's JSON error body (API paths end with a slash)."""
+    body = error_body(code="not_found", message="No such API endpoint. API paths end with a slash.")
+    return JsonResponse(body, status=404)
+
+
+def _validated_query(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _validated_body(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class TokenView(ObtainAuthToken):
+    """POST username and password, get the user's API token (created on first use)."""
+
+    authentication_classes: list = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Obtain an API token",
+        description="Exchange username and password for the user's API token. Send it as "
+        "`Authorization: Token <token>`. Rate-limited per client IP (scope `auth`).",
+        responses={200: TokenResponseSerializer, 400: E400, 429: E429},
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+@extend_schema(tags=["sessions"])
+class SessionListCreateView(generics.ListCreateAPIView):
+    """List the sessions visible to the user, or create one owned by the user."""
+
+    serializer_class = SessionSerializer
+    filterset_class = SessionFilter
+
+    def get_queryset(self):
+        return selectors.session_list_for_user(user=self.request.user).order_by("-created_at", "-id")
+
+    @extend_schema(
+        summary="List sessions",
+        description="Teachers see their own sessions, admins all. Paginated (page, page_size up to 500).",
+        responses={200: SessionSerializer(many=True), 400: E400, 401: E401, 404: _error("Page past the end.")},
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Create a session",
+        request=SessionCreateSerializer,
+        responses={201: SessionSerializer, 400: E400, 401: E401},
+    )
+    def post(self, request, *args, **kwargs):
+        data = _validated_body(SessionCreateSerializer, request)
+        try:
+            session = services.session_create(owner=request.user, **data)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
+        body = SessionSerializer(session, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["sessions"], parameters=[SESSION_ID])
+class SessionDetailView(APIView):
+    @extend_schema(summary="Retrieve a session", responses={200: SessionSerializer, 401: E401, 404: E404})
+    def get(self, request, session_id):
+        session = visible_session_or_404(user=request.user, session_id=session_id)
+        return Response(SessionSerializer(session, context={"request": request}).data)
+
+
+@extend_schema(tags=["sessions"], parameters=[SESSION_ID])
+class SessionEndView(APIView):
+    @extend_schema(
+        summary="End a running session",
+        description="Marks the session ended (sets ended_at); live viewers are notified.",
+        request=None,
+        responses={
+            200: SessionSerializer,
+            401: E401,
+            404: E404,
+            409: _error("The session has already ended (error.code 'conflict')."),
+        },
+    )
+    def post(self, request, session_id):
+        session = visible_session_or_404(user=request.user, session_id=session_id)
+        if session.status == EmotionSession.Status.ENDED:
+            raise Conflict("The session has already ended.")
+        session = services.session_end(session=session)
+        return Response(SessionSerializer(session, context={"request": request}).data)
+
+
+@extend_schema(tags=["results"], parameters=[SESSION_ID])
+class SessionTimelineView(APIView):
+    @extend_schema(
+        summary="Emotion timeline",
+        description="Per-bucket frame and face counts, mean probability per emotion, dominant emotion and "
+        "valence. Bucket k covers [k*bucket, (k+1)*bucket) seconds since session start; only buckets with frames "
+        "are listed. Emotion fields are null for buckets with fewer than min_faces faces.",
+        parameters=[TimelineQuerySerializer],
+        responses={200: TimelineSerializer, 400: E400, 401: E401, 404: E404},
+    )
+    def get(self, request, session_id):
+        session = visible_session_or_404(user=request.user, session_id=session_id)
+        bucket_s = _validated_query(TimelineQuerySerializer, request)["bucket"]
+        body = {
+            "session_id": session.pk,
+            "bucket_s": bucket_s,
+            "min_faces": reports.min_faces(),
+            "buckets": selectors.session_timeline(session=session, bucket_s=bucket_s),
+        }
+        return Response(body)
+
+
+@extend_schema(tags=["results"], parameters=[SESSION_ID])
+class SessionReportView(APIView):
+    @extend_schema(
+        summary="Session report",
+        description="The numbers of the report page: counts, emotion distribution, timeline, dominant-emotion "
+        "segments, moments of largest change and the plain-language summary.",
+        parameters=[ReportQuerySerializer],
+        responses={200: ReportSerializer, 400: E400, 401: E401, 404: E404},
+    )
+    def get(self, request, session_id):
+        session = visible_session_or_404(user=request.user, session_id=session_id)
+        bucket_s = _validated_query(ReportQuerySerializer, request).get("bucket")
+        return Response(reports.session_report(session=session, bucket_s=bucket_s).as_dict())
+
+
+@extend_schema(tags=["results"], parameters=[SESSION_ID])
+class SessionFacesView(generics.ListAPIView):
+    """Per-face results of a session, in session-time order, paginated."""
+
+    serializer_class = FaceSerializer
+    filter_backends: list = []
+
+    def get_queryset(self):
+        session = visible_session_or_404(user=self.request.user, session_id=self.kwargs["session_id"])
+        query = _validated_query(FacesQuerySerializer, self.request)
+        qs = Face.objects.filter(session=session).select_related("frame")
+        if "from_s" in query:
+            qs = qs.filter(frame__offset_s__gte=query["from_s"])
+        if "to_s" in query:
+            qs = qs.filter(frame__offset_s__lt=query["to_s"])
+        return qs.order_by("frame__offset_s", "frame_id", "id")
+
+    @extend_schema(
+        summary="Per-face results",
+        description="One item per detected face: box in pixels, label, score and the 7 probabilities in [0, 1]. "
+        "Filter by session time with from_s (inclusive) and to_s (exclusive), in seconds.",
+        parameters=[FacesQuerySerializer],
+        responses={200: FaceSerializer(many=True), 400: E400, 401: E401, 404: E404},
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+def streaming_download(request, chunks, *, content_type: str, filename: str) -> StreamingHttpResponse:
+    """A download response that streams ``chunks`` (an iterator of bytes) in constant memory.
+
+    Under ASGI the chunks are served through an async iterator; Django would otherwise gather a synchronous
+    iterator into one list before sending.
+    """
+    django_request = getattr(request, "_request", request)
+    body = exports.as_async_iterator(chunks) if isinstance(django_request, ASGIRequest) else chunks
+    response = StreamingHttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@extend_schema(tags=["results"], parameters=[SESSION_ID])
+class SessionExportView(APIView):
+    throttle_classes = [ExportRateThrottle]
+
+    def perform_content_negotiation(self, request, force=False):
+        # ``format`` is this endpoint's own parameter (csv|json), not DRF's renderer override: errors are JSON.
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        summary="Export a session",
+        description="The whole session's frame and face results, streamed (constant memory). CSV: one row per "
+        "face with its frame's columns; a frame without faces gives one row with empty face columns. JSON: "
+        "{session, units, frames: [{..., faces: [...]}]}. Units: offset_s seconds since session start, "
+        "processing_ms milliseconds, x/y/w/h/width/height pixels, score and p_* probabilities in [0, 1]. "
+        "Every export is written to the audit log. Rate-limited per user (scope `export`).",
+        parameters=[ExportQuerySerializer],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV file (UTF-8, header row)."),
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="JSON document."),
+            400: E400,
+            401: E401,
+            404: E404,
+            429: E429,
+        },
+    )
+    def get(self, request, session_id):
+        session = visible_session_or_404(user=request.user, session_id=session_id)
+        fmt = _validated_query(ExportQuerySerializer, request)["format"]
+        exports.export_record_create(user=request.user, session=session, fmt=fmt)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+        return streaming_download(
+            request,
+            exports.export_chunks(session=session, fmt=fmt),
+            content_type=content_type,
+            filename=exports.export_filename(session=session, fmt=fmt),
+        )

@@ -1,0 +1,158 @@
+"""Read-side queries of emotion sessions (HackSoftware styleguide "selectors").
+
+Time buckets: ``TimelineBucket`` stores running sums per session per 1-second bucket of session time
+(``second = floor(frame.offset_s)``). A chart bucket of ``bucket_s`` seconds with index ``k`` covers session time
+``[k * bucket_s, (k + 1) * bucket_s)`` and is the sum of the 1-second rows ``k * bucket_s .. (k + 1) * bucket_s - 1``.
+Per-label shares are mean probabilities over all faces of the bucket: ``sum_p_<label> / faces``. Shares, dominant
+label and valence are reported only when the bucket holds at least ``settings.FER_MIN_FACES_FOR_AGGREGATES`` faces
+(privacy: no aggregate may describe a single identifiable person; too few faces are also statistically meaningless).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import QuerySet, Sum
+
+from inference.labels import LABELS, VALENCE
+from sessions_app.models import SUM_FIELDS, EmotionSession, Frame
+
+
+def session_list_for_user(*, user) -> QuerySet[EmotionSession]:
+    """Sessions visible to ``user``: their own; staff (admins) see every session. Newest first.
+
+    Anonymous or inactive users see nothing.
+    """
+    qs = EmotionSession.objects.select_related("owner")
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return qs.none()
+    if user.is_staff:
+        return qs.all()
+    return qs.filter(owner=user)
+
+
+def session_get_for_user(*, user, session_id) -> EmotionSession:
+    """The session ``session_id`` if ``user`` may see it.
+
+    Raises ``EmotionSession.DoesNotExist`` when it does not exist *or* belongs to someone else (never reveals that
+    a foreign session exists). A non-numeric ``session_id`` also raises ``DoesNotExist``.
+    """
+    try:
+        pk = int(session_id)
+    except (TypeError, ValueError):
+        raise EmotionSession.DoesNotExist(f"session {session_id!r} not found") from None
+    return session_list_for_user(user=user).get(pk=pk)
+
+
+def session_can_stream(*, user, session: EmotionSession) -> bool:
+    """Whether ``user`` may send camera frames or uploads into ``session``: only its owner."""
+    return bool(getattr(user, "is_authenticated", False)) and session.owner_id == user.pk
+
+
+def _shares(sums: list[float], faces: int) -> tuple[dict[str, float] | None, str | None, float | None]:
+    """Mean probabilities, dominant label and mean valence from per-label sums over ``faces`` faces."""
+    if faces <= 0 or faces < settings.FER_MIN_FACES_FOR_AGGREGATES:
+        return None, None, None
+    means = [s / faces for s in sums]
+    probabilities = {label: round(m, 6) for label, m in zip(LABELS, means, strict=True)}
+    dominant = LABELS[max(range(len(LABELS)), key=lambda i: means[i])]
+    valence = round(sum(m * v for m, v in zip(means, VALENCE, strict=True)), 6)
+    return probabilities, dominant, valence
+
+
+def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict]:
+    """Emotion timeline of ``session`` in buckets of ``bucket_s`` seconds of session time, oldest first.
+
+    Returns only buckets that contain frames; each item is::
+
+        {"start_s": int, "end_s": int,            # bucket covers [start_s, end_s) seconds since session start
+         "frames": int, "faces": int,
+         "mean_face_count": float,                # faces / frames
+         "probabilities": {label: mean p} | None, # None when faces < FER_MIN_FACES_FOR_AGGREGATES
+         "dominant": label | None, "valence": float | None}   # same rule; valence in -1..1
+
+    Raises ``ValueError`` when ``bucket_s < 1``.
+    """
+    bucket_s = int(bucket_s)
+    if bucket_s < 1:
+        raise ValueError("bucket_s must be >= 1")
+    acc: dict[int, list] = {}
+    rows = session.buckets.order_by("second").values_list("second", "frames", "faces", *SUM_FIELDS)
+    for second, frames, faces, *sums in rows:
+        k = second // bucket_s
+        cur = acc.get(k)
+        if cur is None:
+            acc[k] = [frames, faces, list(sums)]
+        else:
+            cur[0] += frames
+            cur[1] += faces
+            cur[2] = [a + b for a, b in zip(cur[2], sums, strict=True)]
+    timeline = []
+    for k in sorted(acc):
+        frames, faces, sums = acc[k]
+        if frames <= 0:
+            continue
+        probabilities, dominant, valence = _shares(sums, faces)
+        timeline.append(
+            {
+                "start_s": k * bucket_s,
+                "end_s": (k + 1) * bucket_s,
+                "frames": frames,
+                "faces": faces,
+                "mean_face_count": round(faces / frames, 4),
+                "probabilities": probabilities,
+                "dominant": dominant,
+                "valence": valence,
+            }
+        )
+    return timeline
+
+
+def session_distribution(*, session: EmotionSession) -> dict:
+    """Overall emotion distribution of ``session``: mean probability per label over all its faces.
+
+    Returns ``{"faces": int, "probabilities": {label: mean p} | None, "dominant": label | None}``; ``None`` when
+    fewer than ``FER_MIN_FACES_FOR_AGGREGATES`` faces were seen.
+    """
+    agg = session.buckets.aggregate(faces=Sum("faces"), **{f: Sum(f) for f in SUM_FIELDS})
+    faces = agg["faces"] or 0
+    probabilities, dominant, _ = _shares([agg[f] or 0.0 for f in SUM_FIELDS], faces)
+    return {"faces": faces, "probabilities": probabilities, "dominant": dominant}
+
+
+def session_summary(*, session: EmotionSession) -> dict:
+    """Headline numbers of ``session`` for dashboards.
+
+    Returns ``{"frames": int (stored frames), "faces": int, "duration_s": float (first to last frame offset, 0 when
+    fewer than two frames), "frames_received": int, "frames_processed": int, "frames_dropped": int,
+    "frames_rejected": int, "status": str, "ended_at": datetime | None, "mean_processing_ms": float | None}``.
+    """
+    from django.db.models import Avg, Count, Max, Min
+
+    agg = Frame.objects.filter(session=session).aggregate(
+        n=Count("id"), faces=Sum("face_count"), first=Min("offset_s"), last=Max("offset_s"), ms=Avg("processing_ms")
+    )
+    first, last = agg["first"], agg["last"]
+    return {
+        "frames": agg["n"] or 0,
+        "faces": agg["faces"] or 0,
+        "duration_s": round((last - first), 3) if first is not None and last is not None else 0.0,
+        "frames_received": session.frames_received,
+        "frames_processed": session.frames_processed,
+        "frames_dropped": session.frames_dropped,
+        "frames_rejected": session.frames_rejected,
+        "status": session.status,
+        "ended_at": session.ended_at,
+        "mean_processing_ms": round(agg["ms"], 2) if agg["ms"] is not None else None,
+    }
+
+
+def session_counters(*, session_id: int) -> dict[str, int]:
+    """Current frame counters of a session: ``{"received", "processed", "dropped", "rejected"}``; zeros if gone."""
+    row = (
+        EmotionSession.objects.filter(pk=session_id)
+        .values("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
+        .first()
+    )
+    if row is None:
+        return {"received": 0, "processed": 0, "dropped": 0, "rejected": 0}
+    return {k.removeprefix("frames_"): v for k, v in row.items()}

@@ -1,0 +1,16 @@
+"""Web pages of the sessions app: list/create, live page, dashboard, upload, end; plus the timeline JSON."""
+
+from django.urls import path
+
+from sessions_app import views
+
+app_name = "sessions_app"
+urlpatterns: list = [
+    path("", views.session_list, name="session-list"),
+    path("sessions/new/", views.session_create, name="session-create"),
+    path("sessions/<int:session_id>/", views.session_dashboard, name="session-dashboard"),
+    path("sessions/<int:session_id>/live/", views.session_live, name="session-live"),
+    path("sessions/<int:session_id>/upload/", views.session_upload, name="session-upload"),
+    path("sessions/<int:session_id>/end/", views.session_end, name="session-end"),
+    path("sessions/<int:session_id>/timeline.json", views.session_timeline_json, name="session-timeline-json"),
+]

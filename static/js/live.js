@@ -1,0 +1,136 @@
+/* Live session page: camera -> JPEG frames over the WebSocket -> face boxes, live stats and a live chart.
+   Binary frame message = 16-byte header ("FRM1", uint32 sequence, float64 capture time ms, big-endian) + JPEG. */
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("live-config").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+  var ws = null, stream = null, timer = null, seq = 0, mySource = null, sending = false;
+  var sentAt = {}, processed = 0, dropped = 0;
+  var chart = FerCharts.makeTimelineChart($("timeline-chart"), [], cfg);
+
+  function status(text) { var el = $("conn-status"); if (el) el.textContent = text; }
+  function showError(text) { var el = $("last-error"); el.hidden = false; el.textContent = text; }
+
+  function renderDistribution(faces) {
+    var box = $("distribution"); box.innerHTML = "";
+    if (!faces.length) { box.textContent = "No faces."; return; }
+    cfg.labels.forEach(function (label) {
+      var mean = faces.reduce(function (s, f) { return s + (f.probabilities[label] || 0); }, 0) / faces.length;
+      var row = document.createElement("div"); row.className = "bar-row";
+      row.innerHTML = '<span class="bar-label"></span><span class="bar"><span class="fill"></span></span><span class="bar-val"></span>';
+      row.children[0].textContent = label;
+      row.children[1].firstChild.style.width = (mean * 100).toFixed(1) + "%";
+      row.children[1].firstChild.style.background = cfg.colors[label];
+      row.children[2].textContent = (mean * 100).toFixed(0) + "%";
+      box.appendChild(row);
+    });
+  }
+
+  function renderFaces(ev) {
+    var overlay = $("overlay"), video = $("video"), list = $("faces");
+    $("face-count").textContent = ev.face_count; $("face-count").dataset.faceCount = ev.face_count;
+    list.innerHTML = "";
+    ev.faces.forEach(function (f) {
+      var li = document.createElement("li"); li.textContent = f.label + " " + Math.round(f.score * 100) + "%";
+      li.style.borderLeftColor = cfg.colors[f.label]; list.appendChild(li);
+    });
+    renderDistribution(ev.faces);
+    if (!overlay || ev.source !== mySource) return;
+    overlay.innerHTML = "";
+    var sx = video.clientWidth / ev.width, sy = video.clientHeight / ev.height;
+    ev.faces.forEach(function (f) {
+      var d = document.createElement("div"); d.className = "face-box";
+      d.style.left = f.box[0] * sx + "px"; d.style.top = f.box[1] * sy + "px";
+      d.style.width = f.box[2] * sx + "px"; d.style.height = f.box[3] * sy + "px";
+      d.style.borderColor = cfg.colors[f.label];
+      var tag = document.createElement("span"); tag.className = "face-label"; tag.textContent = f.label;
+      tag.style.background = cfg.colors[f.label]; d.appendChild(tag); overlay.appendChild(d);
+    });
+  }
+
+  function onMessage(msg) {
+    if (typeof msg.data !== "string") return;
+    var ev = JSON.parse(msg.data);
+    if (ev.type === "ready") { mySource = ev.source || null; status(ev.mode === "stream" ? "streaming" : "watching"); }
+    else if (ev.type === "result") {
+      if (ev.source === mySource && sentAt[ev.sequence]) {
+        $("latency").textContent = Math.round(performance.now() - sentAt[ev.sequence]); delete sentAt[ev.sequence];
+      }
+      processed += 1; $("frames-processed").textContent = ev.stream ? ev.stream.processed : processed;
+      renderFaces(ev);
+    } else if (ev.type === "dropped") {
+      delete sentAt[ev.sequence]; dropped += 1; $("frames-dropped").textContent = dropped;
+    } else if (ev.type === "error") { showError(ev.code + ": " + ev.detail); delete sentAt[ev.sequence]; }
+    else if (ev.type === "ended") { status("session ended"); stopCamera(); }
+  }
+
+  function connect(path) {
+    ws = new WebSocket(wsBase + path); ws.binaryType = "arraybuffer";
+    ws.onmessage = onMessage;
+    ws.onclose = function (e) { status("disconnected (" + e.code + ")"); if (e.code >= 4000) stopCamera(); };
+    ws.onerror = function () { status("connection error"); };
+    return ws;
+  }
+
+  function sendFrame() {
+    var video = $("video");
+    if (!ws || ws.readyState !== 1 || sending || !video.videoWidth) return;
+    if (ws.bufferedAmount > 2000000) return; // the network is the bottleneck: skip this tick
+    var w = video.videoWidth, h = video.videoHeight, scale = Math.min(1, 1280 / w, 720 / h);
+    var c = sendFrame.canvas || (sendFrame.canvas = document.createElement("canvas"));
+    c.width = Math.round(w * scale); c.height = Math.round(h * scale);
+    c.getContext("2d").drawImage(video, 0, 0, c.width, c.height);
+    sending = true;
+    c.toBlob(function (blob) {
+      sending = false;
+      if (!blob || !ws || ws.readyState !== 1) return;
+      blob.arrayBuffer().then(function (jpeg) {
+        var n = seq++, buf = new Uint8Array(16 + jpeg.byteLength), view = new DataView(buf.buffer);
+        buf.set([70, 82, 77, 49], 0); view.setUint32(4, n); view.setFloat64(8, Date.now());
+        buf.set(new Uint8Array(jpeg), 16);
+        sentAt[n] = performance.now(); ws.send(buf.buffer);
+      });
+    }, "image/jpeg", 0.8);
+  }
+
+  function startCamera() {
+    $("start-camera").disabled = true; status("starting camera…");
+    navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false })
+      .then(function (s) {
+        stream = s; $("video").srcObject = s; connect(cfg.stream_path);
+        ws.onopen = function () {
+          timer = setInterval(sendFrame, 1000 / cfg.target_fps); $("stop-camera").disabled = false;
+        };
+      })
+      .catch(function (err) { $("start-camera").disabled = false; status("camera unavailable"); showError(String(err)); });
+  }
+
+  function stopCamera() {
+    if (timer) clearInterval(timer); timer = null;
+    if (stream) stream.getTracks().forEach(function (t) { t.stop(); }); stream = null;
+    if (ws && cfg.can_stream) { ws.onclose = null; ws.close(1000); ws = null; }
+    var start = $("start-camera"), stop = $("stop-camera");
+    if (start) start.disabled = !cfg.running; if (stop) stop.disabled = true;
+    if (cfg.can_stream) status("stopped");
+  }
+
+  function refreshChart() {
+    fetch(cfg.timeline_url + "?bucket=" + cfg.bucket_s, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        if (!d) return;
+        FerCharts.updateTimelineChart(chart, d.timeline, cfg);
+        $("frames-dropped").textContent = Math.max(dropped, d.summary.frames_dropped);
+        if (!cfg.can_stream) $("frames-processed").textContent = d.summary.frames_processed;
+      }).catch(function () {});
+  }
+
+  if (cfg.can_stream) {
+    $("start-camera").addEventListener("click", startCamera);
+    $("stop-camera").addEventListener("click", stopCamera);
+  } else if (cfg.running) {
+    connect(cfg.watch_path);
+  }
+  refreshChart(); setInterval(refreshChart, 3000);
+})();

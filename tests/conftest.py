@@ -1,0 +1,222 @@
+"""Shared test fixtures: users of each role, sessions, real photos with hand counts, and real service processes.
+
+The suite runs against real PostgreSQL and Redis (``eval "$(scripts/services.sh)"`` exports ``DATABASE_URL`` and
+``REDIS_URL``; ``make test`` does that). Worker and browser tests start real subprocesses on the pytest-django test
+database: a Celery worker (``celery_worker``) and daphne (``daphne_server``). Celery tasks of this test run go to a
+queue of their own (``FER_TEST_QUEUE``), so leftovers of other runs or a dev server never mix in.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FACES_DIR = Path(os.environ.get("FER_FACES_DIR", REPO.parent / "shared/data/faces"))
+TEST_QUEUE = f"fer-test-{secrets.token_hex(4)}"
+
+
+def pytest_configure(config):
+    from fer_platform.celery import app
+
+    app.conf.task_default_queue = TEST_QUEUE
+
+
+def face_photos() -> dict[Path, int]:
+    """Real photos -> hand-counted faces (``count_exact`` rows of ``faces.csv``); empty when the data is absent."""
+    counts: dict[Path, int] = {}
+    for table in sorted(FACES_DIR.glob("*/faces.csv")):
+        with open(table, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("count_exact", "").strip() == "yes":
+                    counts[table.parent / row["file"]] = int(row["faces_visible"])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[Path, int]:
+    counts = face_photos()
+    if not counts:
+        pytest.skip(f"face photos not found under {FACES_DIR}")
+    return counts
+
+
+@pytest.fixture(scope="session")
+def group_photo(photos) -> tuple[Path, int]:
+    """The 7-face frontal group photo (500x334) and its hand count."""
+    path = FACES_DIR / "group_photos" / "dlib_2008_007676.jpg"
+    return path, photos[path]
+
+
+@pytest.fixture
+def teacher(django_user_model):
+    return django_user_model.objects.create_user(username="teacher1", password="pw-teacher-1")
+
+
+@pytest.fixture
+def other_teacher(django_user_model):
+    return django_user_model.objects.create_user(username="teacher2", password="pw-teacher-2")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(username="admin1", password="pw-admin-1", is_staff=True)
+
+
+@pytest.fixture
+def make_session():
+    from sessions_app import services
+
+    def make(owner, name="Class 5B", kind="classroom", target_fps=2.0):
+        return services.session_create(owner=owner, name=name, kind=kind, target_fps=target_fps)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, plus: before it is dropped, end the PostgreSQL sessions that threads of live
+    servers or subprocesses left open, so the drop never fails with 'database is being accessed by other users'."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(scope="session")
+def close_async_thread_db_connections(django_db_setup, django_db_blocker):
+    """Async tests run ORM code in asgiref's shared sync thread; close its connection so the test DB can be dropped.
+
+    Use with ``pytest.mark.usefixtures`` in modules with async tests that touch the database."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ real processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_env() -> dict[str, str]:
+    """Environment for subprocesses: the pytest-django test database and this run's Redis and queue."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail('worker/browser tests need PostgreSQL: eval "$(scripts/services.sh)" first')
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["REDIS_URL"] = settings.REDIS_URL
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["DJANGO_SETTINGS_MODULE"] = "fer_platform.settings"
+    env["FER_FRAME_QUEUE"] = TEST_QUEUE  # daphne sends frames to this run's queue, which the test worker consumes
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_other_db_sessions_to_end(django_db_blocker, timeout: float = 10.0) -> None:
+    """After a subprocess exits, PostgreSQL ends its backends asynchronously: wait so the test DB can be dropped."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with connection.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if cur.fetchone()[0] == 0:
+                    return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker subprocess (solo pool) consuming this run's queue on the test database.
+
+    Yields ``{"proc": Popen, "log": Path}``. The queue is purged before and after.
+    """
+    from fer_platform.celery import app
+
+    with django_db_blocker.unblock():
+        env = _test_env()
+    app.control.purge()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", TEST_QUEUE,
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
+        cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {"proc": proc, "log": log}
+    _stop(proc)
+    fh.close()
+    _wait_for_other_db_sessions_to_end(django_db_blocker)
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(TEST_QUEUE)
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real daphne subprocess on a free port serving the ASGI app on the test database; yields its base URL."""
+    with django_db_blocker.unblock():
+        env = _test_env()
+    port = free_port()
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fer_platform.asgi:application"],
+        cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(f"daphne did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
+    fh.close()
+    _wait_for_other_db_sessions_to_end(django_db_blocker)

@@ -1,0 +1,120 @@
+"""Browser end to end: headless Chromium with a fake camera showing a real group photo, against real daphne, a real
+Celery worker, PostgreSQL and Redis. Log in, create a session, start the camera, see face boxes and labels, stop,
+end, open the dashboard and see the timeline; the stored face counts match the photo's hand count."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inference.labels import LABELS
+from sessions_app.models import EmotionSession, Frame
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 60, width: int = 640, height: int = 480) -> Path:
+    """A YUV4MPEG2 (4:2:0) clip of ``frames`` identical frames: the photo scaled to fit, on a grey background."""
+    image = cv2.imread(str(photo))
+    scale = min(width / image.shape[1], height / image.shape[0])
+    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    y0, x0 = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
+    yuv = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()  # planar Y, U, V
+    with open(out, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n")
+            fh.write(yuv)
+    return out
+
+
+@pytest.fixture
+def chromium_args(tmp_path, group_photo):
+    if not CHROMIUM.exists():
+        subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], check=False, timeout=600)
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium is missing: run scripts/ensure_chromium.sh")
+    y4m = write_y4m(group_photo[0], tmp_path / "camera.y4m")
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+    ]
+
+
+def test_teacher_streams_camera_and_sees_the_dashboard(
+    django_user_model, daphne_server, celery_worker, chromium_args, group_photo, monkeypatch
+):
+    from playwright.sync_api import expect, sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM checks below run beside Playwright's loop
+    _, hand_count = group_photo
+    django_user_model.objects.create_user(username="e2e-teacher", password="e2e-password-1")
+    base = daphne_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=chromium_args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/accounts/login/")
+            page.fill("#id_username", "e2e-teacher")
+            page.fill("#id_password", "e2e-password-1")
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Sessions")
+
+            page.fill("#id_name", "E2E class 7A")
+            page.select_option("#id_kind", "classroom")
+            page.fill("#id_target_fps", "2")
+            page.click("#create-form button[type=submit]")
+            page.wait_for_url("**/sessions/*/live/")
+            session_id = int(page.url.rstrip("/").split("/")[-2])
+
+            page.click("#start-camera")
+            boxes = page.locator("#overlay .face-box")
+            expect(boxes.first).to_be_visible(timeout=45_000)  # within seconds of starting the camera
+            expect(page.locator("#conn-status")).to_have_text("streaming")
+            labels = page.locator("#overlay .face-label").all_inner_texts()
+            assert labels and set(labels) <= set(LABELS)
+            assert abs(int(page.locator("#face-count").inner_text()) - hand_count) <= 2
+            page.wait_for_function(
+                "Number(document.getElementById('frames-processed').textContent) >= 6", timeout=60_000
+            )
+            expect(page.locator("#distribution .bar-row")).to_have_count(len(LABELS))
+            page.wait_for_function(
+                "Number(document.getElementById('timeline-chart').dataset.points || 0) >= 1", timeout=20_000
+            )
+
+            page.click("#stop-camera")
+            expect(page.locator("#conn-status")).to_have_text("stopped")
+            page.click("#end-session")
+            page.wait_for_url(f"**/sessions/{session_id}/")
+            expect(page.locator("#report-link")).to_have_attribute("href", f"/reports/sessions/{session_id}/")
+            page.wait_for_function("Number(document.getElementById('timeline-chart').dataset.points) >= 1")
+            assert int(page.locator("#frame-count").inner_text()) >= 6
+            dominant = page.locator("#timeline-table td.dominant").all_inner_texts()
+            assert dominant and set(dominant) <= set(LABELS) | {"–"}
+        finally:
+            browser.close()
+
+    session = EmotionSession.objects.get(pk=session_id)
+    assert session.status == "ended" and session.frames_processed >= 6
+    counts = list(Frame.objects.filter(session=session).values_list("face_count", flat=True))
+    assert len(counts) == session.frames_processed
+    assert abs(statistics.median(counts) - hand_count) <= 1, counts
+    assert all(abs(c - hand_count) <= 2 for c in counts), counts
+    assert session.frames_received >= len(counts)

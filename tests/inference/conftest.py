@@ -1,0 +1,38 @@
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE_CSV = REPO / "tests/fixtures/fer2013_sample.csv.gz"
+FACES_DIR = Path(os.environ.get("FER_FACES_DIR", REPO.parent / "shared/data/faces"))
+BAD_ROWS = {100, 101, 102, 103, 172, 173, 174}
+
+
+@pytest.fixture(scope="session")
+def fixture_csv() -> Path:
+    return FIXTURE_CSV
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not FACES_DIR.is_dir():
+        pytest.skip(f"face photos not found at {FACES_DIR}")
+    return FACES_DIR
+
+
+def hand_counts(faces_dir: Path) -> dict[Path, int]:
+    """Photo path -> hand-counted number of visible faces, from the faces.csv files."""
+    counts = {}
+    for table in sorted(faces_dir.glob("*/faces.csv")):
+        with open(table, newline="") as fh:
+            for row in csv.DictReader(fh):
+                counts[table.parent / row["file"]] = int(row["faces_visible"])
+    return counts
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own parsed-data cache folder."""
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from inference import LABELS, EmotionClassifier
+from inference.classifier import ModelLoadError, crop_face, default_model_path, to_grey
+from inference.data import load_fer2013
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return EmotionClassifier()
+
+
+def test_default_model_is_shipped_and_loads_without_arguments(classifier):
+    assert default_model_path().is_file()
+    assert classifier.model_path == default_model_path()
+
+
+def test_probabilities_shape_dtype_and_rows_sum_to_one(classifier, fixture_csv):
+    faces = load_fer2013(fixture_csv, usage="PublicTest").images
+    probs = classifier.predict_proba(faces)
+    assert probs.shape == (len(faces), len(LABELS)) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
+    assert classifier.predict_proba(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_flip_tta_gives_mirror_invariant_predictions(fixture_csv):
+    tta = EmotionClassifier(flip_tta=True)
+    faces = load_fer2013(fixture_csv, usage="PublicTest").images[:16]
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    assert np.allclose(tta.predict_proba(faces), tta.predict_proba(mirrored), atol=1e-6)
+    plain = EmotionClassifier(flip_tta=False)
+    expected = (plain.predict_proba(faces) + plain.predict_proba(mirrored)) / 2
+    assert np.allclose(tta.predict_proba(faces), expected, atol=1e-6)
+
+
+def test_bad_inputs_and_bad_model_files(classifier, tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        classifier.predict_proba(np.zeros((2, 48, 48), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 48, 48\)"):
+        classifier.predict_proba(np.zeros((2, 64, 64), np.uint8))
+    with pytest.raises(ModelLoadError, match="not found"):
+        EmotionClassifier(tmp_path / "missing.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="broken.onnx"):
+        EmotionClassifier(broken)
+
+
+def test_crop_face_squares_and_pads_at_borders():
+    grey = np.arange(100 * 80, dtype=np.uint32).reshape(100, 80).astype(np.uint8)
+    assert crop_face(grey, (10, 10, 20, 40)).shape == (48, 48)
+    corner = crop_face(np.full((50, 50), 7, np.uint8), (-10, -10, 30, 30))
+    assert corner.shape == (48, 48) and (corner == 7).all()
+    assert to_grey(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4)
+    with pytest.raises(ValueError):
+        to_grey(np.zeros((4, 4, 2), np.uint8))

@@ -1,0 +1,188 @@
+"""WebSocket consumers through the real ASGI stack (origin check, session-cookie auth, routing), real Redis channel
+layer and real Celery broker. No worker runs here: frames go to a queue nobody consumes, so in-flight frames stay in
+flight and backpressure is observable. (Results coming back from a real worker: ``test_worker_e2e.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import cv2
+import numpy as np
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from fer_platform.asgi import application
+from fer_platform.celery import app as celery_app
+from sessions_app import services
+from sessions_app.models import EmotionSession, Frame
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_async_thread_db_connections")]
+
+
+def jpeg(w=96, h=72) -> bytes:
+    img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def with_header(seq: int, data: bytes) -> bytes:
+    import time
+
+    return services.FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + data
+
+
+@pytest.fixture
+def idle_queue(settings):
+    """Send frame tasks to a queue of their own that no worker consumes; yields a function giving its length."""
+    name = f"fer-test-idle-{secrets.token_hex(4)}"
+    settings.FER_FRAME_QUEUE = name
+
+    def length() -> int:
+        with celery_app.connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_declare(name, passive=True).message_count
+            except Exception:  # noqa: BLE001 - queue never declared: empty
+                return 0
+
+    yield length
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(name)
+        conn.default_channel.queue_delete(name)
+
+
+def cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def open_ws(path: str, sessionid: str | None = None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if sessionid:
+        headers.append((b"cookie", f"sessionid={sessionid}".encode()))
+    comm = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await comm.connect(timeout=10)
+    assert connected
+    return comm
+
+
+async def expect_close(comm: WebsocketCommunicator, code: int, error: str) -> None:
+    first = json.loads(await comm.receive_from(timeout=5))
+    assert first["type"] == "error" and first["code"] == error
+    out = await comm.receive_output(timeout=5)
+    assert out == {"type": "websocket.close", "code": code}
+
+
+async def events(comm: WebsocketCommunicator, n: int, timeout=5) -> list[dict]:
+    return [json.loads(await comm.receive_from(timeout=timeout)) for _ in range(n)]
+
+
+async def test_anonymous_unknown_foreign_and_ended_sessions_are_refused(
+    teacher, other_teacher, staff_user, make_session
+):
+    mine = await sync_to_async(make_session)(teacher)
+    theirs = await sync_to_async(make_session)(other_teacher)
+    ended = await sync_to_async(make_session)(teacher)
+    await sync_to_async(services.session_end)(session=ended)
+    sid, admin_sid = await sync_to_async(cookie)(teacher), await sync_to_async(cookie)(staff_user)
+
+    await expect_close(await open_ws(f"/ws/sessions/{mine.pk}/stream/"), 4401, "unauthenticated")
+    await expect_close(await open_ws(f"/ws/sessions/{mine.pk}/watch/"), 4401, "unauthenticated")
+    await expect_close(await open_ws("/ws/sessions/999999/stream/", sid), 4404, "not_found")
+    await expect_close(await open_ws(f"/ws/sessions/{theirs.pk}/stream/", sid), 4404, "not_found")
+    await expect_close(await open_ws(f"/ws/sessions/{theirs.pk}/watch/", sid), 4404, "not_found")
+    await expect_close(await open_ws(f"/ws/sessions/{ended.pk}/stream/", sid), 4409, "session_ended")
+    # an admin may watch someone's session live, but not stream into it
+    await expect_close(await open_ws(f"/ws/sessions/{mine.pk}/stream/", admin_sid), 4403, "forbidden")
+    watcher = await open_ws(f"/ws/sessions/{mine.pk}/watch/", admin_sid)
+    assert (await events(watcher, 1))[0] == {"type": "ready", "session_id": mine.pk, "mode": "watch"}
+    await watcher.send_to(bytes_data=jpeg())
+    assert (await events(watcher, 1))[0]["code"] == "read_only"
+    await watcher.disconnect()
+
+
+async def test_bad_messages_get_errors_and_the_socket_survives(teacher, make_session, idle_queue):
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    ready = (await events(comm, 1))[0]
+    assert ready["type"] == "ready" and ready["max_frame_bytes"] == 1_000_000 and ready["source"].startswith("camera:")
+    good = jpeg()
+    big = cv2.imencode(".jpg", np.zeros((1200, 2000, 3), np.uint8))[1].tobytes()
+    cases = [
+        ({"text_data": "a text frame"}, "binary_expected"),
+        ({"bytes_data": b"\x00\x01 not an image at all"}, "not_an_image"),
+        ({"bytes_data": good[: len(good) // 2]}, "truncated"),
+        ({"bytes_data": b"\xff\xd8\xff" + b"\x00" * 1_100_000 + b"\xff\xd9"}, "too_large"),
+        ({"bytes_data": big}, "too_big_dimensions"),
+        ({"bytes_data": b"FRM1\x00\x01"}, "bad_header"),
+    ]
+    for message, code in cases:
+        await comm.send_to(**message)
+        ev = (await events(comm, 1))[0]
+        assert (ev["type"], ev["code"]) == ("error", code), ev
+    # still alive: a valid frame is accepted and queued (no error, no close)
+    await comm.send_to(bytes_data=with_header(0, good))
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_rejected, s.frames_received, s.frames_dropped) == (len(cases), 1, 0)
+    assert await sync_to_async(idle_queue)() == 1
+    assert not await sync_to_async(Frame.objects.filter(session=s).exists)()
+
+
+async def test_flood_keeps_latest_frame_and_counts_drops(teacher, make_session, idle_queue, settings):
+    """100 frames at once into a 2 fps session: 2 go to Celery, 1 waits, every other one is dropped and counted."""
+    assert settings.FER_MAX_IN_FLIGHT == 2
+    s = await sync_to_async(make_session)(teacher, target_fps=2.0)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    await events(comm, 1)
+    frame = jpeg()
+    n = 100
+    for seq in range(n):
+        await comm.send_to(bytes_data=with_header(seq, frame))
+    dropped = await events(comm, n - 3)
+    assert all(ev["type"] == "dropped" for ev in dropped)
+    reasons = {ev["reason"] for ev in dropped}
+    assert reasons == {"replaced", "rate_limited"}
+    assert {0, 1}.isdisjoint(ev["sequence"] for ev in dropped)  # the first two went to Celery
+    assert await comm.receive_nothing(timeout=0.3)
+    assert await sync_to_async(idle_queue)() == 2  # bounded: never more than FER_MAX_IN_FLIGHT tasks queued
+    await comm.send_to(text_data="still there?")
+    assert (await events(comm, 1))[0]["code"] == "binary_expected"
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert s.frames_received == n
+    assert s.frames_dropped == n - 2  # n - 3 dropped while streaming + the pending one at disconnect
+    assert s.frames_rejected == 1
+
+
+async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user, make_session, idle_queue):
+    s = await sync_to_async(make_session)(teacher)
+    stream = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    viewer = await open_ws(f"/ws/sessions/{s.pk}/watch/", await sync_to_async(cookie)(staff_user))
+    await events(stream, 1)
+    await events(viewer, 1)
+    face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
+    face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
+    await sync_to_async(services.frame_result_store)(
+        session=s,
+        source="upload:1",
+        sequence=0,
+        captured_at=s.created_at,
+        width=100,
+        height=80,
+        processing_ms=5.0,
+        faces=[face],
+    )
+    for comm in (viewer, stream):
+        ev = (await events(comm, 1))[0]
+        assert ev["type"] == "result" and ev["source"] == "upload:1" and ev["faces"][0]["box"] == [1, 2, 30, 40]
+    await sync_to_async(services.session_end)(session=s)
+    for comm in (viewer, stream):
+        assert (await events(comm, 1))[0]["type"] == "ended"
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}

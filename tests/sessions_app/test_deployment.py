@@ -1,0 +1,74 @@
+"""Deployment files: docker-compose.yml against the Compose specification, Dockerfile and .env.example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHECK = Path(sys.executable).parent / "check-jsonschema"
+
+
+def validate(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHECK), "--builtin-schema", "vendor.compose-spec", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_compose_file_matches_the_compose_spec():
+    result = validate(REPO / "docker-compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validator_catches_a_broken_compose_file(tmp_path):
+    broken = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    broken["services"]["worker"]["healthcheck"]["intervall"] = "10s"  # typo: not in the spec
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(yaml.safe_dump(broken))
+    assert validate(bad).returncode != 0
+
+
+def test_compose_services_healthchecks_volume_and_scaling():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"web", "worker", "beat", "redis", "postgres"}
+    for name, svc in services.items():
+        assert "test" in svc["healthcheck"], name
+    assert "daphne" in " ".join(services["web"]["command"]) and "celery" in " ".join(services["worker"]["command"])
+    # workers scale with --scale worker=N: no fixed name or host port
+    assert "container_name" not in services["worker"] and "ports" not in services["worker"]
+    assert services["postgres"]["volumes"][0].startswith("pgdata:") and "pgdata" in compose["volumes"]
+    for name in ("web", "worker"):
+        assert services[name]["env_file"][0]["path"] == ".env"
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_dockerfile_bakes_the_model_and_env_example_matches_settings():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY . /app" in dockerfile and "EmotionRecognizer.default()" in dockerfile
+    assert "inference/models/*.onnx" not in (REPO / ".dockerignore").read_text()
+    assert list((REPO / "inference" / "models").glob("*.onnx")), "the shipped model must exist to be baked in"
+    settings_src = (REPO / "fer_platform" / "settings.py").read_text()
+    read_by_settings = set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', settings_src))
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    compose_only = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "WORKER_CONCURRENCY"}
+    unknown = set(example) - read_by_settings - compose_only
+    assert not unknown, f".env.example keys nobody reads: {unknown}"
+    fer_settings = {k for k in read_by_settings if k.startswith("FER_")}
+    assert fer_settings <= set(example), f"undocumented FER settings: {fer_settings - set(example)}"
+
+
+@pytest.mark.parametrize("path", ["static/vendor/chart.umd.min.js"])
+def test_chart_js_is_vendored_not_fetched_from_a_cdn(path):
+    assert (REPO / path).read_text()[:200].find("Chart.js v4") >= 0
+    for template in (REPO / "templates").rglob("*.html"):
+        assert "cdn." not in template.read_text() and "unpkg" not in template.read_text(), template

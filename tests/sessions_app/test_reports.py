@@ -1,0 +1,143 @@
+"""Report computations (sessions_app.reports) against the hand-computed fixture session."""
+
+import pytest
+
+from sessions_app import reports, selectors
+from sessions_app.reports import choose_bucket_s, dominant_segments, format_duration, largest_changes
+
+from .reports_fixtures import *  # noqa: F403
+from .reports_fixtures import (
+    EXPECTED_DISTRIBUTION,
+    EXPECTED_TIMELINE_5,
+    EXPECTED_TIMELINE_10,
+    assert_timeline_equal,
+    make_session,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_timeline_matches_hand_computation(fixture_session):
+    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=5), EXPECTED_TIMELINE_5)
+    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=10), EXPECTED_TIMELINE_10)
+
+
+def test_report_numbers(fixture_session):
+    report = reports.session_report(session=fixture_session, bucket_s=5)
+    assert report.duration_s == 25.0
+    assert (report.frames_processed, report.frames_dropped, report.frames_rejected) == (9, 2, 1)
+    assert report.frames_stored == 9
+    assert report.faces == 24
+    assert report.mean_face_count == pytest.approx(24 / 9, abs=1e-4)
+    assert report.max_face_count == 4
+    assert report.distribution["dominant"] == "neutral"
+    assert report.distribution["probabilities"] == pytest.approx(EXPECTED_DISTRIBUTION["probabilities"], abs=1e-6)
+    assert_timeline_equal(report.timeline, EXPECTED_TIMELINE_5)
+
+
+def test_segments_by_hand(fixture_session):
+    report = reports.session_report(session=fixture_session, bucket_s=5)
+    assert [(s["start_s"], s["end_s"], s["dominant"]) for s in report.segments] == [
+        (0, 5, "neutral"),
+        (5, 10, "happy"),
+        (10, 15, None),
+        (15, 20, "sad"),
+        (20, 25, "surprise"),
+    ]
+    # 10-second buckets: neutral, sad, surprise
+    report = reports.session_report(session=fixture_session, bucket_s=10)
+    assert [(s["start_s"], s["end_s"], s["dominant"]) for s in report.segments] == [
+        (0, 10, "neutral"),
+        (10, 20, "sad"),
+        (20, 30, "surprise"),
+    ]
+
+
+def test_largest_changes_by_hand(fixture_session):
+    changes = reports.session_report(session=fixture_session, bucket_s=5).changes
+    # [15,20) -> [20,25): TV = 0.5 * (0.5/6 + 3.5/6 + (0.2 - 0.1/6) + 1.9/6 + 0.2 + 0.6) = 59/60
+    # [5,10) -> [15,20) (the hidden bucket in between is skipped): TV = 0.5 * (0.5/6 + 3.5/6 + 3.5/6 + 0.5/6) = 2/3
+    # [0,5) -> [5,10): TV = 0.6 - 1.3/6 = 0.38333
+    assert [(c["at_s"], c["from_s"]) for c in changes] == [(20, 15), (15, 5), (5, 0)]
+    assert [c["change"] for c in changes] == pytest.approx([59 / 60, 2 / 3, 0.6 - 1.3 / 6], abs=1e-5)
+    top = changes[0]
+    assert (top["rose"], top["fell"]) == ("surprise", "sad")
+    assert top["rose_by"] == pytest.approx(0.6, abs=1e-6)
+    assert top["fell_by"] == pytest.approx(3.5 / 6, abs=1e-6)
+    assert (top["dominant_before"], top["dominant_after"]) == ("sad", "surprise")
+    assert (changes[2]["rose"], changes[2]["fell"]) == ("happy", "neutral")
+
+
+def test_summary_sentences(fixture_session):
+    summary = reports.session_report(session=fixture_session, bucket_s=5).summary
+    assert summary == [
+        'The classroom session "Fixture class" lasted 25 s.',
+        "9 frames were analysed and 2 were dropped (18% of the frames).",
+        "On average 2.7 faces were visible per frame, at most 4.",
+        "Across 24 face observations the most common expression was neutral (mean probability 41%), "
+        "followed by happy (29%).",
+        "Over the analysed time the dominant expression was neutral for 20%, happy for 20%, sad for 20%, "
+        "surprise for 20%.",
+        "5 s of the timeline had fewer than 3 faces per 5-second bucket and is not described.",
+        "The largest change came at 20 s, when surprise rose by 60 percentage points and sad fell by 58.",
+    ]
+
+
+def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
+    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HS")])
+    report = reports.session_report(session=session)
+    assert report.distribution == {"faces": 2, "probabilities": None, "dominant": None}
+    assert all(item["probabilities"] is None and item["dominant"] is None for item in report.timeline)
+    assert report.changes == []
+    assert [s["dominant"] for s in report.segments] == [None]
+    assert "fewer than 3, so no emotion figures are shown" in " ".join(report.summary)
+    assert "happy" not in " ".join(report.summary)
+
+
+def test_min_faces_is_a_setting(teacher_a, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 2
+    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HH")])
+    report = reports.session_report(session=session)
+    assert report.distribution["dominant"] == "happy"
+    assert report.min_faces == 2
+
+
+def test_empty_session_report(teacher_a):
+    session = make_session(teacher_a, name="Empty", frames=[], ended_after_s=3)
+    report = reports.session_report(session=session)
+    assert (report.frames_stored, report.faces, report.mean_face_count, report.max_face_count) == (0, 0, None, None)
+    assert report.timeline == [] and report.segments == [] and report.changes == []
+    assert report.summary[0] == 'The classroom session "Empty" lasted 3 s.'
+
+
+def test_bucket_validation(fixture_session):
+    with pytest.raises(ValueError):
+        reports.session_report(session=fixture_session, bucket_s=0)
+    with pytest.raises(ValueError):
+        reports.session_report(session=fixture_session, bucket_s=reports.MAX_BUCKET_S + 1)
+
+
+@pytest.mark.parametrize(
+    ("duration", "bucket"), [(0, 1), (120, 1), (121, 2), (600, 5), (3600, 30), (8 * 3600, 300), (10**7, 3600)]
+)
+def test_choose_bucket(duration, bucket):
+    assert choose_bucket_s(duration) == bucket
+
+
+def test_pure_segments_break_at_gaps():
+    timeline = [
+        {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {}},
+        {"start_s": 5, "end_s": 10, "dominant": "happy", "probabilities": {}},
+        {"start_s": 20, "end_s": 25, "dominant": "happy", "probabilities": {}},
+    ]
+    assert [(s["start_s"], s["end_s"], s["buckets"]) for s in dominant_segments(timeline)] == [(0, 10, 2), (20, 25, 1)]
+
+
+def test_pure_largest_changes_ignores_no_change():
+    same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in reports.LABELS}}
+    assert largest_changes([same, {**same, "start_s": 5, "end_s": 10}]) == []
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0 s"), (59.6, "1 min"), (125, "2 min 5 s"), (3720, "1 h 2 min")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text

@@ -1,0 +1,295 @@
+"""Services and selectors of emotion sessions, on real PostgreSQL (and the real Redis channel layer for events)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from inference.labels import LABELS, VALENCE
+from sessions_app import selectors, services
+from sessions_app.models import EmotionSession, Face, Frame, TimelineBucket
+
+pytestmark = pytest.mark.django_db
+
+
+def face(label="happy", p=None, box=(10, 20, 30, 40)):
+    """A FaceResult-like dict: probabilities default to 0.7 on ``label``, 0.05 elsewhere."""
+    if p is None:
+        p = {lb: (0.7 if lb == label else 0.05) for lb in LABELS}
+    return {"box": list(box), "label": label, "score": p[label], "probabilities": p}
+
+
+def store(session, offset_s, faces, sequence, source="camera:t"):
+    return services.frame_result_store(
+        session=session,
+        source=source,
+        sequence=sequence,
+        captured_at=session.created_at + dt.timedelta(seconds=offset_s),
+        width=640,
+        height=480,
+        processing_ms=12.5,
+        faces=faces,
+    )
+
+
+def test_uses_postgresql():
+    assert connection.vendor == "postgresql"
+
+
+def test_session_create_and_validation(teacher):
+    s = services.session_create(owner=teacher, name="  Math  ", kind="crowd", target_fps=5)
+    assert (s.name, s.kind, s.target_fps, s.status) == ("Math", "crowd", 5.0, "running")
+    with pytest.raises(ValidationError):
+        services.session_create(owner=teacher, name="x", kind="classroom", target_fps=0)
+    with pytest.raises(ValidationError):
+        services.session_create(owner=teacher, name="x", kind="stadium", target_fps=2)
+    with pytest.raises(ValidationError):
+        services.session_create(owner=teacher, name="   ", kind="classroom", target_fps=2)
+    assert EmotionSession.objects.count() == 1
+
+
+def test_session_end_is_idempotent(teacher, make_session):
+    s = make_session(teacher)
+    first = services.session_end(session=s)
+    assert first.status == "ended" and first.ended_at is not None
+    again = services.session_end(session=EmotionSession.objects.get(pk=s.pk))
+    assert again.ended_at == first.ended_at
+
+
+def test_visibility_rules(teacher, other_teacher, staff_user, make_session):
+    mine, theirs = make_session(teacher), make_session(other_teacher)
+    assert list(selectors.session_list_for_user(user=teacher)) == [mine]
+    assert set(selectors.session_list_for_user(user=staff_user)) == {mine, theirs}
+    assert selectors.session_get_for_user(user=teacher, session_id=mine.pk) == mine
+    assert selectors.session_get_for_user(user=staff_user, session_id=mine.pk) == mine
+    for bad in (theirs.pk, 999999, "abc", None):
+        with pytest.raises(EmotionSession.DoesNotExist):
+            selectors.session_get_for_user(user=teacher, session_id=bad)
+    from django.contrib.auth.models import AnonymousUser
+
+    assert not selectors.session_list_for_user(user=AnonymousUser()).exists()
+    assert selectors.session_can_stream(user=teacher, session=mine)
+    assert not selectors.session_can_stream(user=staff_user, session=mine)
+
+
+def test_frame_result_store_writes_everything(teacher, make_session):
+    s = make_session(teacher)
+    frame = store(s, 3.4, [face("happy"), face("sad", box=(100, 50, 60, 60))], sequence=0)
+    assert frame.face_count == 2
+    assert frame.offset_s == pytest.approx(3.4)
+    faces = list(Face.objects.filter(frame=frame).order_by("id"))
+    assert [f.label for f in faces] == ["happy", "sad"]
+    assert faces[1].box == (100, 50, 60, 60)
+    assert faces[0].p_happy == pytest.approx(0.7)
+    bucket = TimelineBucket.objects.get(session=s, second=3)
+    assert (bucket.frames, bucket.faces) == (1, 2)
+    assert bucket.sum_p_happy == pytest.approx(0.75) and bucket.sum_p_sad == pytest.approx(0.75)
+    s.refresh_from_db()
+    assert s.frames_processed == 1
+
+
+def test_duplicate_sequence_is_ignored(teacher, make_session):
+    s = make_session(teacher)
+    first = store(s, 1.0, [face("happy")], sequence=7)
+    again = store(s, 1.0, [face("sad"), face("sad")], sequence=7)
+    assert again.pk == first.pk
+    assert Frame.objects.filter(session=s).count() == 1 and Face.objects.filter(session=s).count() == 1
+    bucket = TimelineBucket.objects.get(session=s)
+    assert (bucket.frames, bucket.faces) == (1, 1)
+    s.refresh_from_db()
+    assert s.frames_processed == 1
+    store(s, 1.0, [face("sad")], sequence=7, source="camera:other")  # same sequence, other source: stored
+    assert Frame.objects.filter(session=s).count() == 2
+
+
+def test_malformed_faces_store_nothing(teacher, make_session):
+    s = make_session(teacher)
+    bad = face("happy")
+    bad["probabilities"] = {"happy": 1.0}
+    with pytest.raises((ValueError, KeyError)):
+        store(s, 0.5, [face("sad"), bad], sequence=1)
+    with pytest.raises(ValueError):
+        store(s, 0.5, [face("sad") | {"label": "bored"}], sequence=2)
+    assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
+
+
+def test_real_recognizer_output_is_stored(teacher, make_session, group_photo):
+    from sessions_app.tasks import get_recognizer
+
+    path, count = group_photo
+    image = cv2.imread(str(path))
+    results = get_recognizer().analyze(image)
+    s = make_session(teacher)
+    frame = store(s, 0.0, results, sequence=0)
+    assert abs(frame.face_count - count) <= 1
+    for f, r in zip(Face.objects.filter(frame=frame).order_by("id"), results, strict=True):
+        assert f.box == tuple(r.box) and f.label == r.label
+        assert np.allclose(f.probabilities, r.probabilities, atol=1e-6)
+
+
+def test_result_event_published_after_commit(teacher, make_session, django_capture_on_commit_callbacks):
+    layer = get_channel_layer()
+    s = make_session(teacher)
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(services.session_group_name(s.pk), channel)
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            store(s, 2.0, [face("surprise")], sequence=3)
+        assert len(callbacks) == 1
+        event = async_to_sync(layer.receive)(channel)
+    finally:
+        async_to_sync(layer.group_discard)(services.session_group_name(s.pk), channel)
+    assert event["type"] == "frame.result" and event["sequence"] == 3 and event["face_count"] == 1
+    assert event["faces"][0]["label"] == "surprise" and event["faces"][0]["box"] == [10, 20, 30, 40]
+    assert set(event["faces"][0]["probabilities"]) == set(LABELS)
+
+
+def test_timeline_buckets_and_min_faces_rule(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    store(s, 0.2, [face("happy")] * 2, sequence=0)
+    store(s, 1.5, [face("happy"), face("sad")], sequence=1)
+    store(s, 4.99, [], sequence=2)
+    store(s, 5.0, [face("sad")], sequence=3)  # bucket [5,10): 1 face < 3 -> no aggregates
+    store(s, 12.0, [face("neutral")] * 3, sequence=4)
+    tl = selectors.session_timeline(session=s, bucket_s=5)
+    assert [(b["start_s"], b["end_s"], b["frames"], b["faces"]) for b in tl] == [
+        (0, 5, 3, 4),
+        (5, 10, 1, 1),
+        (10, 15, 1, 3),
+    ]
+    first = tl[0]
+    assert first["mean_face_count"] == pytest.approx(4 / 3, abs=1e-3)
+    assert first["probabilities"]["happy"] == pytest.approx((3 * 0.7 + 0.05) / 4)
+    assert first["probabilities"]["sad"] == pytest.approx((0.7 + 3 * 0.05) / 4)
+    assert first["dominant"] == "happy"
+    means = [first["probabilities"][lb] for lb in LABELS]
+    assert first["valence"] == pytest.approx(sum(m * v for m, v in zip(means, VALENCE, strict=True)), abs=1e-5)
+    assert tl[1]["probabilities"] is None and tl[1]["dominant"] is None and tl[1]["valence"] is None
+    assert tl[2]["dominant"] == "neutral"
+    one_s = selectors.session_timeline(session=s, bucket_s=1)
+    assert [b["start_s"] for b in one_s] == [0, 1, 4, 5, 12]
+    with pytest.raises(ValueError):
+        selectors.session_timeline(session=s, bucket_s=0)
+    dist = selectors.session_distribution(session=s)
+    assert dist["faces"] == 8 and dist["dominant"] == "happy"
+    assert sum(dist["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    summary = selectors.session_summary(session=s)
+    assert summary["frames"] == 5 and summary["faces"] == 8 and summary["duration_s"] == pytest.approx(11.8)
+
+
+def test_distribution_hidden_below_min_faces(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    assert selectors.session_distribution(session=s) == {"faces": 0, "probabilities": None, "dominant": None}
+    store(s, 0.0, [face("fear")] * 2, sequence=0)
+    assert selectors.session_distribution(session=s)["probabilities"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_stores_keep_bucket_sums_exact(teacher, make_session):
+    """Eight threads store frames into the same 1-second bucket at once: F() increments lose nothing."""
+    s = make_session(teacher)
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(5):
+                store(s, 0.5, [face("happy")] * 2, sequence=n * 100 + i)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    bucket = TimelineBucket.objects.get(session=s, second=0)
+    assert (bucket.frames, bucket.faces) == (40, 80)
+    assert bucket.sum_p_happy == pytest.approx(80 * 0.7)
+    s.refresh_from_db()
+    assert s.frames_processed == 40
+
+
+def test_counters_and_upload_sources(teacher, make_session):
+    s = make_session(teacher)
+    services.session_counters_add(session_id=s.pk, received=3, dropped=2, rejected=1)
+    services.session_counters_add(session_id=s.pk)
+    assert selectors.session_counters(session_id=s.pk) == {"received": 3, "processed": 0, "dropped": 2, "rejected": 1}
+    assert [services.upload_source_allocate(session=s) for _ in range(3)] == ["upload:1", "upload:2", "upload:3"]
+
+
+# ---------------------------------------------------------------------------------------------- frame_validate
+def jpeg(w=64, h=48, quality=80) -> bytes:
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def png(w=32, h=16) -> bytes:
+    return cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes()
+
+
+def test_frame_validate_accepts_jpeg_png_and_header(group_photo):
+    path, _ = group_photo
+    data = path.read_bytes()
+    msg = services.frame_validate(data)
+    assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (500, 334, None, None)
+    header = services.FRAME_HEADER.pack(b"FRM1", 42, 1_700_000_000_123.0)
+    msg = services.frame_validate(header + png())
+    assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (32, 16, 42, 1_700_000_000_123.0)
+    assert msg.data == png()
+
+
+@pytest.mark.parametrize(
+    "payload,code",
+    [
+        ("hello", "binary_expected"),
+        (b"", "empty"),
+        (b"GIF89a" + b"\0" * 100, "not_an_image"),
+        (b"%PDF-1.4 not an image", "not_an_image"),
+        (b"FRM1\x00", "bad_header"),
+    ],
+)
+def test_frame_validate_rejects(payload, code):
+    with pytest.raises(services.FrameRejected) as info:
+        services.frame_validate(payload)
+    assert info.value.code == code
+
+
+def test_frame_validate_truncated_oversized_and_too_big(settings):
+    data = jpeg()
+    with pytest.raises(services.FrameRejected) as info:
+        services.frame_validate(data[: len(data) // 2])
+    assert info.value.code == "truncated"
+    with pytest.raises(services.FrameRejected) as info:
+        services.frame_validate(png()[:30])
+    assert info.value.code == "truncated"
+    settings.FER_MAX_FRAME_BYTES = 1000
+    with pytest.raises(services.FrameRejected) as info:
+        services.frame_validate(jpeg(320, 240, quality=95))
+    assert info.value.code == "too_large"
+    settings.FER_MAX_FRAME_BYTES = 1_000_000
+    with pytest.raises(services.FrameRejected) as info:
+        services.frame_validate(jpeg(2000, 20))
+    assert info.value.code == "too_big_dimensions"
+    assert services.frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
+
+
+def test_captured_at_from_client_plausibility():
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    ms = (now - dt.timedelta(seconds=2)).timestamp() * 1000
+    assert services.captured_at_from_client(ms, received_at=now) == now - dt.timedelta(seconds=2)
+    assert services.captured_at_from_client(None, received_at=now) == now
+    assert services.captured_at_from_client(0.0, received_at=now) == now  # client clock far off
+    assert services.captured_at_from_client(1e20, received_at=now) == now
