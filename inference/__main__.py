@@ -20,6 +20,7 @@ def _train(args) -> int:
         seed=args.seed,
         resume=args.resume,
         max_train_rows=args.max_train_rows,
+        precision=args.precision,
     )
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: mixed bfloat16 on a GPU or a CPU with native bfloat16, else float32 (exports are float32)",
+    )
     p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
 

@@ -57,7 +57,8 @@ def build_model(
     x = layers.BatchNormalization(name="fc_bn")(x)
     x = layers.ReLU(name="fc_relu")(x)
     x = layers.Dropout(dropout, name="drop1")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    # The softmax stays float32 under a mixed-precision policy (bfloat16 probabilities are too coarse).
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=ARCHITECTURE)
 
 

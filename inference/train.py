@@ -17,6 +17,10 @@ Recipe (every choice is a flag of ``train``):
   epoch, ``best.keras`` on each new best PublicTest accuracy. ``--resume`` continues from ``last.keras``
   (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule.
 - Early stopping when PublicTest accuracy has not improved for ``--patience`` epochs.
+- Precision (``--precision``): ``auto`` trains with Keras's ``mixed_bfloat16`` policy (bfloat16 compute, float32
+  weights and softmax) when the CPU has native bfloat16 instructions (``avx512_bf16`` / ``amx_bf16``; measured on
+  this 2-core AMD EPYC: 132 vs 259 ms per 64-face step) or a GPU is present, else ``float32``. The saved and
+  exported models are always float32.
 - Seeded (``--seed``): NumPy, Python and TensorFlow RNGs, and the shuffling order.
 
 Outputs in ``--out``: ``model.keras`` (best), ``model.onnx`` (serving export, checked against Keras),
@@ -103,6 +107,62 @@ def make_augment(image_size: int = 48, max_rotation_deg: float = 15.0, scale: fl
     return augment
 
 
+def cpu_has_bf16() -> bool:
+    """True when ``/proc/cpuinfo`` lists native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """Map ``auto`` / ``float32`` / ``bfloat16`` to a Keras dtype policy name.
+
+    ``auto`` gives ``mixed_bfloat16`` when a GPU is visible or the CPU has native bfloat16 (see ``cpu_has_bf16``),
+    else ``float32``.
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
+    if precision == "float32":
+        return "float32"
+    if precision == "bfloat16":
+        return "mixed_bfloat16"
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
+    import tensorflow as tf
+
+    return "mixed_bfloat16" if tf.config.list_physical_devices("GPU") or cpu_has_bf16() else "float32"
+
+
+def to_float32(model):
+    """A float32 copy of ``model`` (same architecture and weights) whatever dtype policy it was trained with.
+
+    Mixed-precision layers keep float32 weights, so the copy is exact; its config names ``float32`` everywhere, so
+    the ``.keras`` file and the ONNX export contain no bfloat16 casts.
+    """
+    import keras
+
+    def strip(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return "float32"
+            return {k: strip(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = keras.Model.from_config(strip(model.get_config()))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _datasets(train, val, batch_size: int, seed: int, weights: np.ndarray):
     import tensorflow as tf
 
@@ -147,6 +207,7 @@ def train(
     stages=None,
     dense_units: int = 256,
     max_train_rows: int | None = None,
+    precision: str = "auto",
     log=print,
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
@@ -161,6 +222,7 @@ def train(
         resume: continue from ``<out>/checkpoints/last.keras`` if present.
         stages, dense_units: architecture (see ``inference.model.build_model``); ``None`` = default.
         max_train_rows: use only the first N training rows (smoke tests).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (mixed precision), see ``resolve_precision``.
         log: callable for progress lines.
 
     Returns:
@@ -196,6 +258,9 @@ def train(
     log(f"data: {len(train_set)} training rows, {len(val_set)} PublicTest rows, sha256 {dataset.sha256[:16]}...")
 
     keras.utils.set_random_seed(seed)
+    policy = resolve_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    log(f"precision policy: {policy}")
     weights = class_weights(train_set.labels)
     train_ds, val_ds = _datasets(train_set, val_set, batch_size, seed, weights)
     steps_per_epoch = len(train_set) // batch_size
@@ -266,9 +331,11 @@ def train(
             verbose=1 if sys.stdout.isatty() else 2,
         )
 
-    best = keras.models.load_model(ckpt_dir / "best.keras")
+    best = to_float32(keras.models.load_model(ckpt_dir / "best.keras"))
+    keras.mixed_precision.set_global_policy("float32")
     save_weights_only_model(best, out_dir / "model.keras")
-    return finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log)
+    card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy)
+    return card
 
 
 def _reschedule(optimizer, total_steps: int, log=print) -> None:
@@ -296,7 +363,9 @@ def save_weights_only_model(model, path: str | os.PathLike) -> None:
     clone.save(path)
 
 
-def finalize(model, val_set, data_sha256: str, state: dict, out_dir: Path, started: float, log=print) -> dict:
+def finalize(
+    model, val_set, data_sha256: str, state: dict, out_dir: Path, started: float, log=print, precision="float32"
+) -> dict:
     """Evaluate ``model`` on PublicTest, export and check ONNX, write model card, history and plots."""
     import tensorflow as tf
 
@@ -340,6 +409,7 @@ def finalize(model, val_set, data_sha256: str, state: dict, out_dir: Path, start
             "cpu_count": os.cpu_count(),
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         },
+        "training_precision": precision,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "onnx_max_abs_diff_vs_keras": max_abs_diff,
         "public_test": {k: report[k] for k in ("n", "accuracy", "macro_f1", "per_class", "confusion")},
