@@ -1,5 +1,6 @@
 """Django settings. Every value comes from the environment (django-environ), with safe defaults for the embedded
-quick start (``make run``: SQLite, local Redis, DEBUG on localhost only). See README "Configuration"."""
+quick start (``make run``: SQLite, local Redis, DEBUG off unless ``DJANGO_DEBUG`` is set, served on localhost). See
+README "Configuration"."""
 
 from pathlib import Path
 
@@ -126,6 +127,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "sessions_app.api.pagination.ApiPagination",
     "EXCEPTION_HANDLER": "sessions_app.api.exceptions.api_exception_handler",
     "PAGE_SIZE": 50,
+    # Client IP for throttling: X-Forwarded-For is trusted only through this many proxies (0: the socket address,
+    # so a client cannot dodge the auth throttle by sending its own X-Forwarded-For). Set 1 behind one proxy.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_RATES": {
         "auth": env.str("API_THROTTLE_AUTH", default="10/min"),
@@ -174,6 +178,9 @@ FER_RETENTION_DAYS = env.int("FER_RETENTION_DAYS", default=90)
 FER_MAX_UPLOAD_BYTES = env.int("FER_MAX_UPLOAD_BYTES", default=50_000_000)
 #: Most frames sampled from one uploaded video (sampled at the session's target fps).
 FER_MAX_UPLOAD_FRAMES = env.int("FER_MAX_UPLOAD_FRAMES", default=600)
+# Privacy: uploaded photos and videos are held in memory up to the upload limit (Django would otherwise spool files
+# over 2.5 MB to a temporary file). Only a video is written, briefly, for OpenCV to demux (see services).
+FILE_UPLOAD_MAX_MEMORY_SIZE = FER_MAX_UPLOAD_BYTES
 #: Celery queue of frame-analysis tasks; empty = the default queue ("celery"). Workers must consume it (-Q).
 FER_FRAME_QUEUE = env.str("FER_FRAME_QUEUE", default="")
 #: Timeline bucket width of the live chart and dashboard, seconds.

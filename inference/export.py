@@ -44,6 +44,7 @@ def export_onnx(model, path: str | os.PathLike, check_images: np.ndarray | None 
 
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
     model_proto.doc_string = f"FER2013 emotion CNN ({model.name}); input grey 0..255, output probabilities"
+    fold_input_rescale(model_proto)
     tmp = path.with_suffix(".tmp.onnx")
     tmp.write_bytes(model_proto.SerializeToString())
     os.replace(tmp, path)
@@ -61,3 +62,84 @@ def export_onnx(model, path: str | os.PathLike, check_images: np.ndarray | None 
         path.unlink(missing_ok=True)
         raise ExportMismatchError(f"ONNX export differs from Keras by {diff:.2e} > {atol:.0e}")
     return diff
+
+
+def fold_input_rescale(model_proto) -> bool:
+    """Fold the model's input rescaling (``Rescaling`` layer: ``x * a + b``) into its first convolution, in place.
+
+    tf2onnx exports the rescaling as ``Mul`` + ``Add`` on the whole input, which costs about 8 % of a forward pass
+    on one CPU thread (ONNX Runtime profile of the shipped model at batch 32). Convolution is linear, so
+    ``conv(pad0(a*x + b), W) + B == conv(padv(x), a*W) + B + b*sum(W)`` where ``padv`` pads with ``v = -b/a`` (the
+    raw grey level that rescales to the zero the original padding inserts): the rewrite is exact, not an
+    approximation. Graph pattern matched: ``Mul(input, scalar) -> Add(scalar) -> Reshape -> Conv``; any other
+    graph is left as it is.
+
+    Args:
+        model_proto: ``onnx.ModelProto`` as produced by tf2onnx.
+
+    Returns:
+        True when the graph was rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model_proto.graph
+    nodes = list(graph.node)
+    inits = {init.name: init for init in graph.initializer}
+    if len(nodes) < 4 or [n.op_type for n in nodes[:4]] != ["Mul", "Add", "Reshape", "Conv"]:
+        return False
+    mul, add, reshape, conv = nodes[:4]
+    if (
+        mul.input[0] != graph.input[0].name
+        or add.input[0] != mul.output[0]
+        or reshape.input[0] != add.output[0]
+        or conv.input[0] != reshape.output[0]
+        or not all(name in inits for name in (mul.input[1], add.input[1], *conv.input[1:3]))
+    ):
+        return False
+    a = numpy_helper.to_array(inits[mul.input[1]])
+    b = numpy_helper.to_array(inits[add.input[1]])
+    attrs = {at.name: at for at in conv.attribute}
+    if a.size != 1 or b.size != 1 or float(a) == 0.0 or "auto_pad" in attrs or int(attrs["group"].i) != 1:
+        return False
+    a, b = float(a), float(b)
+    weights = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+    if len(conv.input) < 3:  # a convolution without bias gets one (the fold adds b * sum(W))
+        bias_init = numpy_helper.from_array(np.zeros(weights.shape[0], np.float32), "rescale_fold_bias")
+        graph.initializer.append(bias_init)
+        inits[bias_init.name] = graph.initializer[-1]
+        conv.input.append(bias_init.name)
+    bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+    pads = list(attrs["pads"].ints) if "pads" in attrs else [0] * 4
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array((weights * a).astype(np.float32), conv.input[1]))
+    inits[conv.input[2]].CopyFrom(
+        numpy_helper.from_array((bias + b * weights.sum(axis=(1, 2, 3))).astype(np.float32), conv.input[2])
+    )
+    reshape.input[0] = graph.input[0].name
+    pad_nodes = []
+    if any(pads):
+        h0, w0, h1, w1 = pads
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([0, 0, h0, w0, 0, 0, h1, w1], np.int64), "rescale_fold_pads"),
+                numpy_helper.from_array(np.array(-b / a, np.float32), "rescale_fold_value"),
+            ]
+        )
+        pad = helper.make_node(
+            "Pad",
+            [reshape.output[0], "rescale_fold_pads", "rescale_fold_value"],
+            ["rescale_fold_padded"],
+            mode="constant",
+            name="rescale_fold_pad",
+        )
+        conv.input[0] = "rescale_fold_padded"
+        attrs["pads"].ints[:] = [0, 0, 0, 0]
+        pad_nodes.append(pad)
+    del graph.node[:]
+    graph.node.extend([reshape, *pad_nodes, *nodes[3:]])
+    used = {name for n in graph.node for name in n.input}
+    for name in (mul.input[1], add.input[1]):
+        if name not in used:
+            graph.initializer.remove(inits[name])
+    onnx.checker.check_model(model_proto)
+    return True

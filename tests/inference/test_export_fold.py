@@ -1,0 +1,43 @@
+"""The exact rescale fold of ``inference.export`` on a real tf2onnx graph of the shipped architecture."""
+
+import numpy as np
+import pytest
+
+from inference.export import fold_input_rescale
+
+
+@pytest.mark.slow
+def test_fold_input_rescale_is_exact_and_removes_the_rescale_ops(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    from inference.model import build_model
+
+    model = build_model(stages=((8, 1), (16, 1)), dense_units=16)
+    # Non-trivial batch-norm statistics so the first convolution's bias matters.
+    model.predict(np.random.default_rng(1).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32), verbose=0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")])
+    def serve(face):
+        return {"probabilities": model(face, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
+    before = onnx.ModelProto()
+    before.CopyFrom(proto)
+    assert fold_input_rescale(proto) is True
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Mul" not in ops[:3] and "Add" not in ops[:3] and ops[:3] == ["Reshape", "Pad", "Conv"]
+
+    # Border pixels matter most: 0 and 255 at the edges exercise the padding value.
+    x = np.random.default_rng(0).integers(0, 256, (16, 48, 48, 1)).astype(np.float32)
+    x[:, 0, :, :] = 0
+    x[:, :, -1, :] = 255
+    run = {}
+    for name, m in (("before", before), ("after", proto)):
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        run[name] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(run["before"] - run["after"]).max() < 1e-5
+    # A graph without the pattern is left alone.
+    assert fold_input_rescale(proto) is False
