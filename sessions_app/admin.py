@@ -50,11 +50,10 @@ class EmotionSessionAdmin(admin.ModelAdmin):
 class ExportRecordAdmin(admin.ModelAdmin):
     """The export audit log: read-only (who exported which session in which format, when)."""
 
-    list_display = ("created_at", "user", "session_label", "format")
+    list_display = ("created_at", "username", "session_label", "format")
     list_filter = ("format", "created_at")
-    search_fields = ("user__username", "session_label")
+    search_fields = ("username", "session_label")
     date_hierarchy = "created_at"
-    list_select_related = ("user",)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -3,7 +3,7 @@
 ``FER_RETENTION_DAYS`` (0 = keep forever) decides how long a session's results are kept, counted from the end of
 the session (its start while it has no end). Purging deletes the session with its frames, faces and timeline
 buckets; the export audit log (``ExportRecord``) survives, with its ``session`` set to NULL and the session's name
-and id kept in ``session_label``.
+and id kept in ``session_label`` (and the exporting user's name in ``username``).
 
 Run by Celery beat (``CELERY_BEAT_SCHEDULE`` in settings: task ``sessions_app.maintenance.purge_expired_sessions``)
 or by ``manage.py purge_sessions`` from a scheduler.

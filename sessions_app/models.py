@@ -142,9 +142,16 @@ class TimelineBucket(models.Model):
 
 
 class ExportRecord(models.Model):
-    """Audit log entry: ``user`` exported ``session`` in ``format`` at ``created_at``."""
+    """Audit log entry: ``user`` exported ``session`` in ``format`` at ``created_at``.
+
+    ``username`` and ``session_label`` are copies, so the entry still says who exported what after the user is
+    deleted (``user`` becomes NULL) or the session is purged (``session`` becomes NULL).
+    """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    username = models.CharField(
+        max_length=150, blank=True, default="", help_text="Username at export time, kept after the user is deleted."
+    )
     session = models.ForeignKey(EmotionSession, on_delete=models.SET_NULL, null=True, related_name="exports")
     session_label = models.CharField(max_length=250, help_text="Session name and id, kept after a purge.")
     format = models.CharField(max_length=8)

@@ -7,11 +7,11 @@ the login page.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import F, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -24,19 +24,18 @@ from sessions_app.api.throttling import ExportRateThrottle
 from sessions_app.models import EmotionSession
 from sessions_app.views import LABEL_COLORS  # one palette for dashboards and reports
 
-#: Overview sort keys -> ORDER BY fields.
-SORTS = {
-    "date": "created_at",
-    "owner": "owner__username",
-    "kind": "kind",
-    "duration": "duration",
-    "mean_faces": "mean_faces",
-    "name": "name",
-}
+#: Overview sort keys (column order of the table); see ``reports.OVERVIEW_SORTS``.
+SORTS = list(reports.OVERVIEW_SORTS)
 
 
 class OverviewForm(forms.Form):
-    """Filters and sort order of the overview (all optional)."""
+    """Filters and sort order of the overview (all optional; bound to the query string).
+
+    Fields: ``q`` (part of the session name or owner's username), ``kind``, ``owner`` (exact username; admins),
+    ``date_from`` / ``date_to`` (inclusive creation dates, ISO ``YYYY-MM-DD``), ``sort`` (a key of
+    ``reports.OVERVIEW_SORTS``, ``-`` prefixed for descending). ``cleaned_data`` maps directly onto the keyword
+    arguments of ``reports.overview_sessions``.
+    """
 
     q = forms.CharField(required=False, max_length=100, help_text="Part of the session name or owner's username.")
     kind = forms.ChoiceField(choices=[("", "any kind"), *EmotionSession.Kind.choices], required=False)
@@ -47,7 +46,8 @@ class OverviewForm(forms.Form):
         choices=[(f"{prefix}{key}", f"{prefix}{key}") for key in SORTS for prefix in ("", "-")], required=False
     )
 
-    def clean(self):
+    def clean(self) -> dict:
+        """Cross-field check: ``date_from`` must not be after ``date_to`` (a form error, so a 400 page)."""
         data = super().clean()
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The start date must not be after the end date.")
@@ -55,7 +55,28 @@ class OverviewForm(forms.Form):
 
 
 class BucketForm(forms.Form):
+    """The optional ``?bucket=<seconds>`` of the report page and PDF.
+
+    ``bucket``: timeline bucket length in whole seconds, 1..``reports.MAX_BUCKET_S``, and for the given ``session``
+    no smaller than ``reports.min_bucket_s`` (at most ``reports.MAX_POINTS`` timeline points); absent = chosen
+    automatically. Invalid input makes the form invalid (the views answer 400).
+    """
+
     bucket = forms.IntegerField(required=False, min_value=1, max_value=reports.MAX_BUCKET_S)
+
+    def __init__(self, *args, session: EmotionSession, **kwargs):
+        """``session``: the session the report is for (its duration bounds the smallest bucket)."""
+        super().__init__(*args, **kwargs)
+        self.session = session
+
+    def clean_bucket(self) -> int | None:
+        """The bucket in seconds, or ``None``; raises ``ValidationError`` when it gives too many points."""
+        bucket = self.cleaned_data.get("bucket")
+        if bucket is not None:
+            error = reports.bucket_error(session=self.session, bucket_s=bucket)
+            if error:
+                raise forms.ValidationError(error)
+        return bucket
 
 
 def _visible_session(request: HttpRequest, session_id: int) -> EmotionSession:
@@ -93,6 +114,7 @@ def timeline_chart(timeline: list[dict], *, bucket_s: int, width: int = 720, hei
                 column["rects"].append({"y": round(y, 2), "h": round(h, 2), "color": LABEL_COLORS[label]})
                 y += h
         columns.append(column)
+    # At most 6 intervals (7 labels), however long the session: the step grows past hours into whole days.
     step = reports.choose_bucket_s(end_s, target_points=6)
     ticks = [
         {
@@ -106,6 +128,8 @@ def timeline_chart(timeline: list[dict], *, bucket_s: int, width: int = 720, hei
 
 
 def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int | None) -> dict:
+    """Template context of the report page and PDF; ``bucket_s`` (seconds, or ``None`` = automatic) is also
+    passed on to the PDF link so the download shows the same timeline as the page."""
     report = reports.session_report(session=session, bucket_s=bucket_s)
     distribution = report.distribution
     rows = []
@@ -115,6 +139,9 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
             for label in sorted(LABELS, key=lambda label: -distribution["probabilities"][label])
         ]
     api_export = reverse("api:session-export", kwargs={"session_id": session.pk})
+    pdf = reverse("reports:session-report-pdf", kwargs={"session_id": session.pk})
+    if bucket_s is not None:
+        pdf = f"{pdf}?{urlencode({'bucket': bucket_s})}"
     return {
         "session": session,
         "report": report,
@@ -122,10 +149,10 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
         "chart": timeline_chart(report.timeline, bucket_s=report.bucket_s),
         "label_colors": [{"label": label, "color": LABEL_COLORS[label]} for label in LABELS],
         "links": {
-            "pdf": reverse("reports:session-report-pdf", kwargs={"session_id": session.pk}),
+            "pdf": pdf,
             "csv": f"{api_export}?format=csv",
             "json": f"{api_export}?format=json",
-            "dashboard": f"/sessions/{session.pk}/",
+            "dashboard": reverse("sessions_app:session-dashboard", kwargs={"session_id": session.pk}),
         },
     }
 
@@ -133,64 +160,48 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
 @login_required
 @require_GET
 def report_overview(request: HttpRequest) -> HttpResponse:
-    """``/reports/``: sessions visible to the user with summary columns; search (``q``: name or owner), filter by
-    kind, owner (admins) and dates; sort by any column (``?sort=duration``, ``-duration``, ...). 50 per page."""
+    """``/reports/``: sessions visible to the user with summary columns (owner, kind, date, duration, mean faces,
+    dominant emotion); search (``q``: name or owner), filter by kind, owner (admins) and dates; sort by any column
+    (``?sort=duration``, ``-duration``, ``dominant``, ...). 50 per page (``?page=``).
+
+    Returns the HTML page: 200, or 400 (with the form errors and no rows) for invalid parameters; anonymous users
+    are redirected to the login page. Filtering and sorting are ``reports.overview_sessions``.
+    """
     form = OverviewForm(request.GET or None)
-    sessions = reports.overview_queryset(user=request.user)
-    status = 200
-    if form.is_bound and not form.is_valid():
-        status = 400
-        sessions = sessions.none()
-    data = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    if data.get("q"):
-        sessions = sessions.filter(Q(name__icontains=data["q"]) | Q(owner__username__icontains=data["q"]))
-    if data.get("kind"):
-        sessions = sessions.filter(kind=data["kind"])
-    if data.get("owner"):
-        sessions = sessions.filter(owner__username=data["owner"])
-    if data.get("date_from"):
-        sessions = sessions.filter(created_at__date__gte=data["date_from"])
-    if data.get("date_to"):
-        sessions = sessions.filter(created_at__date__lte=data["date_to"])
-    sort = data.get("sort") or "-date"
-    field = SORTS[sort.lstrip("-")]
-    descending = sort.startswith("-")
-    order = f"-{field}" if descending else field
-    if field in {"mean_faces", "duration"}:
-        order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
-    sessions = sessions.order_by(order, "-id")
+    valid = not form.is_bound or form.is_valid()
+    filters = {key: value for key, value in form.cleaned_data.items() if value} if form.is_bound and valid else {}
+    sort = filters.get("sort", "-date")
+    if valid:
+        sessions = reports.overview_sessions(user=request.user, **filters)
+    else:
+        sessions = reports.overview_queryset(user=request.user).none()
     page = Paginator(sessions, 50).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
     params.pop("sort", None)
-    owners = []
-    if request.user.is_staff:
-        owners = (
-            get_user_model()
-            .objects.filter(emotion_sessions__isnull=False)
-            .distinct()
-            .order_by("username")
-            .values_list("username", flat=True)
-        )
     context = {
         "form": form,
         "page": page,
         "rows": reports.overview_rows(sessions=page.object_list),
         "sort": sort,
-        "sorts": list(SORTS),
+        "sorts": SORTS,
         "query": params.urlencode(),
-        "owners": owners,
+        "owners": reports.overview_owner_names(user=request.user),
         "min_faces": reports.min_faces(),
     }
-    return render(request, "reports/overview.html", context, status=status)
+    return render(request, "reports/overview.html", context, status=200 if valid else 400)
 
 
 @login_required
 @require_GET
 def session_report(request: HttpRequest, session_id: int) -> HttpResponse:
-    """``/reports/sessions/<id>/``: the report page (``?bucket=<seconds>`` optional, else chosen automatically)."""
+    """``/reports/sessions/<id>/``: the report page (``?bucket=<seconds>`` optional, else chosen automatically).
+
+    Returns 200 with the page; 400 for a bad ``bucket`` (see ``BucketForm``); 404 for a missing session or another
+    teacher's; a redirect to the login page for anonymous users.
+    """
     session = _visible_session(request, session_id)
-    form = BucketForm(request.GET)
+    form = BucketForm(request.GET, session=session)
     if not form.is_valid():
         return render(request, "reports/bad_request.html", {"errors": form.errors}, status=400)
     context = _report_context(request, session, form.cleaned_data.get("bucket"))
@@ -198,7 +209,15 @@ def session_report(request: HttpRequest, session_id: int) -> HttpResponse:
 
 
 def report_pdf_bytes(*, request: HttpRequest, session: EmotionSession, bucket_s: int | None = None) -> bytes:
-    """Render the session report as PDF with WeasyPrint (no network access: styles are inline)."""
+    """Render the session report as PDF with WeasyPrint (no network access: styles are inline).
+
+    Args:
+        request: the current request (for the template context).
+        session: a session the user may see.
+        bucket_s: timeline bucket in seconds, already validated (``BucketForm``); ``None`` = automatic.
+    Returns:
+        The PDF document's bytes.
+    """
     from weasyprint import HTML  # imported lazily: needs the system's Pango
 
     html = render_to_string("reports/session_report_pdf.html", _report_context(request, session, bucket_s), request)
@@ -208,10 +227,14 @@ def report_pdf_bytes(*, request: HttpRequest, session: EmotionSession, bucket_s:
 @login_required
 @require_GET
 def session_report_pdf(request: HttpRequest, session_id: int) -> HttpResponse:
-    """``/reports/sessions/<id>/pdf/``: the report as a PDF download; recorded in the export audit log and
-    rate-limited per user like the API's exports (scope ``export``; 429 when exceeded)."""
+    """``/reports/sessions/<id>/pdf/``: the report as a PDF download (``?bucket=<seconds>`` as on the page);
+    recorded in the export audit log and rate-limited per user like the API's exports (scope ``export``).
+
+    Returns 200 ``application/pdf`` attachment ``report-<id>-<name>.pdf``; 400 for a bad ``bucket``; 404 for a
+    missing or foreign session; 429 with ``Retry-After`` (seconds) when the export rate is exceeded.
+    """
     session = _visible_session(request, session_id)
-    form = BucketForm(request.GET)
+    form = BucketForm(request.GET, session=session)
     if not form.is_valid():
         return render(request, "reports/bad_request.html", {"errors": form.errors}, status=400)
     throttle = ExportRateThrottle()

@@ -93,10 +93,15 @@ def session_create(*, owner, name: str, kind: str = EmotionSession.Kind.CLASSROO
     return session
 
 
-def session_end(*, session: EmotionSession) -> EmotionSession:
-    """Mark ``session`` ended (idempotent: an ended session keeps its first ``ended_at``) and tell live clients.
+def session_end_if_running(*, session: EmotionSession) -> bool:
+    """End ``session`` if it is still running, and tell whether *this call* ended it.
 
-    Returns the refreshed session.
+    One conditional ``UPDATE ... WHERE status = 'running'``, so of two concurrent calls exactly one returns
+    ``True``; live clients are notified (after commit) only by that one. ``session`` is refreshed from the database
+    in either case.
+
+    Returns:
+        ``True`` when this call ended the session; ``False`` when it had already ended (``ended_at`` unchanged).
     """
     with transaction.atomic():
         changed = EmotionSession.objects.filter(pk=session.pk, status=EmotionSession.Status.RUNNING).update(
@@ -106,6 +111,16 @@ def session_end(*, session: EmotionSession) -> EmotionSession:
             sid = session.pk
             transaction.on_commit(lambda: _publish(sid, {"type": "session.ended", "session_id": sid}))
     session.refresh_from_db()
+    return bool(changed)
+
+
+def session_end(*, session: EmotionSession) -> EmotionSession:
+    """Mark ``session`` ended (idempotent: an ended session keeps its first ``ended_at``) and tell live clients.
+
+    Returns the refreshed session. Callers that must know whether this call did the ending (e.g. to answer 409
+    to the loser of a race) use ``session_end_if_running``.
+    """
+    session_end_if_running(session=session)
     return session
 
 

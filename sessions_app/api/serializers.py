@@ -13,10 +13,12 @@ from rest_framework import serializers
 from inference.labels import LABELS
 from sessions_app.exports import FORMATS
 from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face
-from sessions_app.reports import MAX_BUCKET_S, session_duration_s
+from sessions_app.reports import MAX_BUCKET_S, MAX_POINTS, bucket_error, session_duration_s
 
 
 class ErrorDetailSerializer(serializers.Serializer):
+    """The ``error`` object of an error body: machine-readable ``code``, human-readable ``message``, ``details``."""
+
     code = serializers.CharField(help_text="Machine-readable reason, e.g. invalid, not_found, throttled.")
     message = serializers.CharField(help_text="Human-readable explanation.")
     details = serializers.JSONField(
@@ -31,6 +33,8 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class TokenResponseSerializer(serializers.Serializer):
+    """Answer of the token endpoint: the user's API token."""
+
     token = serializers.CharField(help_text="40 hex characters; send as 'Authorization: Token <token>'.")
 
 
@@ -47,6 +51,8 @@ class ProbabilitiesSerializer(serializers.Serializer):
 
 
 class SessionLinksSerializer(serializers.Serializer):
+    """Absolute URLs of a session's report, PDF and data endpoints."""
+
     report = serializers.URLField(help_text="HTML report page.")
     pdf = serializers.URLField(help_text="PDF report.")
     timeline = serializers.URLField()
@@ -83,10 +89,13 @@ class SessionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_duration_s(self, obj: EmotionSession) -> float:
+        """Seconds from ``created_at`` to ``ended_at`` (or to now while running), rounded to milliseconds."""
         return round(session_duration_s(session=obj), 3)
 
     @extend_schema_field(SessionLinksSerializer)
     def get_links(self, obj: EmotionSession) -> dict:
+        """``{"report", "pdf", "timeline", "faces", "export"}``: absolute URLs when the serializer context has
+        the request, else paths."""
         request = self.context.get("request")
 
         def url(name: str) -> str:
@@ -113,12 +122,16 @@ class SessionCreateSerializer(serializers.Serializer):
 
 
 class TimelineQuerySerializer(serializers.Serializer):
+    """Query of the timeline endpoint: ``bucket`` length in whole seconds (default 5)."""
+
     bucket = serializers.IntegerField(
         min_value=1, max_value=MAX_BUCKET_S, default=5, help_text=f"Bucket length in seconds (1..{MAX_BUCKET_S})."
     )
 
 
 class TimelineBucketSerializer(serializers.Serializer):
+    """One timeline bucket ``[start_s, end_s)`` of session time with its counts and emotion aggregates."""
+
     start_s = serializers.IntegerField(help_text="Bucket start, seconds since session start (inclusive).")
     end_s = serializers.IntegerField(help_text="Bucket end, seconds since session start (exclusive).")
     frames = serializers.IntegerField(help_text="Frames analysed in the bucket.")
@@ -134,6 +147,8 @@ class TimelineBucketSerializer(serializers.Serializer):
 
 
 class TimelineSerializer(serializers.Serializer):
+    """Answer of the timeline endpoint: the bucket length, the privacy threshold and the buckets with frames."""
+
     session_id = serializers.IntegerField()
     bucket_s = serializers.IntegerField(help_text="Bucket length in seconds.")
     min_faces = serializers.IntegerField(help_text="Aggregates need at least this many faces (privacy rule).")
@@ -141,6 +156,8 @@ class TimelineSerializer(serializers.Serializer):
 
 
 class FacesQuerySerializer(serializers.Serializer):
+    """Query of the faces endpoint: optional session-time range ``[from_s, to_s)`` in seconds."""
+
     from_s = serializers.FloatField(
         required=False, min_value=0, help_text="Only faces of frames at or after this session time (seconds)."
     )
@@ -148,7 +165,8 @@ class FacesQuerySerializer(serializers.Serializer):
         required=False, min_value=0, help_text="Only faces of frames before this session time (seconds)."
     )
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict) -> dict:
+        """Cross-field check: ``from_s`` must not exceed ``to_s``; raises ``ValidationError`` (400) on ``to_s``."""
         if "from_s" in attrs and "to_s" in attrs and attrs["from_s"] > attrs["to_s"]:
             raise serializers.ValidationError({"to_s": ["Must not be smaller than from_s."]})
         return attrs
@@ -190,20 +208,27 @@ class FaceSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ProbabilitiesSerializer)
     def get_probabilities(self, obj: Face) -> dict:
+        """``{label: probability in [0, 1]}`` for the seven FER2013 labels of this face."""
         return {label: getattr(obj, field) for label, field in zip(LABELS, PROBABILITY_FIELDS, strict=True)}
 
 
 class ExportQuerySerializer(serializers.Serializer):
+    """Query of the export endpoint: the file ``format`` (csv or json; default csv)."""
+
     format = serializers.ChoiceField(choices=FORMATS, default="csv", help_text="csv (one row per face) or json.")
 
 
 class DistributionSerializer(serializers.Serializer):
+    """Whole-session emotion distribution: mean probability per label over all faces (null with too few faces)."""
+
     faces = serializers.IntegerField(help_text="Face observations in the session.")
     probabilities = ProbabilitiesSerializer(allow_null=True, help_text="Null with fewer than min_faces faces.")
     dominant = serializers.ChoiceField(choices=LABELS, allow_null=True)
 
 
 class SegmentSerializer(serializers.Serializer):
+    """A stretch of consecutive timeline buckets with the same dominant emotion, in seconds of session time."""
+
     start_s = serializers.IntegerField(help_text="Seconds since session start (inclusive).")
     end_s = serializers.IntegerField(help_text="Seconds since session start (exclusive).")
     duration_s = serializers.IntegerField()
@@ -212,6 +237,8 @@ class SegmentSerializer(serializers.Serializer):
 
 
 class ChangeSerializer(serializers.Serializer):
+    """A moment of large change of the emotion mix between two consecutive buckets with aggregates."""
+
     at_s = serializers.IntegerField(help_text="Start of the later bucket, seconds since session start.")
     from_s = serializers.IntegerField(help_text="Start of the earlier bucket, seconds since session start.")
     change = serializers.FloatField(help_text="Total variation distance of the two emotion mixes, 0..1.")
@@ -224,6 +251,8 @@ class ChangeSerializer(serializers.Serializer):
 
 
 class ReportSessionSerializer(serializers.Serializer):
+    """The session a report is about: id, name and kind."""
+
     id = serializers.IntegerField()
     name = serializers.CharField()
     kind = serializers.CharField()
@@ -252,9 +281,24 @@ class ReportSerializer(serializers.Serializer):
 
 
 class ReportQuerySerializer(serializers.Serializer):
+    """Query of the report endpoint: optional timeline ``bucket`` in seconds.
+
+    Context: ``session`` (the report's session), used to refuse buckets that would give more than ``MAX_POINTS``
+    timeline points for that session.
+    """
+
     bucket = serializers.IntegerField(
         min_value=1,
         max_value=MAX_BUCKET_S,
         required=False,
-        help_text=f"Timeline bucket in seconds (1..{MAX_BUCKET_S}); default: chosen for about 120 points.",
+        help_text=f"Timeline bucket in seconds (1..{MAX_BUCKET_S}, at most {MAX_POINTS} points for the session); "
+        "default: chosen for at most 120 points.",
     )
+
+    def validate_bucket(self, value: int) -> int:
+        """The bucket in seconds; raises ``ValidationError`` (400) when it is too small for the session."""
+        session = self.context.get("session")
+        error = bucket_error(session=session, bucket_s=value) if session is not None else None
+        if error:
+            raise serializers.ValidationError(error)
+        return value

@@ -36,7 +36,6 @@ from sessions_app.api.serializers import (
     TokenResponseSerializer,
 )
 from sessions_app.api.throttling import AuthRateThrottle, ExportRateThrottle
-from sessions_app.models import EmotionSession, Face
 
 SESSION_ID = OpenApiParameter(
     "session_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Session id. Another teacher's session is 404."
@@ -44,11 +43,17 @@ SESSION_ID = OpenApiParameter(
 
 
 def _error(description: str) -> OpenApiResponse:
+    """A documented error response with the API's error body (``ErrorSerializer``) and ``description``."""
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
 E400 = _error("Invalid parameters: error.code 'invalid', error.details maps each parameter to its messages.")
 E401 = _error("Not authenticated: send 'Authorization: Token <key>' or use the browser session.")
+E403 = _error(
+    "Forbidden (error.code 'permission_denied'): a browser-session request that changes data without a valid "
+    "CSRF token (send the csrftoken cookie's value as the X-CSRFToken header, or use token authentication, which "
+    "needs no CSRF token)."
+)
 E404 = _error("No such session, or a session of another teacher (never distinguished).")
 E429 = _error("Rate limit exceeded; see the Retry-After header and error.details.retry_after_s.")
 
@@ -59,20 +64,27 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
     return JsonResponse(body, status=404)
 
 
-def _validated_query(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.query_params)
+def _validated_query(serializer_class, request, context: dict | None = None) -> dict:
+    """``request``'s query parameters validated by ``serializer_class``; raises ``ValidationError`` (400)."""
+    serializer = serializer_class(data=request.query_params, context=context or {})
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
 def _validated_body(serializer_class, request) -> dict:
+    """``request``'s body validated by ``serializer_class``; raises ``ValidationError`` (400)."""
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
 class TokenView(ObtainAuthToken):
-    """POST username and password, get the user's API token (created on first use)."""
+    """POST username and password, get the user's API token (created on first use).
+
+    Needs no authentication (and so no CSRF token); rate-limited per client IP (``AuthRateThrottle``, scope
+    ``auth``). The client IP is the socket address unless ``API_NUM_PROXIES`` trusted proxies add
+    ``X-Forwarded-For``.
+    """
 
     authentication_classes: list = []
     throttle_classes = [AuthRateThrottle]
@@ -85,6 +97,7 @@ class TokenView(ObtainAuthToken):
         responses={200: TokenResponseSerializer, 400: E400, 429: E429},
     )
     def post(self, request, *args, **kwargs):
+        """Form or JSON body ``{"username", "password"}``; 200 ``{"token"}``, 400 on wrong credentials, 429."""
         return super().post(request, *args, **kwargs)
 
 
@@ -96,6 +109,7 @@ class SessionListCreateView(generics.ListCreateAPIView):
     filterset_class = SessionFilter
 
     def get_queryset(self):
+        """Sessions visible to the requesting user (teachers: own; admins: all), newest first."""
         return selectors.session_list_for_user(user=self.request.user).order_by("-created_at", "-id")
 
     @extend_schema(
@@ -104,12 +118,15 @@ class SessionListCreateView(generics.ListCreateAPIView):
         responses={200: SessionSerializer(many=True), 400: E400, 401: E401, 404: _error("Page past the end.")},
     )
     def get(self, request, *args, **kwargs):
+        """Filters (kind, owner, date_from, date_to), ordering and pagination come from the query string."""
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
         summary="Create a session",
+        description="Creates a running session owned by the requesting user; stream frames into it over the "
+        "WebSocket or end it with POST .../end/.",
         request=SessionCreateSerializer,
-        responses={201: SessionSerializer, 400: E400, 401: E401},
+        responses={201: SessionSerializer, 400: E400, 401: E401, 403: E403},
     )
     def post(self, request, *args, **kwargs):
         data = _validated_body(SessionCreateSerializer, request)
@@ -123,35 +140,45 @@ class SessionListCreateView(generics.ListCreateAPIView):
 
 @extend_schema(tags=["sessions"], parameters=[SESSION_ID])
 class SessionDetailView(APIView):
+    """One session visible to the user, with its counters and links (404 for another teacher's session)."""
+
     @extend_schema(summary="Retrieve a session", responses={200: SessionSerializer, 401: E401, 404: E404})
     def get(self, request, session_id):
+        """The session with its frame counters, duration in seconds and links to its report and data."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
         return Response(SessionSerializer(session, context={"request": request}).data)
 
 
 @extend_schema(tags=["sessions"], parameters=[SESSION_ID])
 class SessionEndView(APIView):
+    """Ends a running session (owner or admin)."""
+
     @extend_schema(
         summary="End a running session",
-        description="Marks the session ended (sets ended_at); live viewers are notified.",
+        description="Marks the session ended (sets ended_at); live viewers are notified. Of concurrent requests "
+        "exactly one succeeds; the others (and any later one) get 409.",
         request=None,
         responses={
             200: SessionSerializer,
             401: E401,
+            403: E403,
             404: E404,
             409: _error("The session has already ended (error.code 'conflict')."),
         },
     )
     def post(self, request, session_id):
+        """200 with the ended session when this request ended it; 409 ``conflict`` when it had already ended
+        (decided by one conditional database update, so a concurrent request cannot make both succeed)."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
-        if session.status == EmotionSession.Status.ENDED:
+        if not services.session_end_if_running(session=session):
             raise Conflict("The session has already ended.")
-        session = services.session_end(session=session)
         return Response(SessionSerializer(session, context={"request": request}).data)
 
 
 @extend_schema(tags=["results"], parameters=[SESSION_ID])
 class SessionTimelineView(APIView):
+    """The emotion timeline of a session in buckets of ``?bucket=`` seconds."""
+
     @extend_schema(
         summary="Emotion timeline",
         description="Per-bucket frame and face counts, mean probability per emotion, dominant emotion and "
@@ -161,6 +188,7 @@ class SessionTimelineView(APIView):
         responses={200: TimelineSerializer, 400: E400, 401: E401, 404: E404},
     )
     def get(self, request, session_id):
+        """``{"session_id", "bucket_s", "min_faces", "buckets": [...]}``; 400 for a bucket outside 1..3600 s."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
         bucket_s = _validated_query(TimelineQuerySerializer, request)["bucket"]
         body = {
@@ -174,16 +202,20 @@ class SessionTimelineView(APIView):
 
 @extend_schema(tags=["results"], parameters=[SESSION_ID])
 class SessionReportView(APIView):
+    """The numbers of a session's report page as JSON."""
+
     @extend_schema(
         summary="Session report",
         description="The numbers of the report page: counts, emotion distribution, timeline, dominant-emotion "
-        "segments, moments of largest change and the plain-language summary.",
+        "segments, moments of largest change and the plain-language summary. A bucket that would give more than "
+        f"{reports.MAX_POINTS} timeline points for this session is refused (400).",
         parameters=[ReportQuerySerializer],
         responses={200: ReportSerializer, 400: E400, 401: E401, 404: E404},
     )
     def get(self, request, session_id):
+        """The report (``ReportSerializer``); 400 for a bad or too small ``bucket`` (seconds)."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
-        bucket_s = _validated_query(ReportQuerySerializer, request).get("bucket")
+        bucket_s = _validated_query(ReportQuerySerializer, request, context={"session": session}).get("bucket")
         return Response(reports.session_report(session=session, bucket_s=bucket_s).as_dict())
 
 
@@ -195,14 +227,10 @@ class SessionFacesView(generics.ListAPIView):
     filter_backends: list = []
 
     def get_queryset(self):
+        """Faces of the visible session (404 otherwise) in the validated ``from_s``/``to_s`` range (seconds)."""
         session = visible_session_or_404(user=self.request.user, session_id=self.kwargs["session_id"])
         query = _validated_query(FacesQuerySerializer, self.request)
-        qs = Face.objects.filter(session=session).select_related("frame")
-        if "from_s" in query:
-            qs = qs.filter(frame__offset_s__gte=query["from_s"])
-        if "to_s" in query:
-            qs = qs.filter(frame__offset_s__lt=query["to_s"])
-        return qs.order_by("frame__offset_s", "frame_id", "id")
+        return reports.session_faces(session=session, from_s=query.get("from_s"), to_s=query.get("to_s"))
 
     @extend_schema(
         summary="Per-face results",
@@ -212,6 +240,7 @@ class SessionFacesView(generics.ListAPIView):
         responses={200: FaceSerializer(many=True), 400: E400, 401: E401, 404: E404},
     )
     def get(self, request, *args, **kwargs):
+        """One page of faces (``page``, ``page_size`` up to 500)."""
         return super().get(request, *args, **kwargs)
 
 
@@ -231,10 +260,13 @@ def streaming_download(request, chunks, *, content_type: str, filename: str) -> 
 
 @extend_schema(tags=["results"], parameters=[SESSION_ID])
 class SessionExportView(APIView):
+    """Streams a whole session's results as CSV or JSON; audited and rate-limited per user (scope ``export``)."""
+
     throttle_classes = [ExportRateThrottle]
 
     def perform_content_negotiation(self, request, force=False):
-        # ``format`` is this endpoint's own parameter (csv|json), not DRF's renderer override: errors are JSON.
+        """Always JSON for error bodies: ``format`` is this endpoint's own parameter (csv|json), not DRF's
+        renderer override. Returns ``(renderer, media_type)``."""
         renderer = JSONRenderer()
         return renderer, renderer.media_type
 
@@ -256,6 +288,7 @@ class SessionExportView(APIView):
         },
     )
     def get(self, request, session_id):
+        """A streamed attachment ``session-<id>-<name>.<csv|json>``; the export is written to the audit log."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
         fmt = _validated_query(ExportQuerySerializer, request)["format"]
         exports.export_record_create(user=request.user, session=session, fmt=fmt)

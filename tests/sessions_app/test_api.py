@@ -3,6 +3,8 @@
 import pytest
 from django.test import Client
 
+from sessions_app import services
+from sessions_app.api import views as api_views
 from sessions_app.models import EmotionSession, ExportRecord
 
 from .reports_fixtures import *  # noqa: F403
@@ -54,6 +56,75 @@ def test_permission_matrix_per_session(clients, teacher_a, role, method, path):
         assert missing.status_code == response.status_code
         assert missing.json() == response.json()
         assert session.name not in response.content.decode()
+
+
+#: role -> expected status of POST /api/v1/sessions/ (create; the new session is always the requester's own)
+CREATE_MATRIX = {"anonymous": 401, "teacher_a": 201, "teacher_b": 201, "admin": 201}
+
+
+@pytest.mark.parametrize("role", list(CREATE_MATRIX))
+def test_permission_matrix_create(clients, role, teacher_a, teacher_b, admin_user):
+    response = clients[role].post(BASE, {"name": f"made by {role}"})
+    assert response.status_code == CREATE_MATRIX[role], response.content
+    if role == "anonymous":
+        assert error_of(response)["code"] == "not_authenticated"
+        assert not EmotionSession.objects.exists()
+    else:
+        owner = {"teacher_a": teacher_a, "teacher_b": teacher_b, "admin": admin_user}[role]
+        assert EmotionSession.objects.get(pk=response.json()["id"]).owner == owner
+        assert response.json()["owner"] == owner.username
+
+
+@pytest.mark.parametrize("role", ["anonymous", "teacher_a", "teacher_b", "admin"])
+def test_permission_matrix_docs_and_schema(clients, role):
+    """The schema and Swagger UI describe the API only (no data): public, like the login page."""
+    docs = clients[role].get("/api/docs/")
+    assert docs.status_code == 200 and "swagger-ui" in docs.content.decode()
+    schema = clients[role].get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert "/api/v1/sessions/" in schema.json()["paths"]
+
+
+@pytest.mark.parametrize(("path", "data"), [("", {"name": "x"}), ("{id}/end/", {})])
+def test_browser_session_writes_need_csrf_token_403(teacher_a, path, data):
+    """Session-cookie POSTs without a CSRF token are refused with 403 permission_denied (documented)."""
+    session = make_session(teacher_a, ended_after_s=None)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(teacher_a)
+    response = browser.post(BASE + path.format(id=session.pk), data)
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "permission_denied"
+    assert "CSRF" in error_of(response)["message"]
+    assert EmotionSession.objects.count() == 1
+    session.refresh_from_db()
+    assert session.status == "running"
+
+
+def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
+    """Two end requests race: the second passes the visibility lookup while the session is still running, then
+    the first one ends it. Only one request may answer 200."""
+    session = make_session(teacher_a, ended_after_s=None)
+    lookup = api_views.visible_session_or_404
+
+    def lookup_then_lose_the_race(**kwargs):
+        found = lookup(**kwargs)  # still running here
+        services.session_end(session=EmotionSession.objects.get(pk=found.pk))  # the other request wins
+        return found
+
+    monkeypatch.setattr(api_views, "visible_session_or_404", lookup_then_lose_the_race)
+    response = clients["teacher_a"].post(f"{BASE}{session.pk}/end/")
+    assert response.status_code == 409, response.content
+    assert error_of(response)["code"] == "conflict"
+
+
+def test_session_end_if_running_reports_who_ended_it(teacher_a):
+    session = make_session(teacher_a, ended_after_s=None)
+    stale = EmotionSession.objects.get(pk=session.pk)
+    assert services.session_end_if_running(session=session) is True
+    first_end = session.ended_at
+    assert services.session_end_if_running(session=stale) is False  # stale copy still says "running"
+    assert stale.status == "ended" and stale.ended_at == first_end  # refreshed, first end kept
+    assert services.session_end(session=stale).ended_at == first_end  # the idempotent form still works
 
 
 def test_list_is_scoped(clients, teacher_a, teacher_b):
@@ -134,6 +205,17 @@ def test_create_bad_input(clients, data, field):
     assert response.status_code == 400
     error = error_of(response)
     assert error["code"] == "invalid" and field in error["details"]
+
+
+def test_report_bucket_too_small_for_a_long_session_is_400(clients, teacher_a):
+    session = make_session(teacher_a, name="Marathon", frames=[(10.0, "HHH")], ended_after_s=30 * 3600)
+    url = f"{BASE}{session.pk}/report/"
+    response = clients["teacher_a"].get(url, {"bucket": 1})  # 108000 points
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid" and "at least 30 seconds" in error["details"]["bucket"][0]
+    assert clients["teacher_a"].get(url, {"bucket": 30}).json()["bucket_s"] == 30
+    assert clients["teacher_a"].get(url).json()["bucket_s"] == 900  # automatic: 120 points
 
 
 def test_timeline_contents(clients, fixture_session):
@@ -250,6 +332,40 @@ def test_token_auth(teacher_a, fixture_session):
     assert wrong.status_code == 400 and error_of(wrong)["code"] == "invalid"
     bad_token = Client(HTTP_AUTHORIZATION="Token " + "0" * 40).get(BASE)
     assert bad_token.status_code == 401 and error_of(bad_token)["code"] == "authentication_failed"
+
+
+def test_auth_throttle_ignores_client_supplied_x_forwarded_for(teacher_a):
+    """Without trusted proxies (API_NUM_PROXIES=0, the default) the client IP is the socket address: a new
+    X-Forwarded-For on every request does not buy a new budget."""
+    anonymous = Client()
+    statuses = [
+        anonymous.post(
+            "/api/v1/auth/token/",
+            {"username": "teacher_a", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{i}",
+        ).status_code
+        for i in range(11)
+    ]
+    assert statuses == [400] * 10 + [429]
+    refused = anonymous.post(
+        "/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD}, HTTP_X_FORWARDED_FOR="198.51.100.7"
+    )
+    assert refused.status_code == 429 and error_of(refused)["code"] == "throttled"
+
+
+def test_auth_throttle_behind_one_trusted_proxy(teacher_a, settings):
+    """API_NUM_PROXIES=1: the address the proxy appended (last X-Forwarded-For entry) is the client; what the
+    client itself put in front does not matter."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = Client(REMOTE_ADDR="10.0.0.2")
+
+    def post(xff: str) -> int:
+        return proxy.post(
+            "/api/v1/auth/token/", {"username": "teacher_a", "password": "wrong"}, HTTP_X_FORWARDED_FOR=xff
+        ).status_code
+
+    assert [post(f"{i}.{i}.{i}.{i}, 198.51.100.7") for i in range(11)] == [400] * 10 + [429]
+    assert post("198.51.100.8") == 400  # another client behind the same proxy has its own budget
 
 
 def test_auth_is_throttled(teacher_a):

@@ -41,6 +41,18 @@ def test_every_endpoint_is_documented_with_errors(schema):
                 params = {p["name"]: p for p in op["parameters"]}
                 assert params["session_id"]["schema"]["type"] == "integer"
     assert "429" in schema["paths"]["/api/v1/sessions/{session_id}/export/"]["get"]["responses"]
+    # 403 wherever it can happen: writes through the browser session without a CSRF token (GETs never get 403;
+    # the token endpoint has no authentication, so no CSRF check)
+    for path, methods in ENDPOINTS.items():
+        for method in methods:
+            responses = schema["paths"][path][method]["responses"]
+            can_403 = method == "post" and path != "/api/v1/auth/token/"
+            assert ("403" in responses) == can_403, (path, method)
+            if can_403:
+                assert "CSRF" in responses["403"]["description"]
+                assert responses["403"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Error"
+                }
     assert "429" in schema["paths"]["/api/v1/auth/token/"]["post"]["responses"]
 
 

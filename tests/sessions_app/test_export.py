@@ -141,6 +141,36 @@ def test_exports_are_audited(clients, fixture_session, teacher_a, admin_user):
         (admin_user, fixture_session.pk, "json"),
     ]
     assert records[0].session_label == f"Fixture class (#{fixture_session.pk})"
+    assert [r.username for r in records] == ["teacher_a", "admin"]
+
+
+def test_audit_log_keeps_the_username_after_the_user_is_deleted(clients, fixture_session, teacher_b, admin_user):
+    session_b = make_session(teacher_b, name="B's lesson", frames=[])
+    _download(clients["teacher_b"], session_b, "csv")
+    teacher_b.delete()  # deletes B's sessions too: both user and session of the entry become NULL
+    record = ExportRecord.objects.get()
+    assert (record.user, record.session, record.username, record.format) == (None, None, "teacher_b", "csv")
+    assert record.session_label == f"B's lesson (#{session_b.pk})"
+    page = clients["admin"].get("/admin/sessions_app/exportrecord/")
+    assert page.status_code == 200
+    row = page.content.decode().split('class="field-username"')[1].split("</td>")[0]
+    assert "teacher_b" in row
+    assert "teacher_b" in clients["admin"].get("/admin/sessions_app/exportrecord/", {"q": "teacher_b"}).content.decode()
+
+
+def test_migration_copies_usernames_of_existing_entries(fixture_session, teacher_a):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("sessions_app.migrations.0003_exportrecord_username")
+    old = ExportRecord.objects.create(user=teacher_a, session=fixture_session, session_label="x", format="csv")
+    orphan = ExportRecord.objects.create(user=None, session=fixture_session, session_label="y", format="json")
+    assert old.username == "" and orphan.username == ""
+    migration.copy_usernames(apps, None)
+    old.refresh_from_db()
+    orphan.refresh_from_db()
+    assert (old.username, orphan.username) == ("teacher_a", "")
 
 
 @pytest.fixture

@@ -2,10 +2,16 @@
 
 import datetime as dt
 import io
+import re
 
 import pytest
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import include, path
 from pypdf import PdfReader
 
+from sessions_app import report_views
 from sessions_app.models import EmotionSession, ExportRecord
 
 from .reports_fixtures import *  # noqa: F403
@@ -59,13 +65,58 @@ def test_report_page_shows_the_numbers(clients, fixture_session):
         "<td>surprise +60.0%</td>",
         "<td>sad −58.3%</td>",
         f'href="/api/v1/sessions/{fixture_session.pk}/export/?format=csv"',
-        f'href="/reports/sessions/{fixture_session.pk}/pdf/"',
+        f'href="/reports/sessions/{fixture_session.pk}/pdf/?bucket=5"',
     ]:
         assert text in html, text
     # 5 timeline columns, one of them grey (2 faces only)
     assert html.count("<g><title>") == 5
     assert "10-15 s: fewer than the minimum faces" in html
     assert "15-20 s: angry 8%, disgust 0%, fear 0%, happy 2%, sad 58%, surprise 0%, neutral 32%" in html
+
+
+def test_pdf_link_keeps_the_chosen_bucket(clients, fixture_session):
+    page = f"/reports/sessions/{fixture_session.pk}/"
+    pdf = f"/reports/sessions/{fixture_session.pk}/pdf/"
+    html = clients["teacher_a"].get(page, {"bucket": 10}).content.decode()
+    assert f'href="{pdf}?bucket=10"' in html
+    assert f'href="{pdf}"' in clients["teacher_a"].get(page).content.decode()  # automatic bucket: no parameter
+
+
+#: The whole site mounted under /mounted/ (as behind a path-prefix proxy without SCRIPT_NAME): links must follow.
+urlpatterns = [path("mounted/", include("fer_platform.urls"))]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_report_links_are_reversed_not_hard_coded(clients, fixture_session):
+    html = clients["teacher_a"].get(f"/mounted/reports/sessions/{fixture_session.pk}/").content.decode()
+    assert f'href="/mounted/sessions/{fixture_session.pk}/"' in html  # the dashboard
+    assert f'href="/mounted/reports/sessions/{fixture_session.pk}/pdf/"' in html
+    assert f'href="/sessions/{fixture_session.pk}/"' not in html
+
+
+def test_chart_of_a_30_hour_session_stays_readable(clients, teacher_a):
+    """30 hours: at most 7 tick labels and 120 columns (automatic bucket 15 min); a 1-second bucket is refused."""
+    frames = [(h * 3600.0 + m * 60.0, "HHH") for h in range(30) for m in (0, 20, 40)]
+    session = make_session(teacher_a, name="Marathon", frames=frames, ended_after_s=30 * 3600)
+    chart = report_views.timeline_chart(
+        [
+            {"start_s": k * 900, "end_s": (k + 1) * 900, "probabilities": None}
+            for k in range(120)  # every bucket of 30 hours
+        ],
+        bucket_s=900,
+    )
+    assert 2 <= len(chart["ticks"]) <= 7
+    assert [t["label"] for t in chart["ticks"]] == ["0 s", "6 h", "12 h", "18 h", "24 h", "30 h"]
+    assert len(chart["columns"]) == 120
+    url = f"/reports/sessions/{session.pk}/"
+    html = clients["teacher_a"].get(url).content.decode()
+    assert html.count("<g><title>") == 90  # one column per 15-minute bucket with frames (3 frames per hour)
+    svg = html.split('class="timeline-chart"')[1].split("</svg>")[0]
+    # the last frame is at 29 h 40 min, so the chart (and its ticks) end at 29 h 45 min
+    assert re.findall(r"<text[^>]*>([^<]*)</text>", svg) == ["0 s", "6 h", "12 h", "18 h", "24 h"]
+    for page in ("", "pdf/"):
+        refused = clients["teacher_a"].get(url + page, {"bucket": 1})
+        assert refused.status_code == 400 and b"at least 30 seconds" in refused.content
 
 
 def test_report_hides_aggregates_below_min_faces(clients, teacher_a):
@@ -162,11 +213,35 @@ def test_overview_sorting_and_filters(clients, teacher_a, teacher_b):
     assert names(q="teacher_b") == ["long"]
     assert names(owner="teacher_a", sort="date") == ["short", "mid"]
     assert names(date_from="2024-05-02", date_to="2024-05-02") == ["long"]
+    # dominant emotion: alphabetical (happy, neutral, sad), sessions with too few faces last either way
+    few = make_session(teacher_a, name="few", frames=[(1.0, "HS")], ended_after_s=5)
+    EmotionSession.objects.filter(pk=few.pk).update(created_at="2024-05-04T10:00:00Z")
+
+    def all_names(**params):
+        html = admin.get("/reports/", params).content.decode()
+        return [n for _, n in sorted((html.index(f">{n}</a>"), n) for n in ("short", "long", "mid", "few"))]
+
+    assert all_names(sort="dominant") == ["long", "short", "mid", "few"]
+    assert all_names(sort="-dominant") == ["mid", "short", "long", "few"]
+    assert 'href="?sort=dominant">Dominant emotion</a>' in admin.get("/reports/").content.decode()
     html = admin.get("/reports/", {"sort": "duration"}).content.decode()
     row = html.split(f'data-session-id="{long.pk}"')[1].split("</tr>")[0]
     assert "teacher_b" in row and "Crowd" in row and "10 min" in row and "6.00" in row and "happy" in row
     # teachers: the owner filter cannot reveal other sessions
     assert "long" not in clients["teacher_a"].get("/reports/", {"owner": "teacher_b"}).content.decode()
+
+
+def test_overview_query_count_does_not_grow_with_the_sessions(clients, teacher_a):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert clients["admin"].get("/reports/").status_code == 200
+        return len(captured)
+
+    make_session(teacher_a, name="first", frames=[(1.0, "HHH")])
+    few = queries()
+    for i in range(5):
+        make_session(teacher_a, name=f"more {i}", frames=[(1.0, "SSS")])
+    assert queries() == few
 
 
 @pytest.mark.parametrize(

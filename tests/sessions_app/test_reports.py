@@ -1,8 +1,13 @@
 """Report computations (sessions_app.reports) against the hand-computed fixture session."""
 
-import pytest
+import datetime as dt
+import math
 
-from sessions_app import reports, selectors
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from sessions_app import reports, selectors, services
 from sessions_app.reports import choose_bucket_s, dominant_segments, format_duration, largest_changes
 
 from .reports_fixtures import *  # noqa: F403
@@ -118,10 +123,105 @@ def test_bucket_validation(fixture_session):
 
 
 @pytest.mark.parametrize(
-    ("duration", "bucket"), [(0, 1), (120, 1), (121, 2), (600, 5), (3600, 30), (8 * 3600, 300), (10**7, 3600)]
+    ("duration", "bucket"),
+    [
+        (0, 1),
+        (120, 1),
+        (121, 2),
+        (600, 5),
+        (3600, 30),
+        (8 * 3600, 300),
+        (30 * 3600, 900),
+        (200 * 3600, 7200),  # past 120 hours the bucket grows beyond an hour ...
+        (10**7, 86400),
+        (10**9, 97 * 86400),  # ... and past 120 days by whole days
+    ],
 )
 def test_choose_bucket(duration, bucket):
     assert choose_bucket_s(duration) == bucket
+
+
+@pytest.mark.parametrize("duration", [1, 119, 121, 3601, 30 * 3600, 121 * 3600, 10**6, 10**7, 10**8, 10**9 + 7])
+@pytest.mark.parametrize("target", [6, 120])
+def test_choose_bucket_bounds_the_number_of_points(duration, target):
+    assert math.ceil(duration / choose_bucket_s(duration, target_points=target)) <= target
+
+
+def test_report_of_a_very_long_session_stays_bounded(teacher_a):
+    """A session left running for 200 hours: the automatic timeline has at most 120 points."""
+    frames = [(h * 3600.0 + 1, "HHH") for h in range(0, 200, 7)]
+    session = make_session(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
+    report = reports.session_report(session=session)
+    assert report.bucket_s == 7200
+    assert len(report.timeline) <= reports.TARGET_POINTS
+    with pytest.raises(ValueError, match="at least 200 seconds"):
+        reports.session_report(session=session, bucket_s=60)  # 12000 points
+
+
+def test_session_faces_time_range(fixture_session):
+    def offsets(**kwargs):
+        return [face.frame.offset_s for face in reports.session_faces(session=fixture_session, **kwargs)]
+
+    everything = offsets()
+    assert len(everything) == 24 and everything == sorted(everything)
+    assert offsets(from_s=5, to_s=11) == [5.0] * 3 + [7.5] * 4  # from_s inclusive, to_s exclusive
+    assert offsets(from_s=21) == [21.0] * 3
+    assert offsets(to_s=0.5) == []
+    assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
+
+
+def test_overview_dominant_is_computed_in_the_database_like_the_report(teacher_a, teacher_b, fixture_session):
+    others = [
+        make_session(teacher_a, name="happy", frames=[(1.0, "HHH"), (2.0, "N")]),
+        make_session(teacher_b, name="sad", frames=[(1.0, "SSS")]),
+        make_session(teacher_a, name="two faces", frames=[(1.0, "HH")]),
+        make_session(teacher_a, name="no frames", frames=[]),
+        make_session(teacher_a, name="tie", frames=[]),
+    ]
+    tie = others[-1]  # three faces, each half sad and half happy: the first label in FER2013 order wins
+    services.frame_result_store(
+        session=tie,
+        source="camera",
+        sequence=0,
+        captured_at=tie.created_at + dt.timedelta(seconds=1),
+        width=640,
+        height=480,
+        processing_ms=10.0,
+        faces=[
+            {"box": (i * 60, 0, 50, 50), "label": "happy", "score": 0.5, "probabilities": (0, 0, 0, 0.5, 0.5, 0, 0)}
+            for i in range(3)
+        ],
+        publish=False,
+    )
+    for session in [fixture_session, *others]:
+        annotated = reports.overview_queryset(user=session.owner).get(pk=session.pk)
+        assert annotated.dominant == selectors.session_distribution(session=session)["dominant"], session.name
+    rows = {
+        row["session"].name: row for row in reports.overview_rows(sessions=reports.overview_sessions(user=teacher_a))
+    }
+    assert rows["Fixture class"]["dominant"] == "neutral"
+    assert rows["Fixture class"]["mean_faces"] == pytest.approx(24 / 9)
+    assert rows["tie"]["dominant"] == "happy"  # first label in FER2013 order, as in the report
+    assert rows["two faces"]["dominant"] is None and rows["no frames"]["dominant"] is None
+    assert rows["no frames"]["mean_faces"] is None
+
+
+def test_overview_rows_run_no_query_per_session(teacher_a):
+    def queries_for_overview() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            reports.overview_rows(sessions=list(reports.overview_sessions(user=teacher_a, sort="dominant")))
+        return len(captured)
+
+    make_session(teacher_a, name="one", frames=[(1.0, "HHH")])
+    few = queries_for_overview()
+    for i in range(5):
+        make_session(teacher_a, name=f"more {i}", frames=[(1.0, "SSS"), (3.0, "NNN")])
+    assert queries_for_overview() == few == 1
+
+
+def test_overview_sessions_rejects_unknown_sort(teacher_a):
+    with pytest.raises(ValueError):
+        reports.overview_sessions(user=teacher_a, sort="password")
 
 
 def test_pure_segments_break_at_gaps():
