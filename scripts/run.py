@@ -28,16 +28,20 @@ PY = sys.executable
 
 
 def log(msg: str) -> None:
+    """Print ``msg`` prefixed with ``[run]`` and flushed (interleaves cleanly with the children's output)."""
     print(f"[run] {msg}", flush=True)
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (asked from the OS; may be taken again later)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 20.0) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` within ``timeout`` seconds (polls every
+    0.2 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -63,6 +67,10 @@ def redis_binary() -> str:
 
 
 def main() -> int:
+    """Start Redis (unless ``REDIS_URL`` is set), migrate, create the demo teacher, then a Celery worker (with beat)
+    and daphne; wait until Ctrl-C/SIGTERM or until a child exits, then stop every child. Options: ``--host``,
+    ``--port`` (defaults ``FER_HOST``/``FER_PORT`` or 127.0.0.1:8000). Returns the exit status: 0 after Ctrl-C,
+    1 when setup failed or a child died."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=os.environ.get("FER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("FER_PORT", "8000")))
@@ -75,6 +83,7 @@ def main() -> int:
     tmpdir = tempfile.mkdtemp(prefix="fer-run-")
 
     def stop_all(*_args) -> None:
+        """Terminate the children in reverse start order, kill those still alive after 10 s, remove the temp dir."""
         for name, proc in reversed(children):
             if proc.poll() is None:
                 log(f"stopping {name} (pid {proc.pid})")
@@ -90,6 +99,7 @@ def main() -> int:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
     def start(name: str, cmd: list[str]) -> subprocess.Popen:
+        """Start ``cmd`` in the repository with the prepared environment and remember it as child ``name``."""
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         children.append((name, proc))
         log(f"started {name} (pid {proc.pid}): {' '.join(cmd)}")

@@ -1,15 +1,20 @@
 """Django admin: sessions (with the same filters and search as the report overview) and the export audit log."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from sessions_app import services
 from sessions_app.models import EmotionSession, ExportRecord
 
 
 @admin.register(EmotionSession)
 class EmotionSessionAdmin(admin.ModelAdmin):
-    """Sessions of all users. Filters: kind, status, owner, date; search: name and owner's username."""
+    """Sessions of all users. Filters: kind, status, owner, date; search: name and owner's username.
+
+    ``status`` is read-only: a session ends only through ``services.session_end`` (sets ``ended_at`` and tells live
+    clients with ``session.ended``), here via the list action "End selected sessions".
+    """
 
     list_display = (
         "id",
@@ -28,7 +33,9 @@ class EmotionSessionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     ordering = ("-created_at",)
+    actions = ("end_sessions",)
     readonly_fields = (
+        "status",
         "created_at",
         "ended_at",
         "frames_received",
@@ -37,10 +44,23 @@ class EmotionSessionAdmin(admin.ModelAdmin):
         "frames_rejected",
         "report_link",
     )
-    fields = ("name", "owner", "kind", "target_fps", "status", *readonly_fields)
+    fields = ("name", "owner", "kind", "target_fps", *readonly_fields)
+
+    @admin.action(description="End selected sessions", permissions=["change"])
+    def end_sessions(self, request, queryset) -> None:
+        """End every running session of ``queryset`` with ``services.session_end`` (idempotent; ended ones are
+        skipped) and report how many were ended."""
+        ended = 0
+        for session in queryset.filter(status=EmotionSession.Status.RUNNING):
+            services.session_end(session=session)
+            ended += 1
+        skipped = queryset.count() - ended
+        text = f"Ended {ended} session(s)." + (f" {skipped} had already ended." if skipped else "")
+        self.message_user(request, text, messages.SUCCESS)
 
     @admin.display(description="Report")
     def report_link(self, obj: EmotionSession) -> str:
+        """Link to the session's report page (``"–"`` for an unsaved session)."""
         if obj.pk is None:
             return "–"
         return format_html('<a href="{}">report</a>', reverse("reports:session-report", args=[obj.pk]))

@@ -111,10 +111,14 @@ class Face(models.Model):
 
     @property
     def box(self) -> tuple[int, int, int, int]:
+        """The face's bounding box ``(x, y, w, h)`` in pixels of its analysed frame (``frame.width`` x
+        ``frame.height``): top-left corner ``(x, y)``, width ``w`` and height ``h``, all >= 0."""
         return (self.x, self.y, self.w, self.h)
 
     @property
     def probabilities(self) -> list[float]:
+        """The 7 class probabilities (each 0..1, summing to ~1) in FER2013 label order, ``inference.LABELS``:
+        angry, disgust, fear, happy, sad, surprise, neutral. ``label`` is the argmax, ``score`` its value."""
         return [getattr(self, f) for f in PROBABILITY_FIELDS]
 
 

@@ -46,3 +46,46 @@ def test_audit_log_is_read_only(clients, fixture_session, teacher_a):
     assert admin.get("/admin/sessions_app/exportrecord/add/").status_code == 403
     assert admin.post(f"/admin/sessions_app/exportrecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
     assert ExportRecord.objects.count() == 1
+
+
+def test_status_is_read_only_and_sessions_end_through_the_service(
+    clients, teacher_a, django_capture_on_commit_callbacks
+):
+    """Editing ``status`` in the admin would "end" a session without ``ended_at`` or the ``session.ended`` event:
+    it is read-only, and the "End selected sessions" action calls ``services.session_end``."""
+    from unittest import mock
+
+    from sessions_app import services
+    from sessions_app.models import EmotionSession
+
+    running = make_session(teacher_a, name="Running A", frames=[], ended_after_s=None)
+    other = make_session(teacher_a, name="Running B", frames=[], ended_after_s=None)
+    done = make_session(teacher_a, name="Done", frames=[])
+    admin = clients["admin"]
+    change_url = f"{CHANGELIST}{running.pk}/change/"
+    page = admin.get(change_url).content.decode()
+    assert 'name="status"' not in page and "Running" in page  # shown, not editable
+    form = {"name": "Renamed", "owner": teacher_a.pk, "kind": "classroom", "target_fps": "2.0", "status": "ended"}
+    assert admin.post(change_url, form).status_code == 302
+    running.refresh_from_db()
+    assert (running.name, running.status, running.ended_at) == ("Renamed", "running", None)
+
+    assert "End selected sessions" in admin.get(CHANGELIST).content.decode()
+    with (
+        mock.patch.object(services, "_publish", wraps=services._publish) as publish,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = admin.post(
+            CHANGELIST,
+            {"action": "end_sessions", "_selected_action": [running.pk, done.pk]},
+            follow=True,
+        )
+    assert "Ended 1 session(s). 1 had already ended." in response.content.decode()
+    running.refresh_from_db()
+    assert running.status == "ended" and running.ended_at is not None
+    events = [call.args[1] for call in publish.call_args_list]
+    assert events == [{"type": "session.ended", "session_id": running.pk}]
+    assert EmotionSession.objects.get(pk=other.pk).status == "running"
+    done_before = done.ended_at
+    done.refresh_from_db()
+    assert done.ended_at == done_before  # the first end time is kept

@@ -67,6 +67,18 @@ def test_dockerfile_bakes_the_model_and_env_example_matches_settings():
     assert fer_settings <= set(example), f"undocumented FER settings: {fer_settings - set(example)}"
 
 
+def test_dockerfile_installs_what_weasyprint_needs_for_pdf_reports():
+    """WeasyPrint dlopens Pango (and HarfBuzz, fontconfig) at import: without them every PDF export fails in the
+    container. The runtime image installs them with a font, and the build renders a PDF to prove it."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    install = re.search(r"apt-get install -y --no-install-recommends((?:[^\n]*\\\n)*[^\n]*)", dockerfile)
+    assert install, "no apt-get install in the Dockerfile"
+    packages = set(install.group(1).replace("\\", " ").split()) - {"&&", "rm", "-rf", "/var/lib/apt/lists/*"}
+    assert {"libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz-subset0", "fonts-dejavu-core"} <= packages
+    assert dockerfile.index("apt-get install") < dockerfile.index("USER fer")  # root installs, before the switch
+    assert "weasyprint.HTML(" in dockerfile and "write_pdf()" in dockerfile
+
+
 @pytest.mark.parametrize("path", ["static/vendor/chart.umd.min.js"])
 def test_chart_js_is_vendored_not_fetched_from_a_cdn(path):
     assert (REPO / path).read_text()[:200].find("Chart.js v4") >= 0
