@@ -6,18 +6,20 @@ Protocol of ``/ws/sessions/<id>/stream/``:
   ``services.FRAME_HEADER`` (``b"FRM1"``, uint32 sequence, float64 capture time in ms since the epoch, big-endian).
 - Server -> client: JSON text messages ``{"type": ...}``: ``ready`` (after connect: limits and the stream's source
   name), ``result`` (a stored frame's faces, for every source of the session), ``dropped`` (a frame of this stream
-  that will never be analysed: ``reason`` = ``replaced`` | ``rate_limited`` | ``stale`` | ``expired`` | ``lost``),
-  ``error`` (invalid message: ``code``, ``detail``; the connection stays open), ``ended`` (session ended; then
-  close 1000).
+  that will never be analysed: ``reason`` = ``replaced`` | ``rate_limited`` | ``stale`` | ``expired`` | ``revoked``
+  | ``lost`` | ``queue_unavailable``), ``error`` (invalid message or a frame the worker could not analyse: ``code``,
+  ``detail``; the connection stays open), ``ended`` (session ended; then close 1000).
 - Close codes: 4401 not logged in, 4404 unknown session or not yours, 4403 you may watch but not stream (staff
   viewing someone else's session), 4409 session already ended.
 
-Backpressure ("latest frame wins"): at most ``settings.FER_MAX_IN_FLIGHT`` frames of a stream are queued or being
-analysed; one more waits in a single pending slot, and a newer frame replaces it (the older one is counted as
-dropped). A frame rate far above the session's ``target_fps`` is cut by a token bucket (counted as dropped); a
-frame whose client capture time is older than ``FER_FRAME_TASK_EXPIRES_S`` on arrival (server overloaded) is dropped
-as stale. A frame whose result has not come back ``FER_FRAME_TASK_EXPIRES_S + 10`` s after dispatch is counted as lost.
-Frames go to Celery directly; the channel layer only carries small JSON result events.
+Backpressure ("latest frame wins"), rate limit, staleness (judged on the server's clock: time since the server
+received the frame, so a client with a skewed clock is served normally), lost frames and exactly-once counting live in
+``streaming.StreamState`` (see there); the consumers stay thin. Frames go to Celery directly; the channel layer only
+carries small JSON result events.
+
+Viewers (``/ws/sessions/<id>/watch/``): anyone who may see the session (its owner, e.g. in a second tab, or staff)
+gets ``ready`` (``mode`` = ``watch``), then every ``result``, ``dropped``, ``error`` and ``ended`` event of the
+session; messages sent to it are answered with an ``error`` (``read_only``).
 """
 
 from __future__ import annotations
@@ -26,16 +28,15 @@ import asyncio
 import json
 import logging
 import secrets
-import time
-from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from sessions_app import selectors, services
+from sessions_app import selectors, services, streaming
 from sessions_app.models import EmotionSession
+from sessions_app.streaming import Step, StreamFrame, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +45,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ENDED = 4409
 
-#: How many times the session's target rate a stream may send before frames are cut by the rate limiter.
-RATE_TOLERANCE = 3.0
-#: Extra seconds after the task expiry before an unanswered frame is declared lost.
-LOST_GRACE_S = 10.0
-#: Seconds between counter flushes of a stream to the database.
+#: Seconds between housekeeping rounds of a stream (lost frames, stale pending frame, counter flush to the database).
 FLUSH_INTERVAL_S = 2.0
-
-
-@dataclass
-class _Pending:
-    sequence: int
-    captured_at_ms: float
-    data: bytes
 
 
 def _load_session(user, session_id) -> tuple[EmotionSession | None, int | None]:
@@ -91,15 +81,20 @@ class _SessionEventsMixin:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def frame_result(self, event: dict) -> None:
+        """``frame.result`` group event (shape: ``services`` module doc) -> ``{..., "type": "result"}`` to the
+        browser."""
         await self._send_json({**event, "type": "result"})
 
     async def frame_dropped(self, event: dict) -> None:
+        """``frame.dropped`` group event ``{"source", "sequence", "reason"}`` -> ``{..., "type": "dropped"}``."""
         await self._send_json({**event, "type": "dropped"})
 
     async def frame_error(self, event: dict) -> None:
+        """``frame.error`` group event ``{"source", "sequence", "code", "detail"}`` -> ``{..., "type": "error"}``."""
         await self._send_json({**event, "type": "error"})
 
     async def session_ended(self, event: dict) -> None:
+        """``session.ended`` group event ``{"session_id"}`` -> ``{"type": "ended", "session_id"}``, then close 1000."""
         await self._send_json({"type": "ended", "session_id": event.get("session_id")})
         await self.close(code=1000)
 
@@ -108,6 +103,8 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
     """``/ws/sessions/<id>/watch/``: live result events for anyone who may see the session (owner, staff)."""
 
     async def connect(self) -> None:
+        """Accept a user who may see the session (else an ``error`` event and close 4401/4404), join its group and
+        send ``{"type": "ready", "session_id", "mode": "watch"}``. Works for ended sessions too (nothing follows)."""
         self.session, code = await database_sync_to_async(_load_session)(
             self.scope.get("user"), self.scope["url_route"]["kwargs"]["session_id"]
         )
@@ -119,18 +116,28 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         await self._send_json({"type": "ready", "session_id": self.session.pk, "mode": "watch"})
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        """Any message: answered with ``{"type": "error", "code": "read_only"}``; the socket stays open."""
         await self._send_json({"type": "error", "code": "read_only", "detail": "this connection only receives"})
 
     async def disconnect(self, code) -> None:
+        """Leave the session's group. ``code``: the WebSocket close code (unused)."""
         await self._leave()
 
 
 class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
-    """``/ws/sessions/<id>/stream/``: the owner's camera frames in, result events out (see module doc)."""
+    """``/ws/sessions/<id>/stream/``: the owner's camera frames in, result events out (see module doc).
+
+    Thin: validation is ``services.frame_validate``; backpressure, rate limit, staleness, lost frames and counting
+    are ``streaming.StreamState``; this class only carries out the returned ``streaming.Step``.
+    """
 
     async def connect(self) -> None:
+        """Accept the owner of a running session (else send an ``error`` event and close with 4401/4404/4403/4409),
+        join the session's group, start housekeeping and send ``{"type": "ready", "mode": "stream", "session_id",
+        "source", "target_fps", "max_in_flight", "max_frame_bytes", "max_width", "max_height"}``."""
         self.group = None
         self._flusher = None
+        self.state = None
         user = self.scope.get("user")
         self.session, code = await database_sync_to_async(_load_session)(
             user, self.scope["url_route"]["kwargs"]["session_id"]
@@ -146,16 +153,12 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._reject(CLOSE_ENDED, "session_ended", "this session has ended")
             return
         self.source = f"camera:{secrets.token_hex(4)}"
-        self.max_in_flight = max(1, settings.FER_MAX_IN_FLIGHT)
-        self.expires_s = float(settings.FER_FRAME_TASK_EXPIRES_S)
-        self.in_flight: dict[int, float] = {}
-        self.pending: _Pending | None = None
-        self.next_sequence = 0
-        rate = max(self.session.target_fps * RATE_TOLERANCE, self.session.target_fps + 2.0)
-        self.bucket_rate, self.bucket_capacity = rate, max(4.0, rate)
-        self.tokens, self.tokens_at = self.bucket_capacity, time.monotonic()
-        self.delta = {"received": 0, "dropped": 0, "rejected": 0}
-        self.stats = {"sent": 0, "processed": 0, "dropped": 0, "rejected": 0}
+        self.state = StreamState(
+            target_fps=self.session.target_fps,
+            max_in_flight=settings.FER_MAX_IN_FLIGHT,
+            expires_s=float(settings.FER_FRAME_TASK_EXPIRES_S),
+            lost_grace_s=streaming.LOST_GRACE_S,
+        )
         await self._join()
         await self.accept()
         self._flusher = asyncio.create_task(self._housekeeping())
@@ -166,7 +169,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 "session_id": self.session.pk,
                 "source": self.source,
                 "target_fps": self.session.target_fps,
-                "max_in_flight": self.max_in_flight,
+                "max_in_flight": self.state.max_in_flight,
                 "max_frame_bytes": settings.FER_MAX_FRAME_BYTES,
                 "max_width": settings.FER_MAX_FRAME_WIDTH,
                 "max_height": settings.FER_MAX_FRAME_HEIGHT,
@@ -175,59 +178,40 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------------------------------ incoming frames
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        self.stats["sent"] += 1
+        """One client message: ``bytes_data`` = an optional 16-byte ``FRAME_HEADER`` + JPEG/PNG bytes.
+
+        Replies only when needed: an ``error`` event (``code``: ``binary_expected`` for ``text_data``, any
+        ``services.FrameRejected`` code, ``duplicate_sequence``) or ``dropped`` events (``reason``: ``rate_limited``,
+        ``replaced``, ``stale``, ``queue_unavailable``); an accepted frame is answered later by ``result``,
+        ``dropped`` or ``error``. Never closes the socket.
+        """
+        if self.state is None:  # a refused connection that is being closed
+            return
         try:
             msg = services.frame_validate(bytes_data if bytes_data is not None else (text_data or ""))
         except services.FrameRejected as exc:
-            self.delta["rejected"] += 1
-            self.stats["rejected"] += 1
+            self.state.reject()
             await self._send_json({"type": "error", "code": exc.code, "detail": exc.detail, "source": self.source})
             return
-        sequence = msg.sequence if msg.sequence is not None else self.next_sequence
-        self.next_sequence = max(self.next_sequence, sequence + 1)
-        if sequence in self.in_flight or (self.pending is not None and self.pending.sequence == sequence):
-            self.delta["rejected"] += 1
-            self.stats["rejected"] += 1
+        await self._apply(
+            self.state.offer(sequence=msg.sequence, client_captured_at_ms=msg.captured_at_ms, data=msg.data)
+        )
+
+    async def _apply(self, step: Step) -> None:
+        """Carry out a ``Step`` of the state machine: error, drop events, then queue frames for Celery."""
+        if step.error is not None:
+            code, detail, sequence = step.error
             await self._send_json(
-                {
-                    "type": "error",
-                    "code": "duplicate_sequence",
-                    "detail": f"sequence {sequence} already in flight",
-                    "source": self.source,
-                    "sequence": sequence,
-                }
+                {"type": "error", "code": code, "detail": detail, "source": self.source, "sequence": sequence}
             )
-            return
-        captured = services.captured_at_from_client(msg.captured_at_ms)
-        frame = _Pending(sequence=sequence, captured_at_ms=captured.timestamp() * 1000.0, data=msg.data)
-        self.delta["received"] += 1
-        if time.time() - captured.timestamp() > self.expires_s:
-            # the frame waited in the server's inbound buffer longer than a task may wait: too old to be useful
-            await self._drop(frame.sequence, "stale")
-            return
-        if not self._take_token():
-            await self._drop(frame.sequence, "rate_limited")
-            return
-        if len(self.in_flight) < self.max_in_flight:
+        for sequence, reason in step.dropped:
+            await self._send_json({"type": "dropped", "source": self.source, "sequence": sequence, "reason": reason})
+        for frame in step.dispatch:
             await self._dispatch(frame)
-            return
-        if self.pending is not None:
-            await self._drop(self.pending.sequence, "replaced")
-        self.pending = frame
 
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.bucket_capacity, self.tokens + (now - self.tokens_at) * self.bucket_rate)
-        self.tokens_at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    async def _dispatch(self, frame: _Pending) -> None:
+    async def _dispatch(self, frame: StreamFrame) -> None:
         from sessions_app.tasks import frame_analyze_enqueue
 
-        self.in_flight[frame.sequence] = time.monotonic()
         try:
             await sync_to_async(frame_analyze_enqueue, thread_sensitive=False)(
                 session_id=self.session.pk,
@@ -235,61 +219,62 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 sequence=frame.sequence,
                 captured_at_ms=frame.captured_at_ms,
                 data=frame.data,
-                expires_s=self.expires_s,
+                expires_s=frame.expires_s,
             )
         except Exception:  # noqa: BLE001 - broker down: tell the client, keep the socket
             logger.exception("could not queue frame %s of %s", frame.sequence, self.source)
-            self.in_flight.pop(frame.sequence, None)
-            await self._drop(frame.sequence, "queue_unavailable")
-
-    async def _drop(self, sequence: int, reason: str) -> None:
-        self.delta["dropped"] += 1
-        self.stats["dropped"] += 1
-        await self._send_json({"type": "dropped", "source": self.source, "sequence": sequence, "reason": reason})
-
-    async def _release(self, sequence) -> None:
-        if self.in_flight.pop(sequence, None) is None:
-            return
-        if self.pending is not None and len(self.in_flight) < self.max_in_flight:
-            frame, self.pending = self.pending, None
-            await self._dispatch(frame)
+            await self._apply(self.state.dispatch_failed(frame.sequence))
 
     # ------------------------------------------------------------------------------------- group events (own)
     async def frame_result(self, event: dict) -> None:
+        """A ``frame.result`` group event (shape: ``services`` module doc). For this stream's own frames the client
+        gets ``{..., "type": "result", "stream": {"sent", "processed", "dropped", "rejected"}}`` and the frame's slot
+        is freed; results of other sources of the session are forwarded as ``{..., "type": "result"}``."""
         if event.get("source") == self.source:
-            self.stats["processed"] += 1
-            await self._send_json({**event, "type": "result", "stream": dict(self.stats)})
-            await self._release(event.get("sequence"))
+            step = self.state.answered(event.get("sequence"), "result")
+            await self._send_json({**event, "type": "result", "stream": dict(self.state.stats)})
+            await self._apply(step)
         else:
             await super().frame_result(event)
 
     async def frame_dropped(self, event: dict) -> None:
+        """A ``frame.dropped`` group event (the worker expired this stream's frame): forwarded as
+        ``{"type": "dropped", "source", "sequence", "reason"}``, slot freed. Other sources' drops are ignored."""
         if event.get("source") == self.source:
-            self.stats["dropped"] += 1
+            step = self.state.answered(event.get("sequence"), "dropped")
             await super().frame_dropped(event)
-            await self._release(event.get("sequence"))
+            await self._apply(step)
 
     async def frame_error(self, event: dict) -> None:
+        """A ``frame.error`` group event (the worker could not analyse this stream's frame): forwarded as
+        ``{"type": "error", "source", "sequence", "code", "detail"}``, slot freed. Other sources' errors are
+        ignored."""
         if event.get("source") == self.source:
-            self.stats["rejected"] += 1
+            step = self.state.answered(event.get("sequence"), "error")
             await super().frame_error(event)
-            await self._release(event.get("sequence"))
+            await self._apply(step)
 
     # --------------------------------------------------------------------------------------------- bookkeeping
     async def _flush(self) -> None:
-        delta, self.delta = self.delta, {"received": 0, "dropped": 0, "rejected": 0}
+        delta = self.state.take_counter_delta()
         if any(delta.values()):
             await database_sync_to_async(services.session_counters_add)(session_id=self.session.pk, **delta)
 
+    async def _declare_overdue_lost(self) -> None:
+        """Frames unanswered past their deadline: claim their outcome; count them lost only if the claim is ours."""
+        for sequence in self.state.overdue():
+            won = await sync_to_async(services.frame_outcome_claim, thread_sensitive=False)(
+                session=self.session, source=self.source, sequence=sequence, outcome="lost"
+            )
+            await self._apply(self.state.declare_lost(sequence) if won else self.state.forget(sequence))
+
     async def _housekeeping(self) -> None:
-        """Every FLUSH_INTERVAL_S: store counter deltas, declare frames lost that never came back."""
+        """Every FLUSH_INTERVAL_S: declare overdue frames lost, drop a stale pending frame, store counter deltas."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             try:
-                deadline = time.monotonic() - (self.expires_s + LOST_GRACE_S)
-                for sequence in [s for s, t in self.in_flight.items() if t < deadline]:
-                    await self._drop(sequence, "lost")
-                    await self._release(sequence)
+                await self._declare_overdue_lost()
+                await self._apply(self.state.expire_pending())
                 await self._flush()
             except asyncio.CancelledError:
                 raise
@@ -297,10 +282,11 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 logger.exception("stream housekeeping failed")
 
     async def disconnect(self, code) -> None:
+        """Leave the group, stop housekeeping, count a still-pending frame as dropped and store the last counter
+        deltas. ``code``: the WebSocket close code (unused). Frames in flight are recorded by the worker."""
         await self._leave()
         if getattr(self, "_flusher", None) is not None:
             self._flusher.cancel()
-            if getattr(self, "pending", None) is not None:
-                self.delta["dropped"] += 1
-                self.pending = None
+        if getattr(self, "state", None) is not None:
+            self.state.close()
             await self._flush()

@@ -10,8 +10,11 @@ label and valence are reported only when the bucket holds at least ``settings.FE
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
+from django.utils import timezone
 
 from inference.labels import LABELS, VALENCE
 from sessions_app.models import SUM_FIELDS, EmotionSession, Frame
@@ -41,6 +44,11 @@ def session_get_for_user(*, user, session_id) -> EmotionSession:
     except (TypeError, ValueError):
         raise EmotionSession.DoesNotExist(f"session {session_id!r} not found") from None
     return session_list_for_user(user=user).get(pk=pk)
+
+
+def session_get_by_id(*, session_id: int) -> EmotionSession | None:
+    """The session ``session_id`` without any visibility check (workers, internal use); ``None`` when it is gone."""
+    return EmotionSession.objects.filter(pk=int(session_id)).first()
 
 
 def session_can_stream(*, user, session: EmotionSession) -> bool:
@@ -119,15 +127,22 @@ def session_distribution(*, session: EmotionSession) -> dict:
     return {"faces": faces, "probabilities": probabilities, "dominant": dominant}
 
 
-def session_summary(*, session: EmotionSession) -> dict:
+def session_duration_s(*, session: EmotionSession, now: dt.datetime | None = None) -> float:
+    """Wall-clock duration of ``session`` in seconds: ``ended_at - created_at``, or up to ``now`` (default: the
+    current time) while it is running. Never negative."""
+    end = session.ended_at or now or timezone.now()
+    return max(0.0, (end - session.created_at).total_seconds())
+
+
+def session_summary(*, session: EmotionSession, now: dt.datetime | None = None) -> dict:
     """Headline numbers of ``session`` for dashboards.
 
-    Returns ``{"frames": int (stored frames), "faces": int, "duration_s": float (first to last frame offset, 0 when
-    fewer than two frames), "frames_received": int, "frames_processed": int, "frames_dropped": int,
+    Returns ``{"frames": int (stored frames), "faces": int, "duration_s": float (session start to end, or to
+    ``now`` while running; see ``session_duration_s``), "frame_span_s": float (first to last stored frame's offset,
+    0 with fewer than two frames), "frames_received": int, "frames_processed": int, "frames_dropped": int,
     "frames_rejected": int, "status": str, "ended_at": datetime | None, "mean_processing_ms": float | None}``.
+    Durations in seconds, rounded to ms.
     """
-    from django.db.models import Avg, Count, Max, Min
-
     agg = Frame.objects.filter(session=session).aggregate(
         n=Count("id"), faces=Sum("face_count"), first=Min("offset_s"), last=Max("offset_s"), ms=Avg("processing_ms")
     )
@@ -135,7 +150,8 @@ def session_summary(*, session: EmotionSession) -> dict:
     return {
         "frames": agg["n"] or 0,
         "faces": agg["faces"] or 0,
-        "duration_s": round((last - first), 3) if first is not None and last is not None else 0.0,
+        "duration_s": round(session_duration_s(session=session, now=now), 3),
+        "frame_span_s": round((last - first), 3) if first is not None and last is not None else 0.0,
         "frames_received": session.frames_received,
         "frames_processed": session.frames_processed,
         "frames_dropped": session.frames_dropped,

@@ -8,8 +8,11 @@ Event shapes (``type`` is the Channels handler name):
 
 - ``frame.result``: ``{"source", "sequence", "captured_at_ms", "offset_s", "width", "height", "processing_ms",
   "face_count", "faces": [{"box": [x, y, w, h], "label", "score", "probabilities": {label: p}}]}``
-- ``frame.dropped``: ``{"source", "sequence", "reason": "expired" | "lost"}`` (the frame was never analysed)
-- ``frame.error``: ``{"source", "sequence", "code", "detail"}`` (the worker could not decode the frame)
+- ``frame.dropped``: ``{"source", "sequence", "reason": "expired" | "revoked"}`` (the task never ran)
+- ``frame.error``: ``{"source", "sequence", "code", "detail"}`` (the worker could not decode, analyse or store the
+  frame: ``undecodable``, ``analysis_failed``, ``storage_failed``)
+
+Each frame handed to a worker has exactly one outcome, claimed with ``frame_outcome_claim`` (see there).
 - ``session.ended``: ``{"session_id"}``
 """
 
@@ -224,21 +227,6 @@ def frame_validate(data, *, max_bytes: int | None = None) -> FrameMessage:
     return FrameMessage(data=data, width=width, height=height, sequence=sequence, captured_at_ms=captured_at_ms)
 
 
-def captured_at_from_client(captured_at_ms: float | None, *, received_at: dt.datetime | None = None) -> dt.datetime:
-    """Capture time of a frame: the client's clock when it is plausible (within 60 s of the server's receive time
-    ``received_at``, default now), else the receive time. Returns an aware UTC datetime."""
-    received_at = received_at or timezone.now()
-    if captured_at_ms is None:
-        return received_at
-    try:
-        client = dt.datetime.fromtimestamp(captured_at_ms / 1000.0, tz=dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        return received_at
-    if abs((client - received_at).total_seconds()) > 60:
-        return received_at
-    return client
-
-
 # ----------------------------------------------------------------------------------------------- frame results
 def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[float]]:
     """(box, label, score, probabilities in LABELS order) of a ``FaceResult`` or its ``to_dict()`` form."""
@@ -358,9 +346,111 @@ def frame_result_store(
     return frame
 
 
-def frame_dropped_record(*, session_id: int, source: str, sequence: int, reason: str, publish: bool = True) -> None:
-    """Count one frame that was never analysed (``reason``: ``"expired"`` task or ``"lost"``) and tell the clients
-    with a ``frame.dropped`` event so the sender frees its in-flight slot."""
+#: Seconds a worker's outcome claim of a frame is remembered (well beyond the consumer's lost deadline,
+#: ``FER_FRAME_TASK_EXPIRES_S + streaming.LOST_GRACE_S`` after dispatch).
+FRAME_CLAIM_TTL_S = 600
+#: Seconds a consumer's "lost" claim is remembered: a worker reaching the frame's task later discards it.
+FRAME_LOST_CLAIM_TTL_S = 6 * 3600
+
+
+def frame_outcome_claim(*, session: EmotionSession, source: str, sequence: int, outcome: str) -> bool:
+    """Claim the single outcome of the frame ``(session, source, sequence)``; ``True`` for the first claimant only.
+
+    Every frame sent to a worker ends exactly once: the worker claims it before recording ``"result"``,
+    ``"error"`` or ``"expired"``/``"revoked"``; the stream consumer claims ``"lost"`` before counting an overdue frame
+    as dropped. Whoever comes second records nothing (and publishes nothing), so a result arriving after the frame
+    was declared lost is not stored, and a lost frame whose answer is on its way is not counted twice.
+
+    ``outcome``: what the claimant will record (``"result"``, ``"error"``, ``"expired"``, ``"revoked"``, ``"lost"``).
+    Atomic ``cache.add`` (Redis ``SET NX EX``) on the shared cache; the key includes the session's creation time, so
+    a recreated database reusing session ids never meets old claims. If the cache is unreachable the claim is granted
+    (logged): a frame may then be counted twice, but never silently not at all.
+    """
+    from django.core.cache import cache
+
+    key = f"fer:frame-outcome:{session.pk}:{session.created_at.timestamp():.6f}:{source}:{int(sequence)}"
+    ttl = FRAME_LOST_CLAIM_TTL_S if outcome == "lost" else FRAME_CLAIM_TTL_S
+    try:
+        return bool(cache.add(key, outcome, timeout=ttl))
+    except Exception:  # noqa: BLE001 - counting must go on without the cache
+        logger.warning("frame outcome claim of %s failed: granted", key, exc_info=True)
+        return True
+
+
+def _claim_by_id(*, session_id: int, source: str, sequence: int, outcome: str) -> bool:
+    """``frame_outcome_claim`` for a session given by id; ``False`` when the session is gone."""
+    from sessions_app import selectors
+
+    session = selectors.session_get_by_id(session_id=session_id)
+    return session is not None and frame_outcome_claim(
+        session=session, source=source, sequence=sequence, outcome=outcome
+    )
+
+
+def frame_analysis_record(
+    *,
+    session_id: int,
+    source: str,
+    sequence: int,
+    captured_at_ms: float,
+    width: int,
+    height: int,
+    processing_ms: float,
+    faces: Iterable,
+) -> Frame | None:
+    """Worker side: record an analysed frame of the task ``(session_id, source, sequence)``.
+
+    ``captured_at_ms``: capture time on the server clock, ms since the epoch; ``width`` x ``height``: the analysed
+    image in pixels; ``processing_ms``: decode + analysis time; ``faces``: the recogniser's ``FaceResult`` list.
+    Claims the frame's outcome first (``frame_outcome_claim``); then stores and publishes it with
+    ``frame_result_store``. Returns the ``Frame``, or ``None`` when the session is gone or the stream already declared
+    the frame lost (nothing stored or published). If storing fails (malformed faces, database error) nothing partial
+    is kept and a ``frame.error`` with code ``storage_failed`` is published instead.
+    """
+    from sessions_app import selectors
+
+    session = selectors.session_get_by_id(session_id=session_id)
+    if session is None:
+        logger.info("session %s vanished before frame %s:%s was stored", session_id, source, sequence)
+        return None
+    if not frame_outcome_claim(session=session, source=source, sequence=sequence, outcome="result"):
+        logger.info("frame %s:%s of session %s came back after it was declared lost", source, sequence, session_id)
+        return None
+    try:
+        return frame_result_store(
+            session=session,
+            source=source,
+            sequence=sequence,
+            captured_at=dt.datetime.fromtimestamp(float(captured_at_ms) / 1000.0, tz=dt.UTC),
+            width=width,
+            height=height,
+            processing_ms=processing_ms,
+            faces=faces,
+        )
+    except Exception as exc:  # noqa: BLE001 - the transaction rolled back: report, keep the worker alive
+        logger.exception("could not store frame %s:%s of session %s", source, sequence, session_id)
+        frame_error_record(
+            session_id=session_id,
+            source=source,
+            sequence=sequence,
+            code="storage_failed",
+            detail=f"{type(exc).__name__}: {exc}",
+            claim=False,
+        )
+        return None
+
+
+def frame_dropped_record(
+    *, session_id: int, source: str, sequence: int, reason: str, publish: bool = True, claim: bool = True
+) -> bool:
+    """Count one dispatched frame that was never analysed (``reason``: ``"expired"`` or ``"revoked"`` task) and tell
+    the clients with a ``frame.dropped`` event so the sender frees its in-flight slot.
+
+    ``claim``: claim the frame's outcome first (``frame_outcome_claim``); when the stream already declared it lost
+    (or the session is gone), nothing is counted or published. Returns whether the drop was recorded.
+    """
+    if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome=reason):
+        return False
     session_counters_add(session_id=session_id, dropped=1)
     if publish:
         _publish(
@@ -373,10 +463,21 @@ def frame_dropped_record(*, session_id: int, source: str, sequence: int, reason:
                 "reason": reason,
             },
         )
+    return True
 
 
-def frame_error_record(*, session_id: int, source: str, sequence: int, code: str, detail: str) -> None:
-    """Count one frame the worker could not decode as rejected (nothing stored) and publish a ``frame.error``."""
+def frame_error_record(
+    *, session_id: int, source: str, sequence: int, code: str, detail: str, claim: bool = True
+) -> bool:
+    """Count one frame the worker could not analyse as rejected (nothing stored) and publish a ``frame.error``
+    ``{"source", "sequence", "code", "detail"}`` so the sender frees its in-flight slot.
+
+    ``code``: ``"undecodable"`` (bad image bytes), ``"analysis_failed"`` (the recogniser raised) or
+    ``"storage_failed"``; ``detail``: human-readable, cut to 300 characters. ``claim``: as in
+    ``frame_dropped_record``. Returns whether the error was recorded.
+    """
+    if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome="error"):
+        return False
     session_counters_add(session_id=session_id, rejected=1)
     _publish(
         session_id,
@@ -389,6 +490,7 @@ def frame_error_record(*, session_id: int, source: str, sequence: int, code: str
             "detail": detail[:300],
         },
     )
+    return True
 
 
 # -------------------------------------------------------------------------------------------------- uploads

@@ -8,7 +8,6 @@ and never written anywhere. The recogniser is loaded once per worker process (la
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 import threading
 import time
@@ -18,7 +17,6 @@ from celery.signals import task_revoked, worker_process_init
 from django.conf import settings
 
 from sessions_app import services
-from sessions_app.models import EmotionSession
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +55,9 @@ def frame_analyze_enqueue(
 ) -> str:
     """Queue one frame for analysis; returns the Celery task id.
 
-    ``data``: JPEG/PNG bytes (sent base64-encoded in the JSON task body); ``captured_at_ms``: capture time in ms since
-    the Unix epoch; ``expires_s``: seconds after which a not-yet-started task is discarded and counted as dropped
-    (``None``: never, for uploads).
+    ``data``: JPEG/PNG bytes (sent base64-encoded in the JSON task body); ``captured_at_ms``: capture time on the
+    server clock, ms since the Unix epoch; ``expires_s``: seconds after which a not-yet-started task is discarded and
+    counted as dropped (``None``: never, for uploads).
     """
     result = analyze_frame.apply_async(
         kwargs={
@@ -78,7 +76,14 @@ def frame_analyze_enqueue(
 
 @shared_task(name=ANALYZE_FRAME_TASK, ignore_result=True, acks_late=False)
 def analyze_frame(*, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str) -> None:
-    """Decode, analyse and store one frame. Bad images are reported as ``frame.error`` events, never raised."""
+    """Decode, analyse and store one frame; never raises for a bad frame.
+
+    ``captured_at_ms``: capture time on the server clock (ms since the epoch); ``data_b64``: the JPEG/PNG bytes,
+    base64. Outcomes (exactly one per frame, see ``services.frame_outcome_claim``): a stored frame and its
+    ``frame.result`` event; or a ``frame.error`` event with code ``undecodable`` (bad image bytes), ``analysis_failed``
+    (the recogniser raised: model missing, broken input, a bug) or ``storage_failed``; nothing partial is stored and
+    the worker keeps serving.
+    """
     from inference.imageio import ImageDecodeError, decode_image
 
     started = time.perf_counter()
@@ -90,21 +95,26 @@ def analyze_frame(*, session_id: int, source: str, sequence: int, captured_at_ms
             session_id=session_id, source=source, sequence=sequence, code="undecodable", detail=str(exc)
         )
         return
-    faces = get_recognizer().analyze(image)
-    processing_ms = (time.perf_counter() - started) * 1000.0
     try:
-        session = EmotionSession.objects.get(pk=session_id)
-    except EmotionSession.DoesNotExist:
-        logger.info("session %s vanished before frame %s:%s was stored", session_id, source, sequence)
+        faces = get_recognizer().analyze(image)
+    except Exception as exc:  # noqa: BLE001 - one bad frame must not cost the client its slot or the worker its life
+        logger.exception("analysis of frame %s:%s of session %s failed", source, sequence, session_id)
+        services.frame_error_record(
+            session_id=session_id,
+            source=source,
+            sequence=sequence,
+            code="analysis_failed",
+            detail=f"analysis failed: {type(exc).__name__}: {exc}",
+        )
         return
-    services.frame_result_store(
-        session=session,
+    services.frame_analysis_record(
+        session_id=session_id,
         source=source,
         sequence=sequence,
-        captured_at=dt.datetime.fromtimestamp(float(captured_at_ms) / 1000.0, tz=dt.UTC),
+        captured_at_ms=captured_at_ms,
         width=image.shape[1],
         height=image.shape[0],
-        processing_ms=processing_ms,
+        processing_ms=(time.perf_counter() - started) * 1000.0,
         faces=faces,
     )
 

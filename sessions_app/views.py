@@ -73,7 +73,8 @@ def session_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def session_live(request: HttpRequest, session_id: int) -> HttpResponse:
-    """Live page: camera streaming for the owner of a running session, a live viewer for everyone else allowed."""
+    """Live page. Everyone who may see a running session watches its live results (``/watch/`` socket, no camera):
+    the owner in any tab, staff; the owner can also start the camera here (``/stream/`` socket, see ``live.js``)."""
     session = _get_session(request, session_id)
     can_stream = selectors.session_can_stream(user=request.user, session=session)
     config = {

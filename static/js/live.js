@@ -1,12 +1,14 @@
 /* Live session page: camera -> JPEG frames over the WebSocket -> face boxes, live stats and a live chart.
-   Binary frame message = 16-byte header ("FRM1", uint32 sequence, float64 capture time ms, big-endian) + JPEG. */
+   Binary frame message = 16-byte header ("FRM1", uint32 sequence, float64 capture time ms, big-endian) + JPEG.
+   Every viewer of a running session (the owner in a second tab, an admin) watches the live results over
+   /ws/.../watch/ until it starts its own camera (then /ws/.../stream/ carries them); stopping goes back to watching. */
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("live-config").textContent);
   var $ = function (id) { return document.getElementById(id); };
   var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
-  var ws = null, stream = null, timer = null, seq = 0, mySource = null, sending = false;
-  var sentAt = {}, processed = 0, dropped = 0;
+  var ws = null, mode = null, stream = null, timer = null, seq = 0, mySource = null, sending = false;
+  var sentAt = {}, processed = 0, dropped = 0, cameraStopped = false;
   var chart = FerCharts.makeTimelineChart($("timeline-chart"), [], cfg);
 
   function status(text) { var el = $("conn-status"); if (el) el.textContent = text; }
@@ -52,30 +54,46 @@
   function onMessage(msg) {
     if (typeof msg.data !== "string") return;
     var ev = JSON.parse(msg.data);
-    if (ev.type === "ready") { mySource = ev.source || null; status(ev.mode === "stream" ? "streaming" : "watching"); }
-    else if (ev.type === "result") {
+    if (ev.type === "ready") {
+      mySource = ev.source || null;
+      status(ev.mode === "stream" ? "streaming" : (cameraStopped ? "stopped, watching live" : "watching"));
+    } else if (ev.type === "result") {
       if (ev.source === mySource && sentAt[ev.sequence]) {
         $("latency").textContent = Math.round(performance.now() - sentAt[ev.sequence]); delete sentAt[ev.sequence];
       }
       processed += 1; $("frames-processed").textContent = ev.stream ? ev.stream.processed : processed;
+      if (ev.stream) { dropped = ev.stream.dropped; $("frames-dropped").textContent = dropped; }
       renderFaces(ev);
     } else if (ev.type === "dropped") {
       delete sentAt[ev.sequence]; dropped += 1; $("frames-dropped").textContent = dropped;
     } else if (ev.type === "error") { showError(ev.code + ": " + ev.detail); delete sentAt[ev.sequence]; }
-    else if (ev.type === "ended") { status("session ended"); stopCamera(); }
+    else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); }
   }
 
-  function connect(path) {
-    ws = new WebSocket(wsBase + path); ws.binaryType = "arraybuffer";
-    ws.onmessage = onMessage;
-    ws.onclose = function (e) { status("disconnected (" + e.code + ")"); if (e.code >= 4000) stopCamera(); };
-    ws.onerror = function () { status("connection error"); };
-    return ws;
+  function connect(path, newMode) {
+    var sock = new WebSocket(wsBase + path); sock.binaryType = "arraybuffer";
+    ws = sock; mode = newMode;
+    sock.onmessage = onMessage;
+    sock.onclose = function (e) {
+      if (ws !== sock) return;
+      ws = null; mode = null;
+      if (e.code !== 1000 || cfg.running) status("disconnected (" + e.code + ")");
+      if (e.code >= 4000) { cfg.running = cfg.running && e.code !== 4409; stopCamera(); }
+    };
+    sock.onerror = function () { status("connection error"); };
+    return sock;
   }
+
+  function closeSocket() {
+    if (ws) { var sock = ws; ws = null; mode = null; sock.onclose = null; sock.close(1000); }
+  }
+
+  // Live results without a camera: every viewer of a running session (owner's other tabs, admins).
+  function watch() { if (cfg.running && !ws) connect(cfg.watch_path, "watch"); }
 
   function sendFrame() {
     var video = $("video");
-    if (!ws || ws.readyState !== 1 || sending || !video.videoWidth) return;
+    if (!ws || mode !== "stream" || ws.readyState !== 1 || sending || !video.videoWidth) return;
     if (ws.bufferedAmount > 2000000) return; // the network is the bottleneck: skip this tick
     var w = video.videoWidth, h = video.videoHeight, scale = Math.min(1, 1280 / w, 720 / h);
     var c = sendFrame.canvas || (sendFrame.canvas = document.createElement("canvas"));
@@ -84,11 +102,12 @@
     sending = true;
     c.toBlob(function (blob) {
       sending = false;
-      if (!blob || !ws || ws.readyState !== 1) return;
+      if (!blob || !ws || mode !== "stream" || ws.readyState !== 1) return;
       blob.arrayBuffer().then(function (jpeg) {
         var n = seq++, buf = new Uint8Array(16 + jpeg.byteLength), view = new DataView(buf.buffer);
         buf.set([70, 82, 77, 49], 0); view.setUint32(4, n); view.setFloat64(8, Date.now());
         buf.set(new Uint8Array(jpeg), 16);
+        if (!ws || mode !== "stream") return;
         sentAt[n] = performance.now(); ws.send(buf.buffer);
       });
     }, "image/jpeg", 0.8);
@@ -98,8 +117,10 @@
     $("start-camera").disabled = true; status("starting camera…");
     navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false })
       .then(function (s) {
-        stream = s; $("video").srcObject = s; connect(cfg.stream_path);
-        ws.onopen = function () {
+        stream = s; $("video").srcObject = s;
+        closeSocket(); // the stream socket carries the session's results from now on
+        cameraStopped = false; processed = 0; dropped = 0;
+        connect(cfg.stream_path, "stream").onopen = function () {
           timer = setInterval(sendFrame, 1000 / cfg.target_fps); $("stop-camera").disabled = false;
         };
       })
@@ -107,12 +128,14 @@
   }
 
   function stopCamera() {
+    var wasStreaming = mode === "stream" || stream !== null;
     if (timer) clearInterval(timer); timer = null;
     if (stream) stream.getTracks().forEach(function (t) { t.stop(); }); stream = null;
-    if (ws && cfg.can_stream) { ws.onclose = null; ws.close(1000); ws = null; }
+    if (mode === "stream") closeSocket();
     var start = $("start-camera"), stop = $("stop-camera");
     if (start) start.disabled = !cfg.running; if (stop) stop.disabled = true;
-    if (cfg.can_stream) status("stopped");
+    if (wasStreaming) { cameraStopped = true; status(cfg.running ? "stopped" : "session ended"); }
+    if (wasStreaming && cfg.running) watch(); // keep seeing the session's live results
   }
 
   function refreshChart() {
@@ -122,15 +145,14 @@
         if (!d) return;
         FerCharts.updateTimelineChart(chart, d.timeline, cfg);
         $("frames-dropped").textContent = Math.max(dropped, d.summary.frames_dropped);
-        if (!cfg.can_stream) $("frames-processed").textContent = d.summary.frames_processed;
+        if (mode !== "stream") $("frames-processed").textContent = d.summary.frames_processed;
       }).catch(function () {});
   }
 
   if (cfg.can_stream) {
     $("start-camera").addEventListener("click", startCamera);
     $("stop-camera").addEventListener("click", stopCamera);
-  } else if (cfg.running) {
-    connect(cfg.watch_path);
   }
+  watch();
   refreshChart(); setInterval(refreshChart, 3000);
 })();

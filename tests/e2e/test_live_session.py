@@ -1,9 +1,11 @@
 """Browser end to end: headless Chromium with a fake camera showing a real group photo, against real daphne, a real
-Celery worker, PostgreSQL and Redis. Log in, create a session, start the camera, see face boxes and labels, stop,
-end, open the dashboard and see the timeline; the stored face counts match the photo's hand count."""
+Celery worker, PostgreSQL and Redis. Log in, create a session, start the camera, see face boxes and labels; a second
+tab of the owner and an admin (no camera) see the live results too; stop, end, open the dashboard and see the
+timeline; the stored face counts match the photo's hand count."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -65,11 +67,13 @@ def test_teacher_streams_camera_and_sees_the_dashboard(
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM checks below run beside Playwright's loop
     _, hand_count = group_photo
     django_user_model.objects.create_user(username="e2e-teacher", password="e2e-password-1")
+    django_user_model.objects.create_user(username="e2e-admin", password="e2e-password-2", is_staff=True)
     base = daphne_server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=chromium_args)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
             page.set_default_timeout(30_000)
             page.goto(f"{base}/accounts/login/")
             page.fill("#id_username", "e2e-teacher")
@@ -95,12 +99,30 @@ def test_teacher_streams_camera_and_sees_the_dashboard(
                 "Number(document.getElementById('frames-processed').textContent) >= 6", timeout=60_000
             )
             expect(page.locator("#distribution .bar-row")).to_have_count(len(LABELS))
+
+            # second viewers without a camera: the owner's other tab and an admin see the live results
+            admin_context = browser.new_context()
+            admin_page = admin_context.new_page()
+            admin_page.goto(f"{base}/accounts/login/")
+            admin_page.fill("#id_username", "e2e-admin")
+            admin_page.fill("#id_password", "e2e-password-2")
+            admin_page.click("button[type=submit]")
+            expect(admin_page.locator("h1")).to_have_text("Sessions")
+            for viewer in (context.new_page(), admin_page):  # the owner's second tab shares the login
+                viewer.set_default_timeout(30_000)
+                viewer.goto(f"{base}/sessions/{session_id}/live/")
+                expect(viewer.locator("#conn-status")).to_have_text("watching")
+                viewer.wait_for_function("Number(document.getElementById('face-count').dataset.faceCount) > 0")
+                assert abs(int(viewer.locator("#face-count").inner_text()) - hand_count) <= 2
+                assert set(viewer.locator("#faces li").all_inner_texts()) and not viewer.locator(".face-box").count()
+                viewer.close()
+            admin_context.close()
             page.wait_for_function(
                 "Number(document.getElementById('timeline-chart').dataset.points || 0) >= 1", timeout=20_000
             )
 
             page.click("#stop-camera")
-            expect(page.locator("#conn-status")).to_have_text("stopped")
+            expect(page.locator("#conn-status")).to_have_text(re.compile(r"^stopped"))
             page.click("#end-session")
             page.wait_for_url(f"**/sessions/{session_id}/")
             expect(page.locator("#report-link")).to_have_attribute("href", f"/reports/sessions/{session_id}/")

@@ -186,3 +186,110 @@ async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user,
     for comm in (viewer, stream):
         assert (await events(comm, 1))[0]["type"] == "ended"
         assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+
+
+@pytest.mark.parametrize("skew_s", [-30.0, -59.0, -3600.0, 20.0])
+async def test_client_with_a_skewed_clock_is_served_normally(teacher, make_session, idle_queue, monkeypatch, skew_s):
+    """A browser whose clock is off (e.g. 30 s behind) must not have its frames dropped as stale, and the capture
+    time handed to the worker (hence the stored ``offset_s``) is on the server's clock."""
+    import time
+
+    from sessions_app import tasks
+
+    queued = []
+    original = tasks.frame_analyze_enqueue
+
+    def spy(**kwargs):
+        queued.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(tasks, "frame_analyze_enqueue", spy)
+    s = await sync_to_async(make_session)(teacher, target_fps=2.0)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    await events(comm, 1)
+    frame = jpeg()
+    for seq in range(2):
+        client_ms = (time.time() + skew_s) * 1000
+        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, client_ms) + frame)
+        assert await comm.receive_nothing(timeout=0.6)  # no "dropped: stale"
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    assert [q["sequence"] for q in queued] == [0, 1] and await sync_to_async(idle_queue)() == 2
+    for q in queued:
+        assert abs(q["captured_at_ms"] - time.time() * 1000) < 5_000, q["captured_at_ms"]  # server time, not client
+        assert q["expires_s"] == pytest.approx(10.0, abs=0.5)
+    assert queued[1]["captured_at_ms"] - queued[0]["captured_at_ms"] == pytest.approx(600, abs=150)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_dropped) == (2, 0)
+
+
+@pytest.fixture
+def fast_lost(settings, monkeypatch):
+    """Frames are overdue ~0.8 s after dispatch and housekeeping runs every 0.2 s."""
+    from sessions_app import consumers, streaming
+
+    settings.FER_FRAME_TASK_EXPIRES_S = 0.5
+    monkeypatch.setattr(streaming, "LOST_GRACE_S", 0.3)
+    monkeypatch.setattr(consumers, "FLUSH_INTERVAL_S", 0.2)
+
+
+def _late_result(session, source, sequence):
+    """What a worker does when it finally gets to a frame: record its analysis."""
+    return services.frame_analysis_record(
+        session_id=session.pk,
+        source=source,
+        sequence=sequence,
+        captured_at_ms=session.created_at.timestamp() * 1000 + 500,
+        width=96,
+        height=72,
+        processing_ms=5.0,
+        faces=[],
+    )
+
+
+async def test_lost_frame_whose_result_comes_late_is_counted_once(teacher, make_session, idle_queue, fast_lost):
+    """A frame declared lost is counted as dropped; its result arriving later is neither stored nor counted as
+    processed nor sent to the client (before: counted twice, dropped and processed)."""
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    source = (await events(comm, 1))[0]["source"]
+    await comm.send_to(bytes_data=with_header(0, jpeg()))
+    ev = (await events(comm, 1, timeout=5))[0]
+    assert (ev["type"], ev["sequence"], ev["reason"]) == ("dropped", 0, "lost")
+    assert await sync_to_async(_late_result)(s, source, 0) is None
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.send_to(bytes_data=with_header(1, jpeg()))  # the stream goes on: the slot was freed
+    ev = (await events(comm, 1, timeout=5))[0]
+    assert (ev["type"], ev["sequence"], ev["reason"]) == ("dropped", 1, "lost")
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_processed, s.frames_dropped) == (2, 0, 2)
+    assert not await sync_to_async(Frame.objects.filter(session=s).exists)()
+
+
+async def test_overdue_frame_already_answered_by_the_worker_is_not_declared_lost(
+    teacher, make_session, idle_queue, fast_lost
+):
+    """The worker claimed the frame's outcome just before the stream's deadline, its result event still on the way:
+    the stream frees the slot without counting a drop, and the result counts once, as processed."""
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    source = (await events(comm, 1))[0]["source"]
+    await comm.send_to(bytes_data=with_header(0, jpeg()))
+    claimed = await sync_to_async(services.frame_outcome_claim)(session=s, source=source, sequence=0, outcome="result")
+    assert claimed
+    assert await comm.receive_nothing(timeout=1.5)  # overdue by now, but no "lost"
+    face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
+    face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
+    await sync_to_async(services.frame_result_store)(
+        session=s, source=source, sequence=0, captured_at=s.created_at, width=96, height=72, processing_ms=5.0,
+        faces=[face],
+    )  # fmt: skip
+    ev = (await events(comm, 1))[0]
+    assert (ev["type"], ev["sequence"]) == ("result", 0)
+    assert ev["stream"] == {"sent": 1, "processed": 1, "dropped": 0, "rejected": 0}
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_processed, s.frames_dropped) == (1, 1, 0)

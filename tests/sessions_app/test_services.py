@@ -183,7 +183,22 @@ def test_timeline_buckets_and_min_faces_rule(teacher, make_session, settings):
     assert dist["faces"] == 8 and dist["dominant"] == "happy"
     assert sum(dist["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     summary = selectors.session_summary(session=s)
-    assert summary["frames"] == 5 and summary["faces"] == 8 and summary["duration_s"] == pytest.approx(11.8)
+    assert summary["frames"] == 5 and summary["faces"] == 8 and summary["frame_span_s"] == pytest.approx(11.8)
+
+
+def test_summary_duration_is_the_sessions_wall_clock_duration(teacher, make_session):
+    """Duration = session start to end (or to now while running), not the span between the first and last frame:
+    a 40 s session with one frame lasted 40 s, not 0 s."""
+    s = make_session(teacher)
+    store(s, 3.0, [face("happy")], sequence=0)
+    now = s.created_at + dt.timedelta(seconds=25)
+    running = selectors.session_summary(session=s, now=now)
+    assert running["duration_s"] == pytest.approx(25.0) and running["frame_span_s"] == 0.0
+    EmotionSession.objects.filter(pk=s.pk).update(status="ended", ended_at=s.created_at + dt.timedelta(seconds=40))
+    s.refresh_from_db()
+    ended = selectors.session_summary(session=s, now=now + dt.timedelta(hours=1))
+    assert ended["duration_s"] == pytest.approx(40.0) and ended["frames"] == 1
+    assert selectors.session_duration_s(session=s) == pytest.approx(40.0)
 
 
 def test_distribution_hidden_below_min_faces(teacher, make_session, settings):
@@ -286,10 +301,110 @@ def test_frame_validate_truncated_oversized_and_too_big(settings):
     assert services.frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
 
 
-def test_captured_at_from_client_plausibility():
-    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-    ms = (now - dt.timedelta(seconds=2)).timestamp() * 1000
-    assert services.captured_at_from_client(ms, received_at=now) == now - dt.timedelta(seconds=2)
-    assert services.captured_at_from_client(None, received_at=now) == now
-    assert services.captured_at_from_client(0.0, received_at=now) == now  # client clock far off
-    assert services.captured_at_from_client(1e20, received_at=now) == now
+# ------------------------------------------------------------------------------- worker side: outcomes, failures
+def listen(session_id):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(services.session_group_name(session_id), channel)
+    return layer, channel
+
+
+def next_event(layer, channel, timeout=5):
+    import asyncio
+
+    async def recv():
+        return await asyncio.wait_for(layer.receive(channel), timeout)
+
+    return async_to_sync(recv)()
+
+
+def no_event(layer, channel, timeout=0.5) -> bool:
+    try:
+        next_event(layer, channel, timeout)
+    except TimeoutError:
+        return True
+    return False
+
+
+def record(session, sequence, source="camera:w", faces=None):
+    return services.frame_analysis_record(
+        session_id=session.pk,
+        source=source,
+        sequence=sequence,
+        captured_at_ms=session.created_at.timestamp() * 1000 + 1500,
+        width=640,
+        height=480,
+        processing_ms=9.0,
+        faces=[face("happy")] if faces is None else faces,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_frame_has_exactly_one_outcome(teacher, make_session):
+    """The worker and the stream's lost-frame housekeeping race for a frame's outcome: only the first counts."""
+    s = make_session(teacher)
+    layer, channel = listen(s.pk)
+    # the worker answers first: the stream's later "lost" claim fails (the result is counted, once)
+    frame = record(s, 1)
+    assert frame is not None and frame.offset_s == pytest.approx(1.5, abs=0.01)
+    assert next_event(layer, channel)["type"] == "frame.result"
+    assert not services.frame_outcome_claim(session=s, source="camera:w", sequence=1, outcome="lost")
+    # the stream declared frame 2 lost first: its late result is neither stored nor published nor counted
+    assert services.frame_outcome_claim(session=s, source="camera:w", sequence=2, outcome="lost")
+    services.session_counters_add(session_id=s.pk, dropped=1)  # what the stream counts for a lost frame
+    assert record(s, 2) is None
+    # an expired task or an error for a lost frame is not counted either
+    assert services.frame_outcome_claim(session=s, source="camera:w", sequence=3, outcome="lost")
+    services.session_counters_add(session_id=s.pk, dropped=1)
+    assert not services.frame_dropped_record(session_id=s.pk, source="camera:w", sequence=3, reason="expired")
+    assert not services.frame_error_record(session_id=s.pk, source="camera:w", sequence=3, code="x", detail="y")
+    assert no_event(layer, channel)
+    assert list(Frame.objects.filter(session=s).values_list("sequence", flat=True)) == [1]
+    assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 1, "dropped": 2, "rejected": 0}
+    assert record(s, 1) is None  # a redelivered task is not counted twice either
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_session, group_photo, monkeypatch):
+    """An exception inside ``analyze()`` answers the frame with ``frame.error`` (``analysis_failed``) at once, so the
+    client's in-flight slot is freed; nothing is stored and the task returns normally (the worker lives on)."""
+    import base64
+
+    from sessions_app import tasks
+
+    class Broken:
+        def analyze(self, image):
+            raise RuntimeError("onnxruntime exploded")
+
+    s = make_session(teacher)
+    layer, channel = listen(s.pk)
+    monkeypatch.setattr(tasks, "get_recognizer", lambda: Broken())
+    data = base64.b64encode(group_photo[0].read_bytes()).decode()
+    tasks.analyze_frame(session_id=s.pk, source="camera:e", sequence=4, captured_at_ms=0.0, data_b64=data)
+    ev = next_event(layer, channel)
+    assert (ev["type"], ev["source"], ev["sequence"], ev["code"]) == ("frame.error", "camera:e", 4, "analysis_failed")
+    assert "onnxruntime exploded" in ev["detail"]
+    assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
+    assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 0, "dropped": 0, "rejected": 1}
+    # malformed recogniser output: the transaction rolls back, a storage_failed error answers the frame
+    assert record(s, 5, faces=[face("happy") | {"label": "bored"}]) is None
+    ev = next_event(layer, channel)
+    assert (ev["type"], ev["sequence"], ev["code"]) == ("frame.error", 5, "storage_failed")
+    assert not Frame.objects.filter(session=s).exists()
+    assert selectors.session_counters(session_id=s.pk)["rejected"] == 2
+    # a frame of a deleted session is dropped quietly
+    sid = s.pk
+    s.delete()
+    assert (
+        services.frame_analysis_record(
+            session_id=sid,
+            source="camera:e",
+            sequence=6,
+            captured_at_ms=0.0,
+            width=1,
+            height=1,
+            processing_ms=1.0,
+            faces=[],
+        )
+        is None
+    )

@@ -109,7 +109,8 @@ def test_dashboard_timeline_and_end(teacher_client, teacher, make_session):
     data = teacher_client.get(f"/sessions/{s.pk}/timeline.json?bucket=2").json()
     assert [b["start_s"] for b in data["timeline"]] == [0, 2, 4, 6]
     assert data["distribution"]["dominant"] == "happy" and data["summary"]["frames"] == 4
-    assert data["summary"]["duration_s"] == pytest.approx(6.0)
+    assert data["summary"]["frame_span_s"] == pytest.approx(6.0)
+    assert 0.0 <= data["summary"]["duration_s"] < 60  # running: created a moment ago
     assert teacher_client.get(f"/sessions/{s.pk}/timeline.json?bucket=abc").status_code == 200
     assert teacher_client.get(f"/sessions/{s.pk}/end/").status_code == 405
     resp = teacher_client.post(f"/sessions/{s.pk}/end/")
@@ -117,6 +118,17 @@ def test_dashboard_timeline_and_end(teacher_client, teacher, make_session):
     s.refresh_from_db()
     assert s.status == "ended"
     assert teacher_client.post(f"/sessions/{s.pk}/end/").status_code == 302  # idempotent
+
+
+def test_dashboard_shows_the_sessions_duration_not_the_frame_span(teacher_client, teacher, make_session):
+    """One frame in a session that ran 90 s: the dashboard says 90 s (the frame span, 0 s, is shown separately)."""
+    s = make_session(teacher)
+    add_frames(s, n=1, faces=1)
+    EmotionSession.objects.filter(pk=s.pk).update(status="ended", ended_at=s.created_at + dt.timedelta(seconds=90))
+    page = teacher_client.get(f"/sessions/{s.pk}/").content.decode()
+    assert '<span class="big" id="duration">90.0</span>' in page
+    assert '<span class="big" id="frame-span">0.0</span>' in page
+    assert teacher_client.get(f"/sessions/{s.pk}/timeline.json").json()["summary"]["duration_s"] == 90.0
 
 
 def test_upload_rejects_non_media_and_oversized(teacher_client, teacher, make_session, settings):

@@ -85,6 +85,34 @@ async def test_flood_through_worker_accounts_for_every_frame(teacher, make_sessi
     assert await sync_to_async(Frame.objects.filter(session=s).count)() == len(processed)
 
 
+async def test_skewed_client_clock_through_worker(teacher, make_session, group_photo, celery_worker):
+    """A browser whose clock is 40 s behind: its frames are analysed (not dropped as stale) and stored at the right
+    place of the session's timeline (offset on the server's clock), one client-clock second apart."""
+    path, count = group_photo
+    s = await sync_to_async(make_session)(teacher, target_fps=2.0)
+    await asyncio.sleep(1.5)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    await events(comm, 1)
+    results = []
+    t0 = time.time()
+    for seq in range(2):
+        await asyncio.sleep(max(0.0, t0 + seq - time.time()))
+        client_ms = (t0 - 40.0 + seq) * 1000  # captured one second apart by the client's (late) clock
+        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, client_ms) + path.read_bytes())
+        ev = (await events(comm, 1, timeout=60))[0]
+        assert ev["type"] == "result" and ev["sequence"] == seq, ev
+        results.append(ev)
+    await comm.disconnect()
+    elapsed = (time.time() * 1000 - results[0]["captured_at_ms"]) / 1000
+    assert 0 <= elapsed < 30  # on the server's clock, not 40 s in the past
+    assert 1.4 < results[0]["offset_s"] < 15, results[0]["offset_s"]  # was clamped to 0 (or dropped as stale)
+    assert results[1]["offset_s"] - results[0]["offset_s"] == pytest.approx(1.0, abs=0.3)
+    assert abs(results[0]["face_count"] - count) <= 1
+    await asyncio.sleep(0.3)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_processed, s.frames_dropped) == (2, 2, 0)
+
+
 def _listen(session_id):
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()

@@ -9,9 +9,16 @@ It creates its own user (``loadtest-<random>``) and one session per client in th
 HTTP for a session cookie, streams the photos round-robin as JPEG frames (with the ``FRM1`` header carrying the
 sequence number and capture time), then waits until every frame is accounted for (result, dropped or error) or the
 drain timeout passes. Latency = time from sending a frame to receiving its result event, measured in the client.
-``--json`` prints one object: ``clients, frames_sent, frames_processed, frames_dropped, faces_detected, errors,
-unanswered, latency_ms {p50, p95, max}, memory_mb {web_peak, workers_peak}`` (RSS of the local daphne process
-serving the port and of local Celery workers, sampled every 0.5 s; ``null`` when not found).
+``--json`` prints one object: ``clients, fps, seconds, frames_sent, frames_processed, frames_dropped,
+faces_detected, errors, frame_errors, unanswered, latency_ms {p50, p95, max}, memory_mb {web_peak, workers_peak},
+wall_s, session_ids`` (memory: RSS of the local daphne process serving the port and of local Celery workers, sampled
+every 0.5 s; ``null`` when not found).
+
+Accounting: every frame sent gets exactly one answer (``result``, ``dropped`` or ``error`` event), or is counted as
+``unanswered`` when none came before the drain timeout, so ``frames_sent == frames_processed + frames_dropped +
+frame_errors + unanswered``. ``frame_errors`` counts error events answering one of the sent frames; ``errors`` is
+``frame_errors`` plus everything else that went wrong (error events for no known frame, clients that failed to
+connect or broke off, whose messages go to stderr).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from sessions_app import services
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank ``q``-th percentile (0..100) of ``values`` rounded to 0.1, ``None`` for no values."""
     if not values:
         return None
     ordered = sorted(values)
@@ -41,6 +49,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _load_images(paths: list[str]) -> list[bytes]:
+    """The frames to send: each image file as JPEG bytes within the server's frame limits (re-encoded at quality 85
+    when it is not a JPEG, too large in bytes, or larger than ``FER_MAX_FRAME_WIDTH`` x ``FER_MAX_FRAME_HEIGHT``).
+    Raises ``inference.imageio.ImageDecodeError`` / ``OSError`` for unreadable files."""
     import cv2
 
     from inference.imageio import decode_image
@@ -84,6 +95,7 @@ class _Memory:
         self.workers_peak = None
 
     def sample(self) -> None:
+        """Add up the current RSS of the processes (MB) and keep the peaks; no-op without ``psutil``."""
         try:
             import psutil
         except ImportError:
@@ -104,6 +116,10 @@ class _Memory:
 
 async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fps: float, seconds: float,
                   drain_s: float, offset: int, stats: dict) -> None:  # fmt: skip
+    """One camera client: connect to ``ws_url`` (``Cookie``/``Origin`` headers), send ``frames`` round-robin (from
+    index ``offset``) at ``fps`` frames/s for ``seconds`` s, then wait up to ``drain_s`` s for the last answers.
+    Adds to ``stats`` (shared by all clients): ``sent``, ``processed``, ``dropped``, ``faces``, ``frame_errors``,
+    ``errors``, ``unanswered``, ``latency`` (ms per result) and ``messages`` (failure texts). Never raises."""
     import websockets
 
     sent_at: dict[int, float] = {}
@@ -114,6 +130,7 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
             ready = json.loads(await ws.recv())
             if ready.get("type") != "ready":
                 stats["errors"] += 1
+                stats.setdefault("messages", []).append(f"not ready: {ready}")
                 return
             source = ready["source"]
 
@@ -129,8 +146,10 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
                         sent_at.pop(seq)
                         stats["dropped"] += 1
                     elif ev.get("type") == "error" and ev.get("source", source) == source:
-                        sent_at.pop(seq, None)
                         stats["errors"] += 1
+                        if seq in sent_at:
+                            sent_at.pop(seq)
+                            stats["frame_errors"] += 1
 
             reader_task = asyncio.create_task(reader())
             period = 1.0 / fps
@@ -140,24 +159,36 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
             while time.perf_counter() - start < seconds:
                 header = services.FRAME_HEADER.pack(services.FRAME_HEADER_MAGIC, n, time.time() * 1000.0)
                 sent_at[n] = time.perf_counter()
-                await ws.send(header + frames[(n + offset) % len(frames)])
+                try:
+                    await ws.send(header + frames[(n + offset) % len(frames)])
+                except Exception:
+                    sent_at.pop(n, None)  # never sent
+                    raise
                 stats["sent"] += 1
                 n += 1
                 await asyncio.sleep(max(0.0, start + n * period - time.perf_counter()))
             deadline = time.perf_counter() + drain_s
             while sent_at and time.perf_counter() < deadline and not reader_task.done():
                 await asyncio.sleep(0.1)
-            stats["unanswered"] += len(sent_at)
             reader_task.cancel()
     except Exception as exc:  # noqa: BLE001 - count and report, keep the other clients going
         stats["errors"] += 1
         stats.setdefault("messages", []).append(f"{type(exc).__name__}: {exc}")
+    finally:
+        stats["unanswered"] += len(sent_at)
 
 
 class Command(BaseCommand):
+    """``manage.py loadtest``: see the module doc. Creates a throw-away user and one session per client in this
+    process's database (which must be the server's), streams, ends the sessions and prints the numbers (text, or one
+    JSON object with ``--json``). Raises ``CommandError`` when the login fails (server on another database)."""
+
     help = "Load-test the live WebSocket path with N camera clients sending real photos."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser) -> None:
+        """``--url`` (server base URL), ``--clients`` (int), ``--fps`` (frames/s per client), ``--seconds``
+        (streaming time per client), ``--images`` (one or more image files), ``--drain`` (seconds to wait for
+        outstanding answers; default ``FER_FRAME_TASK_EXPIRES_S + 15``), ``--json``."""
         parser.add_argument("--url", default="http://127.0.0.1:8000")
         parser.add_argument("--clients", type=int, default=10)
         parser.add_argument("--fps", type=float, default=2.0)
@@ -166,7 +197,8 @@ class Command(BaseCommand):
         parser.add_argument("--drain", type=float, default=None, help="Seconds to wait for outstanding results.")
         parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args, **opts):
+    def handle(self, *args, **opts) -> None:
+        """Run the load test with the parsed options ``opts`` and write the result to stdout."""
         frames = _load_images(opts["images"])
         username, password = f"loadtest-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
         user = get_user_model().objects.create_user(username=username, password=password)
@@ -179,7 +211,16 @@ class Command(BaseCommand):
         cookie = _login(base, username, password)
         ws_base = ("wss://" if parsed.scheme == "https" else "ws://") + parsed.netloc
         drain = opts["drain"] if opts["drain"] is not None else settings.FER_FRAME_TASK_EXPIRES_S + 15
-        stats = {"sent": 0, "processed": 0, "dropped": 0, "faces": 0, "errors": 0, "unanswered": 0, "latency": []}
+        stats = {
+            "sent": 0,
+            "processed": 0,
+            "dropped": 0,
+            "faces": 0,
+            "errors": 0,
+            "frame_errors": 0,
+            "unanswered": 0,
+            "latency": [],
+        }
         memory = _Memory(parsed.port or (443 if parsed.scheme == "https" else 80))
 
         async def run_all():
@@ -221,6 +262,7 @@ class Command(BaseCommand):
             "frames_dropped": stats["dropped"],
             "faces_detected": stats["faces"],
             "errors": stats["errors"],
+            "frame_errors": stats["frame_errors"],
             "unanswered": stats["unanswered"],
             "latency_ms": {
                 "p50": _percentile(stats["latency"], 50),

@@ -1,0 +1,174 @@
+"""Unit tests of the per-connection stream state machine (``sessions_app.streaming``): plain Python, fake clocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessions_app.streaming import ClientClock, StreamState
+
+T0_MS = 1_800_000_000_000.0  # server wall clock at the start, ms since the epoch
+
+
+class Clocks:
+    """A fake monotonic clock (s) and a wall clock (ms) that advance together."""
+
+    def __init__(self):
+        self.t = 100.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall_ms(self) -> float:
+        return T0_MS + (self.t - 100.0) * 1000.0
+
+    def advance(self, s: float) -> None:
+        self.t += s
+
+
+@pytest.fixture
+def clocks():
+    return Clocks()
+
+
+def make(clocks, *, fps=2.0, max_in_flight=2, expires_s=10.0, lost_grace_s=10.0) -> StreamState:
+    return StreamState(
+        target_fps=fps,
+        max_in_flight=max_in_flight,
+        expires_s=expires_s,
+        lost_grace_s=lost_grace_s,
+        monotonic=clocks.monotonic,
+        wall_ms=clocks.wall_ms,
+    )
+
+
+def offer(state, clocks, seq, *, skew_s=0.0):
+    """Offer frame ``seq`` captured now on a client clock that is ``skew_s`` seconds off the server's."""
+    return state.offer(sequence=seq, client_captured_at_ms=clocks.wall_ms() + skew_s * 1000.0, data=b"jpeg")
+
+
+def accounted(state) -> int:
+    """Frames with a final outcome in this connection's view plus those still in the stream's hands."""
+    s = state.stats
+    return s["processed"] + s["dropped"] + len(state.in_flight) + (state.pending is not None)
+
+
+def test_latest_frame_wins_and_every_frame_is_counted_once(clocks):
+    state = make(clocks)
+    steps = [offer(state, clocks, seq) for seq in range(5)]
+    assert [f.sequence for f in steps[0].dispatch + steps[1].dispatch] == [0, 1]
+    assert steps[2].dispatch == [] and steps[2].dropped == []  # 2 waited in the pending slot ...
+    assert steps[3].dropped == [(2, "replaced")] and steps[4].dropped == [(3, "replaced")]  # ... until replaced
+    assert state.pending.sequence == 4
+    step = state.answered(0, "result")  # a slot frees: the pending frame goes out
+    assert [f.sequence for f in step.dispatch] == [4] and state.pending is None
+    assert step.dispatch[0].expires_s == pytest.approx(10.0)
+    assert state.stats == {"sent": 5, "processed": 1, "dropped": 2, "rejected": 0}
+    assert accounted(state) == 5
+    assert state.take_counter_delta() == {"received": 5, "dropped": 2, "rejected": 0}
+    assert state.take_counter_delta() == {"received": 0, "dropped": 0, "rejected": 0}
+    state.close()  # nothing pending: nothing more to count
+    assert state.take_counter_delta()["dropped"] == 0
+
+
+def test_token_bucket_cuts_floods_and_refills(clocks):
+    state = make(clocks, fps=2.0, max_in_flight=100)  # rate 6/s, burst 6
+    steps = [offer(state, clocks, seq) for seq in range(10)]
+    assert sum(len(s.dispatch) for s in steps) == 6
+    assert [d for s in steps for d in s.dropped] == [(seq, "rate_limited") for seq in range(6, 10)]
+    clocks.advance(0.5)  # 3 tokens back
+    steps = [offer(state, clocks, seq) for seq in range(10, 14)]
+    assert [len(s.dispatch) for s in steps] == [1, 1, 1, 0]
+
+
+def test_duplicate_sequence_and_invalid_messages_are_rejected(clocks):
+    state = make(clocks)
+    offer(state, clocks, 7)
+    step = offer(state, clocks, 7)
+    assert step.error == ("duplicate_sequence", "sequence 7 already in flight", 7) and not step.dispatch
+    state.reject()
+    assert state.stats == {"sent": 3, "processed": 0, "dropped": 0, "rejected": 2}
+    assert state.take_counter_delta() == {"received": 1, "dropped": 0, "rejected": 2}
+    no_header = state.offer(sequence=None, client_captured_at_ms=None, data=b"jpeg")
+    assert no_header.dispatch[0].sequence == 8  # the server numbers frames after the highest client sequence
+    assert no_header.dispatch[0].captured_at_ms == clocks.wall_ms()
+
+
+@pytest.mark.parametrize("skew_s", [-60.0, -30.0, -10.5, 0.0, 45.0, -7200.0])
+def test_skewed_client_clock_is_served_normally(clocks, skew_s):
+    """A browser whose clock is off (here by up to 2 h) gets no stale drops, and capture times land on the server's
+    time axis with the client's own spacing between frames."""
+    state = make(clocks, max_in_flight=100)
+    captured = []
+    for seq in range(6):
+        step = offer(state, clocks, seq, skew_s=skew_s)
+        assert not step.dropped and len(step.dispatch) == 1, step
+        captured.append(step.dispatch[0].captured_at_ms)
+        clocks.advance(0.5)
+    start = T0_MS
+    assert captured == pytest.approx([start + 500.0 * i for i in range(6)], abs=1e-3)
+    assert state.stats["dropped"] == 0
+
+
+def test_client_clock_mapping_keeps_spacing_and_recovers_from_jumps():
+    clock = ClientClock(max_delay_ms=10_000)
+    # 30 s behind; transit 40 ms, then 20 ms (the best estimate wins), then 80 ms
+    assert clock.to_server_ms(1_000.0, received_ms=31_040.0) == 31_040.0
+    assert clock.to_server_ms(1_500.0, received_ms=31_520.0) == 31_520.0
+    assert clock.to_server_ms(2_000.0, received_ms=32_080.0) == pytest.approx(32_020.0)  # capture instant kept
+    # the client's clock jumps back by a minute: restart from the receive time instead of placing it 60 s early
+    assert clock.to_server_ms(-57_500.0, received_ms=32_600.0) == 32_600.0
+    assert clock.to_server_ms(-57_000.0, received_ms=33_110.0) == pytest.approx(33_100.0)
+    # jumps forward: never later than the receive time
+    assert clock.to_server_ms(99_000.0, received_ms=33_600.0) == 33_600.0
+    assert clock.to_server_ms(None, received_ms=34_000.0) == 34_000.0
+    assert clock.to_server_ms(float("inf"), received_ms=34_500.0) == 34_500.0
+
+
+def test_staleness_is_measured_on_the_server_clock(clocks):
+    state = make(clocks, max_in_flight=1, expires_s=10.0, lost_grace_s=100.0)
+    offer(state, clocks, 0, skew_s=-40.0)  # in flight
+    clocks.advance(1.0)
+    offer(state, clocks, 1, skew_s=-40.0)  # pending
+    clocks.advance(4.0)
+    step = state.answered(0, "result")  # pending waited 4 s: goes out with the 6 s of expiry left
+    assert [f.sequence for f in step.dispatch] == [1] and step.dispatch[0].expires_s == pytest.approx(6.0)
+    clocks.advance(1.0)
+    offer(state, clocks, 2)  # pending behind 1
+    clocks.advance(10.5)
+    assert state.expire_pending().dropped == [(2, "stale")] and state.pending is None
+    offer(state, clocks, 3)
+    clocks.advance(11.0)
+    step = state.answered(1, "result")  # the waiting frame is too old by now: dropped, not dispatched
+    assert step.dropped == [(3, "stale")] and not step.dispatch
+
+
+def test_overdue_frames_are_lost_or_forgotten_and_counted_once(clocks):
+    state = make(clocks, max_in_flight=2, expires_s=10.0, lost_grace_s=10.0)
+    offer(state, clocks, 0)
+    offer(state, clocks, 1)
+    offer(state, clocks, 2)  # pending
+    clocks.advance(19.0)
+    assert state.overdue() == []
+    clocks.advance(2.0)
+    assert sorted(state.overdue()) == [0, 1]
+    # the stream wins the claim of 0: counted dropped once; the pending frame (21 s old) is stale by now
+    step = state.declare_lost(0)
+    assert step.dropped == [(0, "lost"), (2, "stale")] and not step.dispatch
+    # the worker had claimed 1: its answer is on the way; only the slot is freed, nothing counted yet
+    assert state.forget(1).dropped == [] and state.in_flight == {}
+    assert state.stats["dropped"] == 2
+    state.answered(1, "result")  # the answer arrives: counted once, as processed
+    assert state.declare_lost(1).dropped == []  # no longer in flight: never counted twice
+    assert state.stats == {"sent": 3, "processed": 1, "dropped": 2, "rejected": 0}
+    assert state.take_counter_delta() == {"received": 3, "dropped": 2, "rejected": 0}
+
+
+def test_dispatch_failure_and_close(clocks):
+    state = make(clocks, max_in_flight=1)
+    offer(state, clocks, 0)
+    offer(state, clocks, 1)  # pending
+    assert state.dispatch_failed(0).dropped == [(0, "queue_unavailable")]
+    assert state.dispatch_failed(0).dropped == []  # idempotent
+    state.close()  # the pending frame will never be sent
+    assert state.stats["dropped"] == 2 and state.pending is None
+    assert state.take_counter_delta() == {"received": 2, "dropped": 2, "rejected": 0}
