@@ -7,8 +7,11 @@ missing=()
 ldconfig -p 2>/dev/null | grep libpangoft2-1.0 >/dev/null || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing ${missing[*]} for the browser and PDF tests" >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  echo "installing ${missing[*]} for the browser and PDF tests (log: /tmp/fer-apt.log)" >&2
+  if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/tmp/fer-apt.log 2>&1; then
+    tail -n 30 /tmp/fer-apt.log >&2
+    exit 1
+  fi
 else
   echo "warning: missing ${missing[*]} and cannot install them here (need root and apt-get)" >&2
 fi
