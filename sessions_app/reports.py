@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 
 from django.conf import settings
 from django.db.models import (
@@ -34,7 +34,6 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Cast, Coalesce, Now, NullIf
-from django.utils import timezone
 
 from inference.labels import LABELS
 from sessions_app import selectors
@@ -51,12 +50,6 @@ MAX_BUCKET_S = 3600
 TARGET_POINTS = 120
 #: Most timeline points a user-chosen bucket may give for a report (page, PDF, API report): bounds the chart size.
 MAX_POINTS = 3600
-
-
-def session_duration_s(*, session: EmotionSession, now: datetime | None = None) -> float:
-    """Wall-clock duration of ``session`` in seconds: ``ended_at - created_at``, or up to ``now`` while running."""
-    end = session.ended_at or now or timezone.now()
-    return max(0.0, (end - session.created_at).total_seconds())
 
 
 def choose_bucket_s(duration_s: float, *, target_points: int = TARGET_POINTS) -> int:
@@ -87,7 +80,7 @@ def bucket_error(*, session: EmotionSession, bucket_s: int) -> str | None:
     """
     if not 1 <= bucket_s <= MAX_BUCKET_S:
         return f"The bucket must be between 1 and {MAX_BUCKET_S} seconds."
-    smallest = min_bucket_s(session_duration_s(session=session))
+    smallest = min_bucket_s(selectors.session_duration_s(session=session))
     if bucket_s < smallest:
         return (
             f"This session is too long for {bucket_s}-second buckets: choose at least {smallest} seconds "
@@ -277,7 +270,7 @@ def session_report(*, session: EmotionSession, bucket_s: int | None = None) -> S
     Raises:
         ValueError: ``bucket_s`` refused by ``bucket_error`` (the message says why).
     """
-    duration_s = session_duration_s(session=session)
+    duration_s = selectors.session_duration_s(session=session)
     if bucket_s is None:
         bucket_s = choose_bucket_s(duration_s)
     else:
@@ -412,7 +405,7 @@ def overview_rows(*, sessions) -> list[dict]:
     return [
         {
             "session": session,
-            "duration_s": session_duration_s(session=session),
+            "duration_s": selectors.session_duration_s(session=session),
             "mean_faces": session.mean_faces,
             "dominant": session.dominant,
         }

@@ -13,7 +13,8 @@ from rest_framework import serializers
 from inference.labels import LABELS
 from sessions_app.exports import FORMATS
 from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face
-from sessions_app.reports import MAX_BUCKET_S, MAX_POINTS, bucket_error, session_duration_s
+from sessions_app.reports import MAX_BUCKET_S, MAX_POINTS, bucket_error
+from sessions_app.selectors import session_duration_s
 
 
 class ErrorDetailSerializer(serializers.Serializer):
