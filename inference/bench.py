@@ -1,7 +1,7 @@
 """Serving benchmark (``python -m inference bench``): our path vs the seed-style baseline, in one process and run.
 
 Measured:
-- ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification (with flip TTA, as served),
+- ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (flip TTA off),
   one intra-op thread, batch 1 and batch 32 real face crops; median of repeated runs, per face.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
