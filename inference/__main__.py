@@ -21,6 +21,7 @@ def _train(args) -> int:
         resume=args.resume,
         max_train_rows=args.max_train_rows,
         precision=args.precision,
+        swa_epochs=args.swa_epochs,
     )
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "float32", "bfloat16"],
         default="auto",
         help="auto: mixed bfloat16 on a GPU or a CPU with native bfloat16, else float32 (exports are float32)",
+    )
+    p.add_argument(
+        "--swa-epochs", type=int, default=0, help="average the weights of the last N epochs (0: off), see README"
     )
     p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)

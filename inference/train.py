@@ -16,6 +16,11 @@ Recipe (every choice is a flag of ``train``):
 - Checkpoints in ``<out>/checkpoints``: ``last.keras`` (model + optimiser state) and ``state.json`` after every
   epoch, ``best.keras`` on each new best PublicTest accuracy. ``--resume`` continues from ``last.keras``
   (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule.
+- Stochastic weight averaging (``--swa-epochs K``, Izmailov et al. 2018, arXiv:1803.05407): the weights after each
+  of the last K epochs are averaged (a running mean in ``checkpoints/swa.npz``, kept across ``--resume``), batch-norm
+  statistics are recomputed with one pass over the un-augmented training faces, and the averaged model replaces the
+  best checkpoint when its PublicTest accuracy is higher. ``--resume --epochs N --swa-epochs K`` on a finished run
+  continues with a short second cosine cycle (a warm restart) whose epochs are averaged.
 - Early stopping when PublicTest accuracy has not improved for ``--patience`` epochs.
 - Precision (``--precision``): ``auto`` trains with Keras's ``mixed_bfloat16`` policy (bfloat16 compute, float32
   weights and softmax) when the CPU has native bfloat16 instructions (``avx512_bf16`` / ``amx_bf16``; measured on
@@ -208,6 +213,7 @@ def train(
     dense_units: int = 256,
     max_train_rows: int | None = None,
     precision: str = "auto",
+    swa_epochs: int = 0,
     log=print,
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
@@ -223,6 +229,7 @@ def train(
         stages, dense_units: architecture (see ``inference.model.build_model``); ``None`` = default.
         max_train_rows: use only the first N training rows (smoke tests).
         precision: ``auto``, ``float32`` or ``bfloat16`` (mixed precision), see ``resolve_precision``.
+        swa_epochs: average the weights of the last this many epochs (0: off), see the module docstring.
         log: callable for progress lines.
 
     Returns:
@@ -303,6 +310,8 @@ def train(
                 self.model.save(ckpt_dir / "best.keras")
             else:
                 state["wait"] += 1
+            if swa_epochs and epoch + 1 > epochs - swa_epochs:
+                state["swa_count"] = swa_accumulate(self.model, swa_path)
             state["epoch"] = epoch
             state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - self._t0)
             self._t0 = time.time()
@@ -321,6 +330,7 @@ def train(
         def on_train_begin(self, logs=None):
             self._t0 = time.time()
 
+    swa_path = ckpt_dir / "swa.npz"
     if state["epoch"] + 1 < epochs and state["wait"] < patience:
         model.fit(
             train_ds,
@@ -331,11 +341,65 @@ def train(
             verbose=1 if sys.stdout.isatty() else 2,
         )
 
-    best = to_float32(keras.models.load_model(ckpt_dir / "best.keras"))
+    best = keras.models.load_model(ckpt_dir / "best.keras")
+    swa = None
+    if swa_epochs and swa_path.exists():
+        averaged = keras.models.load_model(ckpt_dir / "best.keras")
+        swa = swa_finish(averaged, swa_path, train_set.images, val_ds, batch_size)
+        swa["used"] = swa["val_accuracy"] > state["best_val_accuracy"]
+        log(
+            f"weight average of {swa['epochs_averaged']} epochs: PublicTest accuracy {swa['val_accuracy']:.4f} vs best "
+            f"checkpoint {state['best_val_accuracy']:.4f}; serving the {'average' if swa['used'] else 'checkpoint'}"
+        )
+        if swa["used"]:
+            best = averaged
+    best = to_float32(best)
     keras.mixed_precision.set_global_policy("float32")
     save_weights_only_model(best, out_dir / "model.keras")
-    card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy)
+    card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy, swa=swa)
     return card
+
+
+def swa_accumulate(model, path: Path) -> int:
+    """Fold ``model``'s current weights into the running mean stored in ``path`` (``.npz``); returns the new count.
+
+    The file holds ``count`` and one float32 array per weight (``w0``, ``w1``, ...), written atomically.
+    """
+    weights = model.get_weights()
+    count = 0
+    if path.exists():
+        with np.load(path) as saved:
+            count = int(saved["count"])
+            mean = [saved[f"w{i}"] for i in range(len(weights))]
+    if count == 0:
+        mean = [w.astype(np.float32) for w in weights]
+    else:
+        mean = [m + (w - m) / (count + 1) for m, w in zip(mean, weights, strict=True)]
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, count=count + 1, **{f"w{i}": m.astype(np.float32) for i, m in enumerate(mean)})
+    os.replace(tmp, path)
+    return count + 1
+
+
+def swa_finish(model, path: Path, train_images: np.ndarray, val_ds, batch_size: int) -> dict:
+    """Load the averaged weights from ``path`` into ``model``, recompute its batch-norm statistics and evaluate it.
+
+    Batch-norm moving statistics of averaged weights are stale, so one pass of ``model(x, training=True)`` over the
+    un-augmented training faces (``uint8 (N, 48, 48)``, shuffled, ``batch_size`` per step) re-estimates them
+    (momentum 0.99: after N / batch_size >= 300 steps the old statistics weigh < 5 %).
+
+    Returns:
+        ``{"epochs_averaged": int, "val_accuracy": float}`` (accuracy on ``val_ds``).
+    """
+    with np.load(path) as saved:
+        count = int(saved["count"])
+        model.set_weights([saved[f"w{i}"] for i in range(len(model.get_weights()))])
+    order = np.random.default_rng(0).permutation(len(train_images))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        batch = train_images[order[start : start + batch_size]][..., None].astype(np.float32)
+        model(batch, training=True)
+    _, accuracy = model.evaluate(val_ds, verbose=0)
+    return {"epochs_averaged": count, "val_accuracy": float(accuracy)}
 
 
 def _reschedule(optimizer, total_steps: int, log=print) -> None:
@@ -364,7 +428,15 @@ def save_weights_only_model(model, path: str | os.PathLike) -> None:
 
 
 def finalize(
-    model, val_set, data_sha256: str, state: dict, out_dir: Path, started: float, log=print, precision="float32"
+    model,
+    val_set,
+    data_sha256: str,
+    state: dict,
+    out_dir: Path,
+    started: float,
+    log=print,
+    precision="float32",
+    swa: dict | None = None,
 ) -> dict:
     """Evaluate ``model`` on PublicTest, export and check ONNX, write model card, history and plots."""
     import tensorflow as tf
@@ -410,6 +482,7 @@ def finalize(
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         },
         "training_precision": precision,
+        "weight_averaging": swa,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},
         "onnx_max_abs_diff_vs_keras": max_abs_diff,
         "public_test": {k: report[k] for k in ("n", "accuracy", "macro_f1", "per_class", "confusion")},
