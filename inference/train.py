@@ -357,6 +357,8 @@ def train(
     keras.mixed_precision.set_global_policy("float32")
     save_weights_only_model(best, out_dir / "model.keras")
     card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy, swa=swa)
+    state["finished_invocations_wall_s"] = card["total_wall_time_s"]
+    state_file.write_text(json.dumps(state, indent=1))
     return card
 
 
@@ -474,7 +476,9 @@ def finalize(
         "epochs_run": len(history),
         "best_epoch": state.get("best_epoch"),
         "training_wall_time_s": round(state.get("wall_s", 0.0), 1),
-        "total_wall_time_s": round(time.time() - started, 1),
+        # Wall time of every finished invocation of ``train`` on this run folder (resumes add up), data loading,
+        # evaluation and export included; ``training_wall_time_s`` counts the epochs alone.
+        "total_wall_time_s": round(state.get("finished_invocations_wall_s", 0.0) + time.time() - started, 1),
         "hardware": {
             "machine": platform.machine(),
             "processor": _cpu_name(),

@@ -39,6 +39,7 @@ def test_training_smoke_loss_falls_and_writes_card_plots_and_export(fixture_csv,
     resumed = train(str(fixture_csv), out=str(out), epochs=5, patience=10, resume=True, log=lines.append, **TINY)
     assert any("resuming after epoch 4" in line for line in lines)
     assert resumed["epochs_run"] == 5
+    assert resumed["total_wall_time_s"] > card["total_wall_time_s"]  # the first invocation's time is kept
     assert card_history(out)[:4] == history
 
 
