@@ -100,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="fer2013.csv[.gz] or image-folder root")
     p.add_argument("--usage", choices=["Training", "PublicTest", "PrivateTest"], help="only rows of this split")
     p.add_argument("--model", help="ONNX model (default: the shipped model)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored face (flip test-time augmentation)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored face (flip test-time augmentation); default: as served (FER_FLIP_TTA, on)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)
 

@@ -1,8 +1,9 @@
 """Serving benchmark (``python -m inference bench``): our path vs the seed-style baseline, in one process and run.
 
 Measured:
-- ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (flip TTA off),
-  one intra-op thread, batch 1 and batch 32 real face crops; median of repeated runs, per face.
+- ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (``flip_tta``:
+  mirror-image averaging, on by default, see ``inference.classifier.default_flip_tta``), one intra-op thread, batch 1
+  and batch 32 real face crops; median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per face.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
@@ -89,6 +90,8 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     clf = recognizer.classifier
     b1 = _median_ms(lambda: clf.predict_proba(crops[:1]), repeats * 5)
     b32 = _median_ms(lambda: clf.predict_proba(batch32), repeats) / 32
+    single = EmotionClassifier(model_path, threads=1, flip_tta=False)
+    b32_single = _median_ms(lambda: single.predict_proba(batch32), repeats) / 32
     analyze_ms = _median_ms(lambda: recognizer.analyze(frame), repeats)
 
     result = {
@@ -102,6 +105,7 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         "flip_tta": clf.flip_tta,
         "classify_ms_per_face_b1_1thread": round(b1, 4),
         "classify_ms_per_face_b32_1thread": round(b32, 4),
+        "classify_ms_per_face_b32_1thread_no_tta": round(b32_single, 4),
         "analyze_ms_per_frame": round(analyze_ms, 3),
     }
 
@@ -153,7 +157,8 @@ def format_bench(result: dict) -> str:
             f"frame 640x480 from {result['photo']}: {result['faces_in_frame']} faces (baseline found "
             f"{result['baseline_faces_in_frame']}); flip TTA {'on' if result['flip_tta'] else 'off'}; {result['cpu']}",
             f"classify, 1 thread: {result['classify_ms_per_face_b1_1thread']:.3f} ms/face at batch 1, "
-            f"{result['classify_ms_per_face_b32_1thread']:.3f} ms/face at batch 32",
+            f"{result['classify_ms_per_face_b32_1thread']:.3f} ms/face at batch 32 "
+            f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA)",
             f"detect: {result['detect_ms_per_frame']:.1f} ms/frame ({result['detector']}), Haar fallback "
             f"{result['detect_ms_per_frame_haar']:.1f} ms/frame ({result['faces_in_frame_haar']} faces)",
             f"analyze: {result['analyze_ms_per_frame']:.1f} ms/frame; seed-style baseline "

@@ -24,6 +24,17 @@ class ModelLoadError(RuntimeError):
     """The model file is missing or is not a usable FER ONNX model."""
 
 
+def default_flip_tta() -> bool:
+    """Whether served classifiers average each face with its mirror image: ``$FER_FLIP_TTA`` (``1``/``0``,
+    ``true``/``false``), default on.
+
+    Flip test-time augmentation lifts the shipped model from 67.8 % to 69.0 % PublicTest accuracy (its model card)
+    for twice the classification work (about 1 ms more per face on one thread; detection still dominates a frame).
+    """
+    value = os.environ.get("FER_FLIP_TTA", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
 def default_model_path() -> Path:
     """The model to serve: ``$FER_MODEL_PATH`` when set, else the model shipped in ``inference/models/``."""
     return Path(os.environ.get("FER_MODEL_PATH") or MODELS_DIR / DEFAULT_MODEL_NAME)
@@ -121,13 +132,13 @@ class EmotionClassifier:
         model_path: ``.onnx`` file exported by ``inference.export`` (default ``default_model_path()``).
         threads: intra-op threads (1 suits one-process-per-core workers).
         flip_tta: average each face's probabilities with those of its mirror image (test-time augmentation:
-            doubles the work per face; off by default so serving stays within the 1 ms/face budget).
+            doubles the work per face); ``None`` = ``default_flip_tta()`` (on unless ``FER_FLIP_TTA=0``).
 
     Raises:
         ModelLoadError: missing or unusable model file.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, threads: int = 1, flip_tta: bool = False):
+    def __init__(self, model_path: str | os.PathLike | None = None, threads: int = 1, flip_tta: bool | None = None):
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path else default_model_path()
@@ -152,7 +163,7 @@ class EmotionClassifier:
             )
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self.flip_tta = flip_tta
+        self.flip_tta = default_flip_tta() if flip_tta is None else flip_tta
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of face crops.

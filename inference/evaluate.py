@@ -9,14 +9,15 @@ from inference.data import load_fer2013
 from inference.metrics import classification_report
 
 
-def evaluate(data: str, usage: str | None = None, model_path: str | None = None, flip_tta: bool = False) -> dict:
+def evaluate(data: str, usage: str | None = None, model_path: str | None = None, flip_tta: bool | None = None) -> dict:
     """Metrics of the model on the rows of ``data`` (optionally only one ``Usage`` split).
 
     Args:
         data: FER2013 CSV (``.csv``/``.csv.gz``) or image-folder root.
         usage: ``Training``, ``PublicTest``, ``PrivateTest`` or ``None`` (all rows).
         model_path: ONNX model; ``None`` = the shipped default.
-        flip_tta: also average with the mirrored face (test-time augmentation; off as served).
+        flip_tta: also average with the mirrored face (test-time augmentation); ``None`` = as served
+            (``inference.classifier.default_flip_tta``).
 
     Returns:
         ``inference.metrics.classification_report`` keys (``n``, ``accuracy``, ``macro_f1``, ``per_class``,
@@ -39,7 +40,7 @@ def evaluate(data: str, usage: str | None = None, model_path: str | None = None,
         source=str(data),
         usage=usage,
         model=str(model_path or default_model_path()),
-        flip_tta=flip_tta,
+        flip_tta=classifier.flip_tta,
         skipped_rows=[str(e) for e in dataset.errors],
     )
     return report
