@@ -311,7 +311,7 @@ def train(
             else:
                 state["wait"] += 1
             if swa_epochs and epoch + 1 > epochs - swa_epochs:
-                state["swa_count"] = swa_accumulate(self.model, swa_path)
+                swa_accumulate(self.model, swa_path)
             state["epoch"] = epoch
             state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - self._t0)
             self._t0 = time.time()
@@ -353,9 +353,9 @@ def train(
         )
         if swa["used"]:
             best = averaged
-    best = to_float32(best)
+    best = to_float32(best)  # a fresh, uncompiled float32 copy: saved without optimiser state
     keras.mixed_precision.set_global_policy("float32")
-    save_weights_only_model(best, out_dir / "model.keras")
+    best.save(out_dir / "model.keras")
     card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy, swa=swa)
     state["finished_invocations_wall_s"] = card["total_wall_time_s"]
     state_file.write_text(json.dumps(state, indent=1))
@@ -418,15 +418,6 @@ def _reschedule(optimizer, total_steps: int, log=print) -> None:
         config["decay_steps"] = decay_steps
         optimizer.learning_rate = keras.optimizers.schedules.CosineDecay.from_config(config)
         log(f"learning-rate schedule now ends after {total_steps} steps")
-
-
-def save_weights_only_model(model, path: str | os.PathLike) -> None:
-    """Save ``model`` as a ``.keras`` file without optimiser state (about a third of the checkpoint's size)."""
-    import keras
-
-    clone = keras.Model.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    clone.save(path)
 
 
 def finalize(
