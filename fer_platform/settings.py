@@ -161,6 +161,8 @@ LOGGING = {
 FER_MODEL_PATH = env.str("FER_MODEL_PATH", default="")
 #: Face detector of the workers: "blazeface" (default, shipped ONNX network) or "haar" (OpenCV cascade).
 FER_DETECTOR = env.str("FER_DETECTOR", default="blazeface")
+#: Average each face with its mirror image (flip test-time augmentation): 69.0 % vs 67.8 % PublicTest accuracy.
+FER_FLIP_TTA = env.bool("FER_FLIP_TTA", default=True)
 #: Largest accepted frame message in bytes (JPEG/PNG).
 FER_MAX_FRAME_BYTES = env.int("FER_MAX_FRAME_BYTES", default=1_000_000)
 #: Largest accepted decoded frame, pixels.

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="average with the mirrored face (flip test-time augmentation); default: as served (FER_FLIP_TTA, on)",
+        help="average with the mirrored face (flip test-time augmentation); default: as served (on)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)

@@ -2,7 +2,7 @@
 
 Measured:
 - ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (``flip_tta``:
-  mirror-image averaging, on by default, see ``inference.classifier.default_flip_tta``), one intra-op thread, batch 1
+  mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``), one intra-op thread, batch 1
   and batch 32 real face crops; median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per face.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to

@@ -24,20 +24,15 @@ class ModelLoadError(RuntimeError):
     """The model file is missing or is not a usable FER ONNX model."""
 
 
-def default_flip_tta() -> bool:
-    """Whether served classifiers average each face with its mirror image: ``$FER_FLIP_TTA`` (``1``/``0``,
-    ``true``/``false``), default on.
-
-    Flip test-time augmentation lifts the shipped model from 67.8 % to 69.0 % PublicTest accuracy (its model card)
-    for twice the classification work (about 1 ms more per face on one thread; detection still dominates a frame).
-    """
-    value = os.environ.get("FER_FLIP_TTA", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+#: Whether classifiers average each face with its mirror image unless told otherwise. Flip test-time augmentation
+#: lifts the shipped model from 67.8 % to 69.0 % PublicTest accuracy (its model card) for twice the classification
+#: work. The web platform passes ``settings.FER_FLIP_TTA``.
+DEFAULT_FLIP_TTA = True
 
 
 def default_model_path() -> Path:
-    """The model to serve: ``$FER_MODEL_PATH`` when set, else the model shipped in ``inference/models/``."""
-    return Path(os.environ.get("FER_MODEL_PATH") or MODELS_DIR / DEFAULT_MODEL_NAME)
+    """The model shipped in ``inference/models/`` (the web platform passes ``settings.FER_MODEL_PATH`` instead)."""
+    return MODELS_DIR / DEFAULT_MODEL_NAME
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -132,7 +127,7 @@ class EmotionClassifier:
         model_path: ``.onnx`` file exported by ``inference.export`` (default ``default_model_path()``).
         threads: intra-op threads (1 suits one-process-per-core workers).
         flip_tta: average each face's probabilities with those of its mirror image (test-time augmentation:
-            doubles the work per face); ``None`` = ``default_flip_tta()`` (on unless ``FER_FLIP_TTA=0``).
+            doubles the work per face); ``None`` = ``DEFAULT_FLIP_TTA`` (on).
 
     Raises:
         ModelLoadError: missing or unusable model file.
@@ -163,7 +158,7 @@ class EmotionClassifier:
             )
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self.flip_tta = default_flip_tta() if flip_tta is None else flip_tta
+        self.flip_tta = DEFAULT_FLIP_TTA if flip_tta is None else bool(flip_tta)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of face crops.

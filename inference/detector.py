@@ -15,7 +15,7 @@ Two detectors with one interface, ``detect(image) -> int32 (K, 4)`` boxes ``(x, 
   "Rapid object detection using a boosted cascade of simple features", CVPR 2001; cascade by Lienhart et al.,
   shipped in ``opencv-python-headless``). Kept as the no-extra-weights fallback (``FER_DETECTOR=haar``).
 
-``default_detector()`` picks one from ``$FER_DETECTOR`` (``blazeface`` or ``haar``; default ``blazeface``).
+``default_detector(name)`` picks one by name (``blazeface`` or ``haar``; default ``blazeface``).
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ DETECTORS = ("blazeface", "haar")
 
 
 def default_detector(name: str | None = None):
-    """The detector named by ``name`` or ``$FER_DETECTOR`` (``"blazeface"``, the default, or ``"haar"``).
+    """The detector named by ``name`` (``"blazeface"``, the default, or ``"haar"``; the web platform passes
+    ``settings.FER_DETECTOR``).
 
     Raises:
         ValueError: unknown detector name.
         ModelLoadError: the BlazeFace model file is missing or unusable.
     """
-    name = (name or os.environ.get("FER_DETECTOR") or "blazeface").strip().lower()
+    name = (name or "blazeface").strip().lower()
     if name == "blazeface":
         return BlazeFaceDetector()
     if name == "haar":
@@ -295,7 +296,7 @@ def suppress_contained(boxes: np.ndarray, scores: np.ndarray, overlap_threshold:
     return np.asarray(kept, dtype=np.int64)
 
 
-#: The default detector class (``default_detector()`` also honours ``$FER_DETECTOR``).
+#: The default detector class.
 FaceDetector = BlazeFaceDetector
 
 

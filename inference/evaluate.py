@@ -17,7 +17,7 @@ def evaluate(data: str, usage: str | None = None, model_path: str | None = None,
         usage: ``Training``, ``PublicTest``, ``PrivateTest`` or ``None`` (all rows).
         model_path: ONNX model; ``None`` = the shipped default.
         flip_tta: also average with the mirrored face (test-time augmentation); ``None`` = as served
-            (``inference.classifier.default_flip_tta``).
+            (``inference.classifier.DEFAULT_FLIP_TTA``).
 
     Returns:
         ``inference.metrics.classification_report`` keys (``n``, ``accuracy``, ``macro_f1``, ``per_class``,

@@ -44,7 +44,7 @@ class EmotionRecognizer:
     Args:
         classifier: an ``EmotionClassifier`` (default: the shipped model).
         detector: any object with ``detect(image) -> int (K, 4)`` boxes, e.g. ``BlazeFaceDetector`` or
-            ``HaarFaceDetector`` (default: ``inference.detector.default_detector()``, from ``$FER_DETECTOR``).
+            ``HaarFaceDetector`` (default: ``inference.detector.default_detector()``, BlazeFace).
         margin: extra border around each detected box when cropping, as a fraction of the box side.
     """
 
@@ -60,7 +60,7 @@ class EmotionRecognizer:
 
     @classmethod
     def default(cls) -> EmotionRecognizer:
-        """The shipped model (or ``$FER_MODEL_PATH``) with the default detector. Needs no network."""
+        """The shipped model with the default detector. Needs no network."""
         return cls()
 
     @classmethod

@@ -27,8 +27,8 @@ ANALYZE_FRAME_TASK = "sessions_app.analyze_frame"
 
 
 def get_recognizer():
-    """The process-wide ``inference.EmotionRecognizer``: ``settings.FER_MODEL_PATH`` (or the shipped model) with the
-    ``settings.FER_DETECTOR`` face detector."""
+    """The process-wide ``inference.EmotionRecognizer``: ``settings.FER_MODEL_PATH`` (or the shipped model), served
+    with ``settings.FER_FLIP_TTA``, and the ``settings.FER_DETECTOR`` face detector."""
     global _recognizer
     if _recognizer is None:
         with _recognizer_lock:
@@ -37,7 +37,7 @@ def get_recognizer():
 
                 path = getattr(settings, "FER_MODEL_PATH", "") or None
                 detector = default_detector(getattr(settings, "FER_DETECTOR", "") or None)
-                _recognizer = EmotionRecognizer(EmotionClassifier(path), detector)
+                _recognizer = EmotionRecognizer(EmotionClassifier(path, flip_tta=settings.FER_FLIP_TTA), detector)
     return _recognizer
 
 
