@@ -56,6 +56,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # Template tags live beside the code that uses them (sessions_app/reports/), not in a templatetags package.
+            "libraries": {"report_tags": "sessions_app.reports.templatetags"},
         },
     },
 ]
@@ -90,7 +92,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 #: Celery beat: retention purge (issue #4) every FER_RETENTION_PURGE_INTERVAL_S seconds (default hourly).
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {
-        "task": "sessions_app.maintenance.purge_expired_sessions",
+        "task": "sessions_app.purge_expired_sessions",
         "schedule": env.float("FER_RETENTION_PURGE_INTERVAL_S", default=3600.0),
     },
 }

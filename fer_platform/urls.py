@@ -9,6 +9,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("sessions_app.api.urls")),
-    path("reports/", include("sessions_app.report_urls")),
-    path("", include("sessions_app.urls")),
+    path("reports/", include("sessions_app.reports.urls")),
+    path("", include("sessions_app.web.urls")),
 ]

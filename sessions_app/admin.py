@@ -4,16 +4,16 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from sessions_app import services
 from sessions_app.models import EmotionSession, ExportRecord
+from sessions_app.services.sessions import session_end
 
 
 @admin.register(EmotionSession)
 class EmotionSessionAdmin(admin.ModelAdmin):
     """Sessions of all users. Filters: kind, status, owner, date; search: name and owner's username.
 
-    ``status`` is read-only: a session ends only through ``services.session_end`` (sets ``ended_at`` and tells live
-    clients with ``session.ended``), here via the list action "End selected sessions".
+    ``status`` is read-only: a session ends only through ``services.sessions.session_end`` (sets ``ended_at`` and
+    tells live clients with ``session.ended``), here via the list action "End selected sessions".
     """
 
     list_display = (
@@ -48,11 +48,11 @@ class EmotionSessionAdmin(admin.ModelAdmin):
 
     @admin.action(description="End selected sessions", permissions=["change"])
     def end_sessions(self, request, queryset) -> None:
-        """End every running session of ``queryset`` with ``services.session_end`` (idempotent; ended ones are
+        """End every running session of ``queryset`` with ``services.sessions.session_end`` (idempotent; ended ones are
         skipped) and report how many were ended."""
         ended = 0
         for session in queryset.filter(status=EmotionSession.Status.RUNNING):
-            services.session_end(session=session)
+            session_end(session=session)
             ended += 1
         skipped = queryset.count() - ended
         text = f"Ended {ended} session(s)." + (f" {skipped} had already ended." if skipped else "")

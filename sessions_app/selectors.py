@@ -14,10 +14,11 @@ import datetime as dt
 
 from django.conf import settings
 from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inference.labels import LABELS, VALENCE
-from sessions_app.models import SUM_FIELDS, EmotionSession, Frame
+from sessions_app.models import SUM_FIELDS, EmotionSession, Face, Frame
 
 
 def session_list_for_user(*, user) -> QuerySet[EmotionSession]:
@@ -172,3 +173,31 @@ def session_counters(*, session_id: int) -> dict[str, int]:
     if row is None:
         return {"received": 0, "processed": 0, "dropped": 0, "rejected": 0}
     return {k.removeprefix("frames_"): v for k, v in row.items()}
+
+
+def session_list_expired(*, days: int, now: dt.datetime | None = None) -> QuerySet[EmotionSession]:
+    """Sessions whose end (or start, while not ended) lies more than ``days`` days before ``now``.
+
+    Raises ``ValueError`` for ``days < 1``.
+    """
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
+    return EmotionSession.objects.alias(last=Coalesce("ended_at", "created_at")).filter(last__lt=cutoff)
+
+
+def session_faces(*, session: EmotionSession, from_s: float | None = None, to_s: float | None = None):
+    """Per-face results of ``session`` in session-time order (frame ``offset_s``, frame id, face id).
+
+    Args:
+        from_s: only faces of frames at or after this session time (seconds, inclusive); ``None`` = from the start.
+        to_s: only faces of frames before this session time (seconds, exclusive); ``None`` = to the end.
+    Returns:
+        A ``Face`` queryset with ``frame`` selected (one query per page).
+    """
+    faces = Face.objects.filter(session=session).select_related("frame")
+    if from_s is not None:
+        faces = faces.filter(frame__offset_s__gte=from_s)
+    if to_s is not None:
+        faces = faces.filter(frame__offset_s__lt=to_s)
+    return faces.order_by("frame__offset_s", "frame_id", "id")

@@ -73,10 +73,10 @@ def staff_user(django_user_model):
 
 @pytest.fixture
 def make_session():
-    from sessions_app import services
+    from sessions_app.services.sessions import session_create
 
     def make(owner, name="Class 5B", kind="classroom", target_fps=2.0):
-        return services.session_create(owner=owner, name=name, kind=kind, target_fps=target_fps)
+        return session_create(owner=owner, name=name, kind=kind, target_fps=target_fps)
 
     return make
 

@@ -11,9 +11,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from inference.labels import LABELS
-from sessions_app.exports import FORMATS
 from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face
-from sessions_app.reports import MAX_BUCKET_S, MAX_POINTS, bucket_error
+from sessions_app.reports.computations import MAX_BUCKET_S, MAX_POINTS, bucket_error
+from sessions_app.reports.exports import FORMATS
 from sessions_app.selectors import session_duration_s
 
 

@@ -18,7 +18,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import exports, reports, selectors, services
+from sessions_app import selectors
 from sessions_app.api.exceptions import Conflict, error_body
 from sessions_app.api.filters import SessionFilter
 from sessions_app.api.permissions import visible_session_or_404
@@ -35,7 +35,11 @@ from sessions_app.api.serializers import (
     TimelineSerializer,
     TokenResponseSerializer,
 )
-from sessions_app.api.throttling import AuthRateThrottle, ExportRateThrottle
+from sessions_app.reports import computations, exports
+from sessions_app.reports import selectors as report_selectors
+from sessions_app.services.exports import export_record_create
+from sessions_app.services.sessions import session_create, session_end_if_running
+from sessions_app.throttling import AuthRateThrottle, ExportRateThrottle
 
 SESSION_ID = OpenApiParameter(
     "session_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Session id. Another teacher's session is 404."
@@ -131,7 +135,7 @@ class SessionListCreateView(generics.ListCreateAPIView):
     def post(self, request, *args, **kwargs):
         data = _validated_body(SessionCreateSerializer, request)
         try:
-            session = services.session_create(owner=request.user, **data)
+            session = session_create(owner=request.user, **data)
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
         body = SessionSerializer(session, context=self.get_serializer_context()).data
@@ -170,7 +174,7 @@ class SessionEndView(APIView):
         """200 with the ended session when this request ended it; 409 ``conflict`` when it had already ended
         (decided by one conditional database update, so a concurrent request cannot make both succeed)."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
-        if not services.session_end_if_running(session=session):
+        if not session_end_if_running(session=session):
             raise Conflict("The session has already ended.")
         return Response(SessionSerializer(session, context={"request": request}).data)
 
@@ -194,7 +198,7 @@ class SessionTimelineView(APIView):
         body = {
             "session_id": session.pk,
             "bucket_s": bucket_s,
-            "min_faces": reports.min_faces(),
+            "min_faces": report_selectors.min_faces(),
             "buckets": selectors.session_timeline(session=session, bucket_s=bucket_s),
         }
         return Response(body)
@@ -208,7 +212,7 @@ class SessionReportView(APIView):
         summary="Session report",
         description="The numbers of the report page: counts, emotion distribution, timeline, dominant-emotion "
         "segments, moments of largest change and the plain-language summary. A bucket that would give more than "
-        f"{reports.MAX_POINTS} timeline points for this session is refused (400).",
+        f"{computations.MAX_POINTS} timeline points for this session is refused (400).",
         parameters=[ReportQuerySerializer],
         responses={200: ReportSerializer, 400: E400, 401: E401, 404: E404},
     )
@@ -216,7 +220,7 @@ class SessionReportView(APIView):
         """The report (``ReportSerializer``); 400 for a bad or too small ``bucket`` (seconds)."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
         bucket_s = _validated_query(ReportQuerySerializer, request, context={"session": session}).get("bucket")
-        return Response(reports.session_report(session=session, bucket_s=bucket_s).as_dict())
+        return Response(report_selectors.session_report(session=session, bucket_s=bucket_s).as_dict())
 
 
 @extend_schema(tags=["results"], parameters=[SESSION_ID])
@@ -230,7 +234,7 @@ class SessionFacesView(generics.ListAPIView):
         """Faces of the visible session (404 otherwise) in the validated ``from_s``/``to_s`` range (seconds)."""
         session = visible_session_or_404(user=self.request.user, session_id=self.kwargs["session_id"])
         query = _validated_query(FacesQuerySerializer, self.request)
-        return reports.session_faces(session=session, from_s=query.get("from_s"), to_s=query.get("to_s"))
+        return selectors.session_faces(session=session, from_s=query.get("from_s"), to_s=query.get("to_s"))
 
     @extend_schema(
         summary="Per-face results",
@@ -291,7 +295,7 @@ class SessionExportView(APIView):
         """A streamed attachment ``session-<id>-<name>.<csv|json>``; the export is written to the audit log."""
         session = visible_session_or_404(user=request.user, session_id=session_id)
         fmt = _validated_query(ExportQuerySerializer, request)["format"]
-        exports.export_record_create(user=request.user, session=session, fmt=fmt)
+        export_record_create(user=request.user, session=session, fmt=fmt)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         return streaming_download(
             request,

@@ -27,8 +27,9 @@ import pytest
 from django.db import connection
 
 from inference.labels import LABELS, VALENCE
-from sessions_app import services
 from sessions_app.models import EmotionSession, Face, Frame
+from sessions_app.services.frames import frame_result_store
+from sessions_app.services.sessions import session_create
 
 PROBS = {
     "N": (0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.9),
@@ -114,10 +115,10 @@ def assert_timeline_equal(actual: list[dict], expected: list[dict]) -> None:
 
 
 def make_session(owner, *, name: str = "Fixture class", kind: str = "classroom", frames=FRAMES, ended_after_s=25.0):
-    """A session with ``frames`` stored through ``services.frame_result_store`` (the production write path)."""
-    session = services.session_create(owner=owner, name=name, kind=kind, target_fps=2.0)
+    """A session with ``frames`` stored through ``frame_result_store`` (the production write path)."""
+    session = session_create(owner=owner, name=name, kind=kind, target_fps=2.0)
     for sequence, (offset_s, faces) in enumerate(frames):
-        services.frame_result_store(
+        frame_result_store(
             session=session,
             source="camera",
             sequence=sequence,

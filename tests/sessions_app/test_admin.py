@@ -52,11 +52,11 @@ def test_status_is_read_only_and_sessions_end_through_the_service(
     clients, teacher_a, django_capture_on_commit_callbacks
 ):
     """Editing ``status`` in the admin would "end" a session without ``ended_at`` or the ``session.ended`` event:
-    it is read-only, and the "End selected sessions" action calls ``services.session_end``."""
+    it is read-only, and the "End selected sessions" action calls ``session_end``."""
     from unittest import mock
 
-    from sessions_app import services
     from sessions_app.models import EmotionSession
+    from sessions_app.services import sessions as session_services
 
     running = make_session(teacher_a, name="Running A", frames=[], ended_after_s=None)
     other = make_session(teacher_a, name="Running B", frames=[], ended_after_s=None)
@@ -72,7 +72,7 @@ def test_status_is_read_only_and_sessions_end_through_the_service(
 
     assert "End selected sessions" in admin.get(CHANGELIST).content.decode()
     with (
-        mock.patch.object(services, "_publish", wraps=services._publish) as publish,
+        mock.patch.object(session_services, "event_publish", wraps=session_services.event_publish) as publish,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = admin.post(

@@ -3,9 +3,9 @@
 import pytest
 from django.test import Client
 
-from sessions_app import services
 from sessions_app.api import views as api_views
 from sessions_app.models import EmotionSession, ExportRecord
+from sessions_app.services.sessions import session_end, session_end_if_running
 
 from .reports_fixtures import *  # noqa: F403
 from .reports_fixtures import (
@@ -108,7 +108,7 @@ def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
 
     def lookup_then_lose_the_race(**kwargs):
         found = lookup(**kwargs)  # still running here
-        services.session_end(session=EmotionSession.objects.get(pk=found.pk))  # the other request wins
+        session_end(session=EmotionSession.objects.get(pk=found.pk))  # the other request wins
         return found
 
     monkeypatch.setattr(api_views, "visible_session_or_404", lookup_then_lose_the_race)
@@ -120,11 +120,11 @@ def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
 def test_session_end_if_running_reports_who_ended_it(teacher_a):
     session = make_session(teacher_a, ended_after_s=None)
     stale = EmotionSession.objects.get(pk=session.pk)
-    assert services.session_end_if_running(session=session) is True
+    assert session_end_if_running(session=session) is True
     first_end = session.ended_at
-    assert services.session_end_if_running(session=stale) is False  # stale copy still says "running"
+    assert session_end_if_running(session=stale) is False  # stale copy still says "running"
     assert stale.status == "ended" and stale.ended_at == first_end  # refreshed, first end kept
-    assert services.session_end(session=stale).ended_at == first_end  # the idempotent form still works
+    assert session_end(session=stale).ended_at == first_end  # the idempotent form still works
 
 
 def test_list_is_scoped(clients, teacher_a, teacher_b):

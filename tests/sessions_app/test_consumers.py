@@ -17,8 +17,10 @@ from django.test import Client
 
 from fer_platform.asgi import application
 from fer_platform.celery import app as celery_app
-from sessions_app import services
+from inference.imageio import FRAME_HEADER
 from sessions_app.models import EmotionSession, Frame
+from sessions_app.services.frames import frame_analysis_record, frame_outcome_claim, frame_result_store
+from sessions_app.services.sessions import session_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_async_thread_db_connections")]
 
@@ -31,7 +33,7 @@ def jpeg(w=96, h=72) -> bytes:
 def with_header(seq: int, data: bytes) -> bytes:
     import time
 
-    return services.FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + data
+    return FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + data
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ async def test_anonymous_unknown_foreign_and_ended_sessions_are_refused(
     mine = await sync_to_async(make_session)(teacher)
     theirs = await sync_to_async(make_session)(other_teacher)
     ended = await sync_to_async(make_session)(teacher)
-    await sync_to_async(services.session_end)(session=ended)
+    await sync_to_async(session_end)(session=ended)
     sid, admin_sid = await sync_to_async(cookie)(teacher), await sync_to_async(cookie)(staff_user)
 
     await expect_close(await open_ws(f"/ws/sessions/{mine.pk}/stream/"), 4401, "unauthenticated")
@@ -169,7 +171,7 @@ async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user,
     await events(viewer, 1)
     face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
     face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
-    await sync_to_async(services.frame_result_store)(
+    await sync_to_async(frame_result_store)(
         session=s,
         source="upload:1",
         sequence=0,
@@ -182,7 +184,7 @@ async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user,
     for comm in (viewer, stream):
         ev = (await events(comm, 1))[0]
         assert ev["type"] == "result" and ev["source"] == "upload:1" and ev["faces"][0]["box"] == [1, 2, 30, 40]
-    await sync_to_async(services.session_end)(session=s)
+    await sync_to_async(session_end)(session=s)
     for comm in (viewer, stream):
         assert (await events(comm, 1))[0]["type"] == "ended"
         assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
@@ -194,23 +196,23 @@ async def test_client_with_a_skewed_clock_is_served_normally(teacher, make_sessi
     time handed to the worker (hence the stored ``offset_s``) is on the server's clock."""
     import time
 
-    from sessions_app import tasks
+    from sessions_app.services import frames as frame_services
 
     queued = []
-    original = tasks.frame_analyze_enqueue
+    original = frame_services.frame_analyze_enqueue
 
     def spy(**kwargs):
         queued.append(kwargs)
         return original(**kwargs)
 
-    monkeypatch.setattr(tasks, "frame_analyze_enqueue", spy)
+    monkeypatch.setattr(frame_services, "frame_analyze_enqueue", spy)
     s = await sync_to_async(make_session)(teacher, target_fps=2.0)
     comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
     await events(comm, 1)
     frame = jpeg()
     for seq in range(2):
         client_ms = (time.time() + skew_s) * 1000
-        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, client_ms) + frame)
+        await comm.send_to(bytes_data=FRAME_HEADER.pack(b"FRM1", seq, client_ms) + frame)
         assert await comm.receive_nothing(timeout=0.6)  # no "dropped: stale"
     await comm.disconnect()
     await asyncio.sleep(0.2)
@@ -226,7 +228,7 @@ async def test_client_with_a_skewed_clock_is_served_normally(teacher, make_sessi
 @pytest.fixture
 def fast_lost(settings, monkeypatch):
     """Frames are overdue ~0.8 s after dispatch and housekeeping runs every 0.2 s."""
-    from sessions_app import consumers, streaming
+    from sessions_app.live import consumers, streaming
 
     settings.FER_FRAME_TASK_EXPIRES_S = 0.5
     monkeypatch.setattr(streaming, "LOST_GRACE_S", 0.3)
@@ -235,7 +237,7 @@ def fast_lost(settings, monkeypatch):
 
 def _late_result(session, source, sequence):
     """What a worker does when it finally gets to a frame: record its analysis."""
-    return services.frame_analysis_record(
+    return frame_analysis_record(
         session_id=session.pk,
         source=source,
         sequence=sequence,
@@ -277,12 +279,12 @@ async def test_overdue_frame_already_answered_by_the_worker_is_not_declared_lost
     comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
     source = (await events(comm, 1))[0]["source"]
     await comm.send_to(bytes_data=with_header(0, jpeg()))
-    claimed = await sync_to_async(services.frame_outcome_claim)(session=s, source=source, sequence=0, outcome="result")
+    claimed = await sync_to_async(frame_outcome_claim)(session=s, source=source, sequence=0, outcome="result")
     assert claimed
     assert await comm.receive_nothing(timeout=1.5)  # overdue by now, but no "lost"
     face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
     face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
-    await sync_to_async(services.frame_result_store)(
+    await sync_to_async(frame_result_store)(
         session=s, source=source, sequence=0, captured_at=s.created_at, width=96, height=72, processing_ms=5.0,
         faces=[face],
     )  # fmt: skip

@@ -11,8 +11,8 @@ import tracemalloc
 import psutil
 import pytest
 
-from sessions_app import exports
 from sessions_app.models import PROBABILITY_FIELDS, ExportRecord, Face
+from sessions_app.reports import exports
 
 from .reports_fixtures import *  # noqa: F403
 from .reports_fixtures import FRAMES, PROBS, big_session_create, make_session
@@ -63,10 +63,10 @@ def test_csv_export_parses_back_to_the_stored_rows(clients, fixture_session):
 def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     """The database-formatted CSV (PostgreSQL) and the Python-formatted one agree byte for byte, also for a source
     name that needs CSV quoting and for awkward floats."""
-    from sessions_app import services
+    from sessions_app.services.frames import frame_result_store
 
     session = make_session(teacher_a, name="Quoting", frames=[(1.25, "NHS"), (2.0, "")])
-    services.frame_result_store(
+    frame_result_store(
         session=session,
         source='upload:1,"x"',
         sequence=0,
@@ -79,7 +79,7 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     )
     base = session.created_at.replace(microsecond=0)
     for sequence, microsecond in enumerate((0, 274780, 100000), start=100):  # trailing zeros: both must keep all six
-        services.frame_result_store(
+        frame_result_store(
             session=session,
             source="camera",
             sequence=sequence,

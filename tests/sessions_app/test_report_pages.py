@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 from pypdf import PdfReader
 
-from sessions_app import report_views
 from sessions_app.models import EmotionSession, ExportRecord
+from sessions_app.reports import computations as report_views
 
 from .reports_fixtures import *  # noqa: F403
 from .reports_fixtures import make_session

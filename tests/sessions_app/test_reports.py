@@ -7,8 +7,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from sessions_app import reports, selectors, services
-from sessions_app.reports import choose_bucket_s, dominant_segments, format_duration, largest_changes
+from inference.labels import LABELS
+from sessions_app import selectors
+from sessions_app.reports import computations
+from sessions_app.reports import selectors as reports
+from sessions_app.reports.computations import choose_bucket_s, dominant_segments, format_duration, largest_changes
+from sessions_app.services.frames import frame_result_store
 
 from .reports_fixtures import *  # noqa: F403
 from .reports_fixtures import (
@@ -119,7 +123,7 @@ def test_bucket_validation(fixture_session):
     with pytest.raises(ValueError):
         reports.session_report(session=fixture_session, bucket_s=0)
     with pytest.raises(ValueError):
-        reports.session_report(session=fixture_session, bucket_s=reports.MAX_BUCKET_S + 1)
+        reports.session_report(session=fixture_session, bucket_s=computations.MAX_BUCKET_S + 1)
 
 
 @pytest.mark.parametrize(
@@ -153,14 +157,14 @@ def test_report_of_a_very_long_session_stays_bounded(teacher_a):
     session = make_session(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
     report = reports.session_report(session=session)
     assert report.bucket_s == 7200
-    assert len(report.timeline) <= reports.TARGET_POINTS
+    assert len(report.timeline) <= computations.TARGET_POINTS
     with pytest.raises(ValueError, match="at least 200 seconds"):
         reports.session_report(session=session, bucket_s=60)  # 12000 points
 
 
 def test_session_faces_time_range(fixture_session):
     def offsets(**kwargs):
-        return [face.frame.offset_s for face in reports.session_faces(session=fixture_session, **kwargs)]
+        return [face.frame.offset_s for face in selectors.session_faces(session=fixture_session, **kwargs)]
 
     everything = offsets()
     assert len(everything) == 24 and everything == sorted(everything)
@@ -179,7 +183,7 @@ def test_overview_dominant_is_computed_in_the_database_like_the_report(teacher_a
         make_session(teacher_a, name="tie", frames=[]),
     ]
     tie = others[-1]  # three faces, each half sad and half happy: the first label in FER2013 order wins
-    services.frame_result_store(
+    frame_result_store(
         session=tie,
         source="camera",
         sequence=0,
@@ -234,7 +238,7 @@ def test_pure_segments_break_at_gaps():
 
 
 def test_pure_largest_changes_ignores_no_change():
-    same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in reports.LABELS}}
+    same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in LABELS}}
     assert largest_changes([same, {**same, "start_s": 5, "end_s": 10}]) == []
 
 

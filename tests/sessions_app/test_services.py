@@ -13,9 +13,20 @@ from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import connection
 
+from inference.imageio import FRAME_HEADER, FrameRejected
 from inference.labels import LABELS, VALENCE
-from sessions_app import selectors, services
+from sessions_app import selectors
 from sessions_app.models import EmotionSession, Face, Frame, TimelineBucket
+from sessions_app.services.events import session_group_name
+from sessions_app.services.frames import (
+    frame_analysis_record,
+    frame_dropped_record,
+    frame_error_record,
+    frame_outcome_claim,
+    frame_result_store,
+    frame_validate,
+)
+from sessions_app.services.sessions import session_counters_add, session_create, session_end, upload_source_allocate
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +39,7 @@ def face(label="happy", p=None, box=(10, 20, 30, 40)):
 
 
 def store(session, offset_s, faces, sequence, source="camera:t"):
-    return services.frame_result_store(
+    return frame_result_store(
         session=session,
         source=source,
         sequence=sequence,
@@ -45,22 +56,22 @@ def test_uses_postgresql():
 
 
 def test_session_create_and_validation(teacher):
-    s = services.session_create(owner=teacher, name="  Math  ", kind="crowd", target_fps=5)
+    s = session_create(owner=teacher, name="  Math  ", kind="crowd", target_fps=5)
     assert (s.name, s.kind, s.target_fps, s.status) == ("Math", "crowd", 5.0, "running")
     with pytest.raises(ValidationError):
-        services.session_create(owner=teacher, name="x", kind="classroom", target_fps=0)
+        session_create(owner=teacher, name="x", kind="classroom", target_fps=0)
     with pytest.raises(ValidationError):
-        services.session_create(owner=teacher, name="x", kind="stadium", target_fps=2)
+        session_create(owner=teacher, name="x", kind="stadium", target_fps=2)
     with pytest.raises(ValidationError):
-        services.session_create(owner=teacher, name="   ", kind="classroom", target_fps=2)
+        session_create(owner=teacher, name="   ", kind="classroom", target_fps=2)
     assert EmotionSession.objects.count() == 1
 
 
 def test_session_end_is_idempotent(teacher, make_session):
     s = make_session(teacher)
-    first = services.session_end(session=s)
+    first = session_end(session=s)
     assert first.status == "ended" and first.ended_at is not None
-    again = services.session_end(session=EmotionSession.objects.get(pk=s.pk))
+    again = session_end(session=EmotionSession.objects.get(pk=s.pk))
     assert again.ended_at == first.ended_at
 
 
@@ -121,12 +132,27 @@ def test_malformed_faces_store_nothing(teacher, make_session):
     assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
 
 
+def test_worker_recognizer_is_served_as_settings_say(settings, monkeypatch):
+    """The worker's recogniser takes flip TTA and the detector from settings (the one source of FER_* values)."""
+    from inference.detector import HaarFaceDetector
+    from sessions_app.services import analysis
+
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_FLIP_TTA, settings.FER_DETECTOR = False, "haar"
+    recognizer = analysis.recognizer_get()
+    assert recognizer.classifier.flip_tta is False and isinstance(recognizer.detector, HaarFaceDetector)
+    assert analysis.recognizer_get() is recognizer  # loaded once per process
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_FLIP_TTA, settings.FER_DETECTOR = True, "blazeface"
+    assert analysis.recognizer_get().classifier.flip_tta is True
+
+
 def test_real_recognizer_output_is_stored(teacher, make_session, group_photo):
-    from sessions_app.tasks import get_recognizer
+    from sessions_app.services.analysis import recognizer_get
 
     path, count = group_photo
     image = cv2.imread(str(path))
-    results = get_recognizer().analyze(image)
+    results = recognizer_get().analyze(image)
     s = make_session(teacher)
     frame = store(s, 0.0, results, sequence=0)
     assert abs(frame.face_count - count) <= 1
@@ -139,14 +165,14 @@ def test_result_event_published_after_commit(teacher, make_session, django_captu
     layer = get_channel_layer()
     s = make_session(teacher)
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(services.session_group_name(s.pk), channel)
+    async_to_sync(layer.group_add)(session_group_name(s.pk), channel)
     try:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
             store(s, 2.0, [face("surprise")], sequence=3)
         assert len(callbacks) == 1
         event = async_to_sync(layer.receive)(channel)
     finally:
-        async_to_sync(layer.group_discard)(services.session_group_name(s.pk), channel)
+        async_to_sync(layer.group_discard)(session_group_name(s.pk), channel)
     assert event["type"] == "frame.result" and event["sequence"] == 3 and event["face_count"] == 1
     assert event["faces"][0]["label"] == "surprise" and event["faces"][0]["box"] == [10, 20, 30, 40]
     assert set(event["faces"][0]["probabilities"]) == set(LABELS)
@@ -239,10 +265,10 @@ def test_concurrent_stores_keep_bucket_sums_exact(teacher, make_session):
 
 def test_counters_and_upload_sources(teacher, make_session):
     s = make_session(teacher)
-    services.session_counters_add(session_id=s.pk, received=3, dropped=2, rejected=1)
-    services.session_counters_add(session_id=s.pk)
+    session_counters_add(session_id=s.pk, received=3, dropped=2, rejected=1)
+    session_counters_add(session_id=s.pk)
     assert selectors.session_counters(session_id=s.pk) == {"received": 3, "processed": 0, "dropped": 2, "rejected": 1}
-    assert [services.upload_source_allocate(session=s) for _ in range(3)] == ["upload:1", "upload:2", "upload:3"]
+    assert [upload_source_allocate(session=s) for _ in range(3)] == ["upload:1", "upload:2", "upload:3"]
 
 
 # ---------------------------------------------------------------------------------------------- frame_validate
@@ -258,10 +284,10 @@ def png(w=32, h=16) -> bytes:
 def test_frame_validate_accepts_jpeg_png_and_header(group_photo):
     path, _ = group_photo
     data = path.read_bytes()
-    msg = services.frame_validate(data)
+    msg = frame_validate(data)
     assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (500, 334, None, None)
-    header = services.FRAME_HEADER.pack(b"FRM1", 42, 1_700_000_000_123.0)
-    msg = services.frame_validate(header + png())
+    header = FRAME_HEADER.pack(b"FRM1", 42, 1_700_000_000_123.0)
+    msg = frame_validate(header + png())
     assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (32, 16, 42, 1_700_000_000_123.0)
     assert msg.data == png()
 
@@ -277,35 +303,35 @@ def test_frame_validate_accepts_jpeg_png_and_header(group_photo):
     ],
 )
 def test_frame_validate_rejects(payload, code):
-    with pytest.raises(services.FrameRejected) as info:
-        services.frame_validate(payload)
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(payload)
     assert info.value.code == code
 
 
 def test_frame_validate_truncated_oversized_and_too_big(settings):
     data = jpeg()
-    with pytest.raises(services.FrameRejected) as info:
-        services.frame_validate(data[: len(data) // 2])
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(data[: len(data) // 2])
     assert info.value.code == "truncated"
-    with pytest.raises(services.FrameRejected) as info:
-        services.frame_validate(png()[:30])
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(png()[:30])
     assert info.value.code == "truncated"
     settings.FER_MAX_FRAME_BYTES = 1000
-    with pytest.raises(services.FrameRejected) as info:
-        services.frame_validate(jpeg(320, 240, quality=95))
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(jpeg(320, 240, quality=95))
     assert info.value.code == "too_large"
     settings.FER_MAX_FRAME_BYTES = 1_000_000
-    with pytest.raises(services.FrameRejected) as info:
-        services.frame_validate(jpeg(2000, 20))
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(jpeg(2000, 20))
     assert info.value.code == "too_big_dimensions"
-    assert services.frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
+    assert frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
 
 
 # ------------------------------------------------------------------------------- worker side: outcomes, failures
 def listen(session_id):
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(services.session_group_name(session_id), channel)
+    async_to_sync(layer.group_add)(session_group_name(session_id), channel)
     return layer, channel
 
 
@@ -327,7 +353,7 @@ def no_event(layer, channel, timeout=0.5) -> bool:
 
 
 def record(session, sequence, source="camera:w", faces=None):
-    return services.frame_analysis_record(
+    return frame_analysis_record(
         session_id=session.pk,
         source=source,
         sequence=sequence,
@@ -348,16 +374,16 @@ def test_each_frame_has_exactly_one_outcome(teacher, make_session):
     frame = record(s, 1)
     assert frame is not None and frame.offset_s == pytest.approx(1.5, abs=0.01)
     assert next_event(layer, channel)["type"] == "frame.result"
-    assert not services.frame_outcome_claim(session=s, source="camera:w", sequence=1, outcome="lost")
+    assert not frame_outcome_claim(session=s, source="camera:w", sequence=1, outcome="lost")
     # the stream declared frame 2 lost first: its late result is neither stored nor published nor counted
-    assert services.frame_outcome_claim(session=s, source="camera:w", sequence=2, outcome="lost")
-    services.session_counters_add(session_id=s.pk, dropped=1)  # what the stream counts for a lost frame
+    assert frame_outcome_claim(session=s, source="camera:w", sequence=2, outcome="lost")
+    session_counters_add(session_id=s.pk, dropped=1)  # what the stream counts for a lost frame
     assert record(s, 2) is None
     # an expired task or an error for a lost frame is not counted either
-    assert services.frame_outcome_claim(session=s, source="camera:w", sequence=3, outcome="lost")
-    services.session_counters_add(session_id=s.pk, dropped=1)
-    assert not services.frame_dropped_record(session_id=s.pk, source="camera:w", sequence=3, reason="expired")
-    assert not services.frame_error_record(session_id=s.pk, source="camera:w", sequence=3, code="x", detail="y")
+    assert frame_outcome_claim(session=s, source="camera:w", sequence=3, outcome="lost")
+    session_counters_add(session_id=s.pk, dropped=1)
+    assert not frame_dropped_record(session_id=s.pk, source="camera:w", sequence=3, reason="expired")
+    assert not frame_error_record(session_id=s.pk, source="camera:w", sequence=3, code="x", detail="y")
     assert no_event(layer, channel)
     assert list(Frame.objects.filter(session=s).values_list("sequence", flat=True)) == [1]
     assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 1, "dropped": 2, "rejected": 0}
@@ -370,7 +396,7 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     client's in-flight slot is freed; nothing is stored and the task returns normally (the worker lives on)."""
     import base64
 
-    from sessions_app import tasks
+    from sessions_app.services import analysis
 
     class Broken:
         def analyze(self, image):
@@ -378,9 +404,9 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
 
     s = make_session(teacher)
     layer, channel = listen(s.pk)
-    monkeypatch.setattr(tasks, "get_recognizer", lambda: Broken())
+    monkeypatch.setattr(analysis, "recognizer_get", lambda: Broken())
     data = base64.b64encode(group_photo[0].read_bytes()).decode()
-    tasks.analyze_frame(session_id=s.pk, source="camera:e", sequence=4, captured_at_ms=0.0, data_b64=data)
+    analysis.frame_analyze(session_id=s.pk, source="camera:e", sequence=4, captured_at_ms=0.0, data_b64=data)
     ev = next_event(layer, channel)
     assert (ev["type"], ev["source"], ev["sequence"], ev["code"]) == ("frame.error", "camera:e", 4, "analysis_failed")
     assert "onnxruntime exploded" in ev["detail"]
@@ -396,7 +422,7 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     sid = s.pk
     s.delete()
     assert (
-        services.frame_analysis_record(
+        frame_analysis_record(
             session_id=sid,
             source="camera:e",
             sequence=6,

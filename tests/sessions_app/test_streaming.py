@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessions_app.streaming import ClientClock, StreamState
+from sessions_app.live.streaming import ClientClock, StreamState
 
 T0_MS = 1_800_000_000_000.0  # server wall clock at the start, ms since the epoch
 

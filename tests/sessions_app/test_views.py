@@ -11,8 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from inference.labels import LABELS
-from sessions_app import services
 from sessions_app.models import EmotionSession
+from sessions_app.services.frames import frame_result_store
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def teacher_client(client, teacher):
 def add_frames(session, n=4, faces=3):
     p = {label: (0.6 if label == "happy" else 0.4 / 6) for label in LABELS}
     for i in range(n):
-        services.frame_result_store(
+        frame_result_store(
             session=session,
             source="camera:v",
             sequence=i,

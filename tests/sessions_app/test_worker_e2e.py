@@ -14,9 +14,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.test import Client
 
-from sessions_app import services
+from inference.imageio import FRAME_HEADER
 from sessions_app.models import EmotionSession, Face, Frame
-from sessions_app.tasks import frame_analyze_enqueue
+from sessions_app.services.events import session_group_name
+from sessions_app.services.frames import frame_analyze_enqueue
 from tests.sessions_app.test_consumers import cookie, events, open_ws
 
 pytestmark = [
@@ -33,7 +34,7 @@ async def test_stream_real_photos_through_worker(teacher, make_session, photos, 
     group = {p: n for p, n in photos.items() if n > 1}
     results = {}
     for seq, (path, _) in enumerate(sorted(group.items())):
-        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + path.read_bytes())
+        await comm.send_to(bytes_data=FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + path.read_bytes())
         ev = (await events(comm, 1, timeout=60))[0]
         assert ev["type"] == "result" and ev["source"] == source and ev["sequence"] == seq, ev
         results[path] = ev
@@ -71,7 +72,7 @@ async def test_flood_through_worker_accounts_for_every_frame(teacher, make_sessi
 
     reader = asyncio.create_task(read())
     for seq in range(n):
-        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + data)
+        await comm.send_to(bytes_data=FRAME_HEADER.pack(b"FRM1", seq, time.time() * 1000) + data)
         await asyncio.sleep(0.05)
     await asyncio.wait_for(reader, 90)
     await comm.disconnect()
@@ -98,7 +99,7 @@ async def test_skewed_client_clock_through_worker(teacher, make_session, group_p
     for seq in range(2):
         await asyncio.sleep(max(0.0, t0 + seq - time.time()))
         client_ms = (t0 - 40.0 + seq) * 1000  # captured one second apart by the client's (late) clock
-        await comm.send_to(bytes_data=services.FRAME_HEADER.pack(b"FRM1", seq, client_ms) + path.read_bytes())
+        await comm.send_to(bytes_data=FRAME_HEADER.pack(b"FRM1", seq, client_ms) + path.read_bytes())
         ev = (await events(comm, 1, timeout=60))[0]
         assert ev["type"] == "result" and ev["sequence"] == seq, ev
         results.append(ev)
@@ -116,7 +117,7 @@ async def test_skewed_client_clock_through_worker(teacher, make_session, group_p
 def _listen(session_id):
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(services.session_group_name(session_id), channel)
+    async_to_sync(layer.group_add)(session_group_name(session_id), channel)
     return layer, channel
 
 

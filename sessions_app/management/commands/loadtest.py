@@ -36,7 +36,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from sessions_app import services
+from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC
+from sessions_app.services.sessions import session_create, session_end
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -157,7 +158,7 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
             n = 0
             await asyncio.sleep(period * (offset % 10) / 10.0)  # spread clients over one period
             while time.perf_counter() - start < seconds:
-                header = services.FRAME_HEADER.pack(services.FRAME_HEADER_MAGIC, n, time.time() * 1000.0)
+                header = FRAME_HEADER.pack(FRAME_HEADER_MAGIC, n, time.time() * 1000.0)
                 sent_at[n] = time.perf_counter()
                 try:
                     await ws.send(header + frames[(n + offset) % len(frames)])
@@ -203,7 +204,7 @@ class Command(BaseCommand):
         username, password = f"loadtest-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
         user = get_user_model().objects.create_user(username=username, password=password)
         sessions = [
-            services.session_create(owner=user, name=f"loadtest {i}", kind="crowd", target_fps=opts["fps"])
+            session_create(owner=user, name=f"loadtest {i}", kind="crowd", target_fps=opts["fps"])
             for i in range(opts["clients"])
         ]
         base = opts["url"].rstrip("/")
@@ -252,7 +253,7 @@ class Command(BaseCommand):
         asyncio.run(run_all())
         elapsed = time.perf_counter() - started
         for s in sessions:
-            services.session_end(session=s)
+            session_end(session=s)
         result = {
             "clients": opts["clients"],
             "fps": opts["fps"],

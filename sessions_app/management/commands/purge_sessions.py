@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from sessions_app.maintenance import sessions_purge
+from sessions_app.services.retention import sessions_purge
 
 
 class Command(BaseCommand):

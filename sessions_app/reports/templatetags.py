@@ -3,7 +3,7 @@
 from django import template
 from django.utils.html import format_html
 
-from sessions_app.reports import format_duration
+from sessions_app.reports.computations import format_duration
 
 register = template.Library()
 

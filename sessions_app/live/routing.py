@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from sessions_app import consumers
+from sessions_app.live import consumers
 
 websocket_urlpatterns: list = [
     path("ws/sessions/<int:session_id>/stream/", consumers.SessionStreamConsumer.as_asgi()),

@@ -12,20 +12,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from inference.labels import LABELS
-from sessions_app import selectors, services
-from sessions_app.forms import SessionCreateForm, UploadForm
+from sessions_app import selectors
 from sessions_app.models import EmotionSession
-
-#: Chart colours per label (LABELS order), shared by the live page and the dashboard.
-LABEL_COLORS = {
-    "angry": "#d62728",
-    "disgust": "#8c564b",
-    "fear": "#9467bd",
-    "happy": "#2ca02c",
-    "sad": "#1f77b4",
-    "surprise": "#ff7f0e",
-    "neutral": "#7f7f7f",
-}
+from sessions_app.palette import LABEL_COLORS
+from sessions_app.services import sessions as session_services
+from sessions_app.services import uploads as upload_services
+from sessions_app.web.forms import SessionCreateForm, UploadForm
 
 
 def _get_session(request: HttpRequest, session_id: int) -> EmotionSession:
@@ -61,7 +53,7 @@ def session_create(request: HttpRequest) -> HttpResponse:
     form = SessionCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            session = services.session_create(owner=request.user, **form.cleaned_data)
+            session = session_services.session_create(owner=request.user, **form.cleaned_data)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
@@ -142,8 +134,8 @@ def session_upload(request: HttpRequest, session_id: int) -> HttpResponse:
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            result = services.upload_process(session=session, uploaded_file=form.cleaned_data["file"])
-        except services.UploadRejected as exc:
+            result = upload_services.upload_process(session=session, uploaded_file=form.cleaned_data["file"])
+        except upload_services.UploadRejected as exc:
             form.add_error("file", str(exc))
         else:
             messages.success(
@@ -161,5 +153,5 @@ def session_end(request: HttpRequest, session_id: int) -> HttpResponse:
     session = _get_session(request, session_id)
     if not (selectors.session_can_stream(user=request.user, session=session) or request.user.is_staff):
         raise Http404("No such session.")
-    services.session_end(session=session)
+    session_services.session_end(session=session)
     return redirect("sessions_app:session-dashboard", session_id=session.pk)

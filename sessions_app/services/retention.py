@@ -5,8 +5,8 @@ the session (its start while it has no end). Purging deletes the session with it
 buckets; the export audit log (``ExportRecord``) survives, with its ``session`` set to NULL and the session's name
 and id kept in ``session_label`` (and the exporting user's name in ``username``).
 
-Run by Celery beat (``CELERY_BEAT_SCHEDULE`` in settings: task ``sessions_app.maintenance.purge_expired_sessions``)
-or by ``manage.py purge_sessions`` from a scheduler.
+Run by Celery beat (``CELERY_BEAT_SCHEDULE`` in settings: task ``sessions_app.purge_expired_sessions``, defined in
+``sessions_app.tasks``) or by ``manage.py purge_sessions`` from a scheduler.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from sessions_app import selectors
 from sessions_app.models import EmotionSession, Face, Frame, TimelineBucket
 
 logger = logging.getLogger(__name__)
@@ -36,17 +34,6 @@ class PurgeResult:
     frames: int = 0
     faces: int = 0
     buckets: int = 0
-
-
-def expired_sessions(*, days: int, now: datetime | None = None) -> QuerySet[EmotionSession]:
-    """Sessions whose end (or start, while not ended) lies more than ``days`` days before ``now``.
-
-    Raises ``ValueError`` for ``days < 1``.
-    """
-    if days < 1:
-        raise ValueError("days must be >= 1")
-    cutoff = (now or timezone.now()) - timedelta(days=days)
-    return EmotionSession.objects.alias(last=Coalesce("ended_at", "created_at")).filter(last__lt=cutoff)
 
 
 def _frames_delete(*, session_id: int) -> int:
@@ -79,7 +66,7 @@ def sessions_purge(*, days: int | None = None, now: datetime | None = None, dry_
         return PurgeResult(cutoff=None)
     now = now or timezone.now()
     cutoff = now - timedelta(days=days)
-    ids = list(expired_sessions(days=days, now=now).order_by("pk").values_list("pk", flat=True))
+    ids = list(selectors.session_list_expired(days=days, now=now).order_by("pk").values_list("pk", flat=True))
     totals = {"sessions": 0, "frames": 0, "faces": 0, "buckets": 0}
     for session_id in ids:
         if dry_run:
@@ -106,15 +93,3 @@ def sessions_purge(*, days: int | None = None, now: datetime | None = None, dry_
             cutoff.isoformat(),
         )
     return result
-
-
-@shared_task(name="sessions_app.maintenance.purge_expired_sessions", ignore_result=True)
-def purge_expired_sessions() -> dict:
-    """Celery beat task: purge sessions older than ``FER_RETENTION_DAYS``; returns the counts (for logs)."""
-    result = sessions_purge()
-    return {
-        "sessions": result.sessions,
-        "frames": result.frames,
-        "faces": result.faces,
-        "buckets": result.buckets,
-    }

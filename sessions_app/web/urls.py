@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from sessions_app import views
+from sessions_app.web import views
 
 app_name = "sessions_app"
 urlpatterns: list = [

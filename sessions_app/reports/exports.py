@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils.text import slugify
 
-from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, ExportRecord, Face, Frame
+from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face, Frame
 
 #: Export formats of the REST API.
 FORMATS: tuple[str, ...] = ("csv", "json")
@@ -250,21 +250,6 @@ def export_filename(*, session: EmotionSession, fmt: str) -> str:
     """Download file name: ``session-<id>-<slug of name>.<fmt>``."""
     slug = slugify(session.name)[:50] or "session"
     return f"session-{session.pk}-{slug}.{fmt}"
-
-
-def export_record_create(*, user, session: EmotionSession, fmt: str) -> ExportRecord:
-    """Write the audit-log entry for an export of ``session`` by ``user`` in ``fmt`` (csv, json or pdf).
-
-    The username and the session's name and id are copied into the entry, so it survives deleting either.
-    """
-    authenticated = getattr(user, "is_authenticated", False)
-    return ExportRecord.objects.create(
-        user=user if authenticated else None,
-        username=user.get_username() if authenticated else "",
-        session=session,
-        session_label=f"{session.name} (#{session.pk})"[:250],
-        format=fmt,
-    )
 
 
 def _next_batch(iterator: Iterator[bytes], n: int) -> list[bytes]:

@@ -3,7 +3,8 @@
 Protocol of ``/ws/sessions/<id>/stream/``:
 
 - Client -> server: binary messages, each one JPEG or PNG frame, optionally prefixed by the 16-byte header
-  ``services.FRAME_HEADER`` (``b"FRM1"``, uint32 sequence, float64 capture time in ms since the epoch, big-endian).
+  ``inference.imageio.FRAME_HEADER`` (``b"FRM1"``, uint32 sequence, float64 capture time in ms since the epoch,
+  big-endian).
 - Server -> client: JSON text messages ``{"type": ...}``: ``ready`` (after connect: limits and the stream's source
   name), ``result`` (a stored frame's faces, for every source of the session), ``dropped`` (a frame of this stream
   that will never be analysed: ``reason`` = ``replaced`` | ``rate_limited`` | ``stale`` | ``expired`` | ``revoked``
@@ -34,9 +35,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from sessions_app import selectors, services, streaming
+from sessions_app import selectors
+from sessions_app.live import streaming
+from sessions_app.live.streaming import Step, StreamFrame, StreamState
 from sessions_app.models import EmotionSession
-from sessions_app.streaming import Step, StreamFrame, StreamState
+from sessions_app.services import frames as frame_services
+from sessions_app.services.events import session_group_name
+from sessions_app.services.sessions import session_counters_add
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ def _load_session(user, session_id) -> tuple[EmotionSession | None, int | None]:
 
 
 class _SessionEventsMixin:
-    """Forwards the session group's events (see ``services`` module doc) to the browser as JSON."""
+    """Forwards the session group's events (see ``services.events``) to the browser as JSON."""
 
     session: EmotionSession | None = None
 
@@ -73,7 +78,7 @@ class _SessionEventsMixin:
         await self.close(code=code)
 
     async def _join(self) -> None:
-        self.group = services.session_group_name(self.session.pk)
+        self.group = session_group_name(self.session.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def _leave(self) -> None:
@@ -81,7 +86,7 @@ class _SessionEventsMixin:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def frame_result(self, event: dict) -> None:
-        """``frame.result`` group event (shape: ``services`` module doc) -> ``{..., "type": "result"}`` to the
+        """``frame.result`` group event (shape: ``services.events``) -> ``{..., "type": "result"}`` to the
         browser."""
         await self._send_json({**event, "type": "result"})
 
@@ -127,8 +132,8 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
 class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
     """``/ws/sessions/<id>/stream/``: the owner's camera frames in, result events out (see module doc).
 
-    Thin: validation is ``services.frame_validate``; backpressure, rate limit, staleness, lost frames and counting
-    are ``streaming.StreamState``; this class only carries out the returned ``streaming.Step``.
+    Thin: validation is ``services.frames.frame_validate``; backpressure, rate limit, staleness, lost frames and
+    counting are ``streaming.StreamState``; this class only carries out the returned ``streaming.Step``.
     """
 
     async def connect(self) -> None:
@@ -181,15 +186,16 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         """One client message: ``bytes_data`` = an optional 16-byte ``FRAME_HEADER`` + JPEG/PNG bytes.
 
         Replies only when needed: an ``error`` event (``code``: ``binary_expected`` for ``text_data``, any
-        ``services.FrameRejected`` code, ``duplicate_sequence``) or ``dropped`` events (``reason``: ``rate_limited``,
-        ``replaced``, ``stale``, ``queue_unavailable``); an accepted frame is answered later by ``result``,
+        ``inference.imageio.FrameRejected`` code, ``duplicate_sequence``) or ``dropped`` events (``reason``:
+        ``rate_limited``, ``replaced``, ``stale``, ``queue_unavailable``); an accepted frame is answered later by
+        ``result``,
         ``dropped`` or ``error``. Never closes the socket.
         """
         if self.state is None:  # a refused connection that is being closed
             return
         try:
-            msg = services.frame_validate(bytes_data if bytes_data is not None else (text_data or ""))
-        except services.FrameRejected as exc:
+            msg = frame_services.frame_validate(bytes_data if bytes_data is not None else (text_data or ""))
+        except frame_services.FrameRejected as exc:
             self.state.reject()
             await self._send_json({"type": "error", "code": exc.code, "detail": exc.detail, "source": self.source})
             return
@@ -210,10 +216,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: StreamFrame) -> None:
-        from sessions_app.tasks import frame_analyze_enqueue
-
         try:
-            await sync_to_async(frame_analyze_enqueue, thread_sensitive=False)(
+            await sync_to_async(frame_services.frame_analyze_enqueue, thread_sensitive=False)(
                 session_id=self.session.pk,
                 source=self.source,
                 sequence=frame.sequence,
@@ -227,7 +231,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------------------------- group events (own)
     async def frame_result(self, event: dict) -> None:
-        """A ``frame.result`` group event (shape: ``services`` module doc). For this stream's own frames the client
+        """A ``frame.result`` group event (shape: ``services.events``). For this stream's own frames the client
         gets ``{..., "type": "result", "stream": {"sent", "processed", "dropped", "rejected"}}`` and the frame's slot
         is freed; results of other sources of the session are forwarded as ``{..., "type": "result"}``."""
         if event.get("source") == self.source:
@@ -258,12 +262,12 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
     async def _flush(self) -> None:
         delta = self.state.take_counter_delta()
         if any(delta.values()):
-            await database_sync_to_async(services.session_counters_add)(session_id=self.session.pk, **delta)
+            await database_sync_to_async(session_counters_add)(session_id=self.session.pk, **delta)
 
     async def _declare_overdue_lost(self) -> None:
         """Frames unanswered past their deadline: claim their outcome; count them lost only if the claim is ours."""
         for sequence in self.state.overdue():
-            won = await sync_to_async(services.frame_outcome_claim, thread_sensitive=False)(
+            won = await sync_to_async(frame_services.frame_outcome_claim, thread_sensitive=False)(
                 session=self.session, source=self.source, sequence=sequence, outcome="lost"
             )
             await self._apply(self.state.declare_lost(sequence) if won else self.state.forget(sequence))

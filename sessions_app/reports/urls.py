@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from sessions_app import report_views
+from sessions_app.reports import views as report_views
 
 app_name = "reports"
 urlpatterns: list = [

@@ -19,10 +19,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from inference.labels import LABELS
-from sessions_app import exports, reports, selectors
-from sessions_app.api.throttling import ExportRateThrottle
+from sessions_app import selectors
 from sessions_app.models import EmotionSession
-from sessions_app.views import LABEL_COLORS  # one palette for dashboards and reports
+from sessions_app.palette import LABEL_COLORS
+from sessions_app.reports import computations, exports
+from sessions_app.reports import selectors as reports
+from sessions_app.reports.computations import timeline_chart
+from sessions_app.services.exports import export_record_create
+from sessions_app.throttling import ExportRateThrottle
 
 #: Overview sort keys (column order of the table); see ``reports.OVERVIEW_SORTS``.
 SORTS = list(reports.OVERVIEW_SORTS)
@@ -62,7 +66,7 @@ class BucketForm(forms.Form):
     automatically. Invalid input makes the form invalid (the views answer 400).
     """
 
-    bucket = forms.IntegerField(required=False, min_value=1, max_value=reports.MAX_BUCKET_S)
+    bucket = forms.IntegerField(required=False, min_value=1, max_value=computations.MAX_BUCKET_S)
 
     def __init__(self, *args, session: EmotionSession, **kwargs):
         """``session``: the session the report is for (its duration bounds the smallest bucket)."""
@@ -73,7 +77,7 @@ class BucketForm(forms.Form):
         """The bucket in seconds, or ``None``; raises ``ValidationError`` when it gives too many points."""
         bucket = self.cleaned_data.get("bucket")
         if bucket is not None:
-            error = reports.bucket_error(session=self.session, bucket_s=bucket)
+            error = computations.bucket_error(session=self.session, bucket_s=bucket)
             if error:
                 raise forms.ValidationError(error)
         return bucket
@@ -84,47 +88,6 @@ def _visible_session(request: HttpRequest, session_id: int) -> EmotionSession:
         return selectors.session_get_for_user(user=request.user, session_id=session_id)
     except EmotionSession.DoesNotExist:
         raise Http404("No such session.") from None
-
-
-def timeline_chart(timeline: list[dict], *, bucket_s: int, width: int = 720, height: int = 200) -> dict:
-    """Geometry of the stacked timeline chart drawn as inline SVG (works in the browser and in the PDF).
-
-    One column per bucket, stacked by mean probability per emotion (100% = column height); buckets with too few
-    faces are grey. Returns ``{"width", "height", "columns": [{"x", "w", "title", "rects": [{"y", "h",
-    "color"}], "hidden"}], "ticks": [{"x", "label", "anchor"}]}`` (pixels of the SVG viewBox).
-    """
-    if not timeline:
-        return {"width": width, "height": height, "columns": [], "ticks": []}
-    end_s = max(item["end_s"] for item in timeline)
-    scale = width / end_s
-    columns = []
-    for item in timeline:
-        x = item["start_s"] * scale
-        w = max(bucket_s * scale - 0.5, 0.5)
-        column = {"x": round(x, 2), "w": round(w, 2), "hidden": item["probabilities"] is None, "rects": []}
-        if item["probabilities"] is None:
-            column["title"] = f"{item['start_s']}-{item['end_s']} s: fewer than the minimum faces"
-        else:
-            column["title"] = f"{item['start_s']}-{item['end_s']} s: " + ", ".join(
-                f"{label} {item['probabilities'][label] * 100:.0f}%" for label in LABELS
-            )
-            y = 0.0
-            for label in LABELS:
-                h = item["probabilities"][label] * height
-                column["rects"].append({"y": round(y, 2), "h": round(h, 2), "color": LABEL_COLORS[label]})
-                y += h
-        columns.append(column)
-    # At most 6 intervals (7 labels), however long the session: the step grows past hours into whole days.
-    step = reports.choose_bucket_s(end_s, target_points=6)
-    ticks = [
-        {
-            "x": round(t * scale, 2),
-            "label": reports.format_duration(t),
-            "anchor": "start" if t == 0 else ("end" if t * scale > width - 30 else "middle"),
-        }
-        for t in range(0, end_s + 1, step)
-    ]
-    return {"width": width, "height": height, "columns": columns, "ticks": ticks}
 
 
 def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int | None) -> dict:
@@ -244,7 +207,7 @@ def session_report_pdf(request: HttpRequest, session_id: int) -> HttpResponse:
         response["Retry-After"] = str(wait)
         return response
     pdf = report_pdf_bytes(request=request, session=session, bucket_s=form.cleaned_data.get("bucket"))
-    exports.export_record_create(user=request.user, session=session, fmt="pdf")
+    export_record_create(user=request.user, session=session, fmt="pdf")
     response = HttpResponse(pdf, content_type="application/pdf")
     filename = exports.export_filename(session=session, fmt="pdf").replace("session-", "report-", 1)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -1,0 +1,349 @@
+"""Write-side logic of frames: validation of camera messages, queueing for analysis, storing results, and the
+exactly-once outcome of every frame handed to a worker (``frame_outcome_claim``).
+
+Event shapes are in ``sessions_app.services.events``. Frames are queued by task *name* (``ANALYZE_FRAME_TASK``),
+so this module never imports the Celery task module.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+
+from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC, FrameMessage, FrameRejected, validate_frame
+from inference.labels import LABELS
+from sessions_app import selectors
+from sessions_app.models import PROBABILITY_FIELDS, SUM_FIELDS, EmotionSession, Face, Frame, TimelineBucket
+from sessions_app.services.events import event_publish
+from sessions_app.services.sessions import session_counters_add
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ANALYZE_FRAME_TASK",
+    "FRAME_HEADER",
+    "FRAME_HEADER_MAGIC",
+    "FrameMessage",
+    "FrameRejected",
+    "frame_analysis_record",
+    "frame_analyze_enqueue",
+    "frame_dropped_record",
+    "frame_error_record",
+    "frame_outcome_claim",
+    "frame_result_event",
+    "frame_result_store",
+    "frame_validate",
+]
+
+#: Celery name of the frame analysis task (``sessions_app.tasks.analyze_frame``).
+ANALYZE_FRAME_TASK = "sessions_app.analyze_frame"
+
+
+def frame_validate(data: object, *, max_bytes: int | None = None) -> FrameMessage:
+    """Check one WebSocket frame message cheaply, without decoding pixels (``inference.imageio.validate_frame``
+    with the limits of settings).
+
+    ``data``: the message payload (``bytes``; ``str`` means a text message). Accepts an optional ``FRAME_HEADER``
+    prefix, then a JPEG (must end with the EOI marker) or PNG of at most ``max_bytes`` (default
+    ``settings.FER_MAX_FRAME_BYTES``) bytes and ``FER_MAX_FRAME_WIDTH`` x ``FER_MAX_FRAME_HEIGHT`` pixels.
+    Returns a ``FrameMessage``; raises ``FrameRejected``.
+    """
+    return validate_frame(
+        data,
+        max_bytes=max_bytes or settings.FER_MAX_FRAME_BYTES,
+        max_width=settings.FER_MAX_FRAME_WIDTH,
+        max_height=settings.FER_MAX_FRAME_HEIGHT,
+    )
+
+
+def frame_analyze_enqueue(
+    *, session_id: int, source: str, sequence: int, captured_at_ms: float, data: bytes, expires_s: float | None
+) -> str:
+    """Queue one frame for analysis by a Celery worker; returns the task id.
+
+    ``data``: JPEG/PNG bytes (sent base64-encoded in the JSON task body, no pickle); ``captured_at_ms``: capture
+    time on the server clock, ms since the Unix epoch; ``expires_s``: seconds after which a not-yet-started task is
+    discarded and counted as dropped (``None``: never, for uploads). Goes to ``settings.FER_FRAME_QUEUE`` when set.
+    Raises the broker's connection errors.
+    """
+    result = current_app.send_task(
+        ANALYZE_FRAME_TASK,
+        kwargs={
+            "session_id": session_id,
+            "source": source,
+            "sequence": sequence,
+            "captured_at_ms": captured_at_ms,
+            "data_b64": base64.b64encode(data).decode("ascii"),
+        },
+        expires=expires_s,
+        serializer="json",
+        **({"queue": settings.FER_FRAME_QUEUE} if settings.FER_FRAME_QUEUE else {}),
+    )
+    return result.id
+
+
+def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[float]]:
+    """(box, label, score, probabilities in LABELS order) of a ``FaceResult`` or its ``to_dict()`` form."""
+    if isinstance(face, dict):
+        box, label, score, probs = face["box"], face["label"], face["score"], face["probabilities"]
+    else:
+        box, label, score, probs = face.box, face.label, face.score, face.probabilities
+    if isinstance(probs, dict):
+        probs = [float(probs[label_]) for label_ in LABELS]
+    else:
+        probs = [float(p) for p in probs]
+    if len(probs) != len(LABELS):
+        raise ValueError(f"expected {len(LABELS)} probabilities, got {len(probs)}")
+    x, y, w, h = (max(0, int(v)) for v in box)
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}")
+    return (x, y, w, h), str(label), float(score), probs
+
+
+def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
+    """The ``frame.result`` channel-layer event (small JSON, no pixels) for a stored frame and its faces."""
+    return {
+        "type": "frame.result",
+        "session_id": frame.session_id,
+        "source": frame.source,
+        "sequence": frame.sequence,
+        "captured_at_ms": round(frame.captured_at.timestamp() * 1000.0, 1),
+        "offset_s": round(frame.offset_s, 3),
+        "width": frame.width,
+        "height": frame.height,
+        "processing_ms": round(frame.processing_ms, 1),
+        "face_count": frame.face_count,
+        "faces": [
+            {
+                "box": [f.x, f.y, f.w, f.h],
+                "label": f.label,
+                "score": round(f.score, 4),
+                "probabilities": {label: round(p, 4) for label, p in zip(LABELS, f.probabilities, strict=True)},
+            }
+            for f in faces
+        ],
+    }
+
+
+def frame_result_store(
+    *,
+    session: EmotionSession,
+    source: str,
+    sequence: int,
+    captured_at: dt.datetime,
+    width: int,
+    height: int,
+    processing_ms: float,
+    faces: Iterable,
+    publish: bool = True,
+) -> Frame:
+    """Store one analysed frame in one transaction and publish its result event after commit.
+
+    ``faces``: ``inference.FaceResult`` objects (or their ``to_dict()`` dicts): box ``(x, y, w, h)`` in pixels of
+    the ``width`` x ``height`` frame, label, score, 7 probabilities in ``LABELS`` order. ``captured_at``: aware
+    datetime; the frame's ``offset_s`` is seconds since ``session.created_at`` (clamped at 0). ``processing_ms``:
+    decode + analysis time in ms.
+
+    Writes the ``Frame``, its ``Face`` rows, the 1-second ``TimelineBucket`` (atomic ``F()`` increments) and
+    ``session.frames_processed``. A duplicate ``(session, source, sequence)`` is ignored: the stored frame is returned
+    unchanged and nothing is published. Raises ``ValueError`` on malformed faces (nothing stored).
+    Returns the ``Frame``.
+    """
+    parsed = [_face_values(f) for f in faces]  # validate everything before writing anything
+    offset_s = max(0.0, (captured_at - session.created_at).total_seconds())
+    second = int(offset_s)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                frame = Frame.objects.create(
+                    session=session,
+                    source=source[:64],
+                    sequence=int(sequence),
+                    captured_at=captured_at,
+                    offset_s=offset_s,
+                    processing_ms=float(processing_ms),
+                    width=int(width),
+                    height=int(height),
+                    face_count=len(parsed),
+                )
+        except IntegrityError:
+            existing = Frame.objects.filter(session=session, source=source[:64], sequence=int(sequence)).first()
+            if existing is None:  # not a duplicate: the session is gone or values are invalid
+                raise
+            return existing
+        face_rows = [
+            Face(
+                frame=frame,
+                session=session,
+                x=x,
+                y=y,
+                w=w,
+                h=h,
+                label=label,
+                score=score,
+                **dict(zip(PROBABILITY_FIELDS, probs, strict=True)),
+            )
+            for (x, y, w, h), label, score, probs in parsed
+        ]
+        Face.objects.bulk_create(face_rows)
+        sums = [sum(p[3][i] for p in parsed) for i in range(len(LABELS))]
+        bucket, _ = TimelineBucket.objects.get_or_create(session=session, second=second)
+        TimelineBucket.objects.filter(pk=bucket.pk).update(
+            frames=F("frames") + 1,
+            faces=F("faces") + len(parsed),
+            **{field: F(field) + s for field, s in zip(SUM_FIELDS, sums, strict=True)},
+        )
+        EmotionSession.objects.filter(pk=session.pk).update(frames_processed=F("frames_processed") + 1)
+        if publish:
+            event = frame_result_event(frame, face_rows)
+            transaction.on_commit(lambda: event_publish(session.pk, event))
+    return frame
+
+
+#: Seconds a worker's outcome claim of a frame is remembered (well beyond the consumer's lost deadline,
+#: ``FER_FRAME_TASK_EXPIRES_S + streaming.LOST_GRACE_S`` after dispatch).
+FRAME_CLAIM_TTL_S = 600
+#: Seconds a consumer's "lost" claim is remembered: a worker reaching the frame's task later discards it.
+FRAME_LOST_CLAIM_TTL_S = 6 * 3600
+
+
+def frame_outcome_claim(*, session: EmotionSession, source: str, sequence: int, outcome: str) -> bool:
+    """Claim the single outcome of the frame ``(session, source, sequence)``; ``True`` for the first claimant only.
+
+    Every frame sent to a worker ends exactly once: the worker claims it before recording ``"result"``,
+    ``"error"`` or ``"expired"``/``"revoked"``; the stream consumer claims ``"lost"`` before counting an overdue frame
+    as dropped. Whoever comes second records nothing (and publishes nothing), so a result arriving after the frame
+    was declared lost is not stored, and a lost frame whose answer is on its way is not counted twice.
+
+    ``outcome``: what the claimant will record (``"result"``, ``"error"``, ``"expired"``, ``"revoked"``, ``"lost"``).
+    Atomic ``cache.add`` (Redis ``SET NX EX``) on the shared cache; the key includes the session's creation time, so
+    a recreated database reusing session ids never meets old claims. If the cache is unreachable the claim is granted
+    (logged): a frame may then be counted twice, but never silently not at all.
+    """
+    key = f"fer:frame-outcome:{session.pk}:{session.created_at.timestamp():.6f}:{source}:{int(sequence)}"
+    ttl = FRAME_LOST_CLAIM_TTL_S if outcome == "lost" else FRAME_CLAIM_TTL_S
+    try:
+        return bool(cache.add(key, outcome, timeout=ttl))
+    except Exception:  # noqa: BLE001 - counting must go on without the cache
+        logger.warning("frame outcome claim of %s failed: granted", key, exc_info=True)
+        return True
+
+
+def _claim_by_id(*, session_id: int, source: str, sequence: int, outcome: str) -> bool:
+    """``frame_outcome_claim`` for a session given by id; ``False`` when the session is gone."""
+    session = selectors.session_get_by_id(session_id=session_id)
+    return session is not None and frame_outcome_claim(
+        session=session, source=source, sequence=sequence, outcome=outcome
+    )
+
+
+def frame_analysis_record(
+    *,
+    session_id: int,
+    source: str,
+    sequence: int,
+    captured_at_ms: float,
+    width: int,
+    height: int,
+    processing_ms: float,
+    faces: Iterable,
+) -> Frame | None:
+    """Worker side: record an analysed frame of the task ``(session_id, source, sequence)``.
+
+    ``captured_at_ms``: capture time on the server clock, ms since the epoch; ``width`` x ``height``: the analysed
+    image in pixels; ``processing_ms``: decode + analysis time; ``faces``: the recogniser's ``FaceResult`` list.
+    Claims the frame's outcome first (``frame_outcome_claim``); then stores and publishes it with
+    ``frame_result_store``. Returns the ``Frame``, or ``None`` when the session is gone or the stream already declared
+    the frame lost (nothing stored or published). If storing fails (malformed faces, database error) nothing partial
+    is kept and a ``frame.error`` with code ``storage_failed`` is published instead.
+    """
+    session = selectors.session_get_by_id(session_id=session_id)
+    if session is None:
+        logger.info("session %s vanished before frame %s:%s was stored", session_id, source, sequence)
+        return None
+    if not frame_outcome_claim(session=session, source=source, sequence=sequence, outcome="result"):
+        logger.info("frame %s:%s of session %s came back after it was declared lost", source, sequence, session_id)
+        return None
+    try:
+        return frame_result_store(
+            session=session,
+            source=source,
+            sequence=sequence,
+            captured_at=dt.datetime.fromtimestamp(float(captured_at_ms) / 1000.0, tz=dt.UTC),
+            width=width,
+            height=height,
+            processing_ms=processing_ms,
+            faces=faces,
+        )
+    except Exception as exc:  # noqa: BLE001 - the transaction rolled back: report, keep the worker alive
+        logger.exception("could not store frame %s:%s of session %s", source, sequence, session_id)
+        frame_error_record(
+            session_id=session_id,
+            source=source,
+            sequence=sequence,
+            code="storage_failed",
+            detail=f"{type(exc).__name__}: {exc}",
+            claim=False,
+        )
+        return None
+
+
+def frame_dropped_record(
+    *, session_id: int, source: str, sequence: int, reason: str, publish: bool = True, claim: bool = True
+) -> bool:
+    """Count one dispatched frame that was never analysed (``reason``: ``"expired"`` or ``"revoked"`` task) and tell
+    the clients with a ``frame.dropped`` event so the sender frees its in-flight slot.
+
+    ``claim``: claim the frame's outcome first (``frame_outcome_claim``); when the stream already declared it lost
+    (or the session is gone), nothing is counted or published. Returns whether the drop was recorded.
+    """
+    if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome=reason):
+        return False
+    session_counters_add(session_id=session_id, dropped=1)
+    if publish:
+        event_publish(
+            session_id,
+            {
+                "type": "frame.dropped",
+                "session_id": session_id,
+                "source": source,
+                "sequence": sequence,
+                "reason": reason,
+            },
+        )
+    return True
+
+
+def frame_error_record(
+    *, session_id: int, source: str, sequence: int, code: str, detail: str, claim: bool = True
+) -> bool:
+    """Count one frame the worker could not analyse as rejected (nothing stored) and publish a ``frame.error``
+    ``{"source", "sequence", "code", "detail"}`` so the sender frees its in-flight slot.
+
+    ``code``: ``"undecodable"`` (bad image bytes), ``"analysis_failed"`` (the recogniser raised) or
+    ``"storage_failed"``; ``detail``: human-readable, cut to 300 characters. ``claim``: as in
+    ``frame_dropped_record``. Returns whether the error was recorded.
+    """
+    if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome="error"):
+        return False
+    session_counters_add(session_id=session_id, rejected=1)
+    event_publish(
+        session_id,
+        {
+            "type": "frame.error",
+            "session_id": session_id,
+            "source": source,
+            "sequence": sequence,
+            "code": code,
+            "detail": detail[:300],
+        },
+    )
+    return True
