@@ -6,6 +6,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -221,7 +222,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 #: Largest WebSocket message daphne accepts before dropping the socket: twice the frame limit plus the header, so a
 #: moderately oversized frame is answered with a ``too_large`` error and only abuse closes the connection.
 FER_WS_MAX_MESSAGE_BYTES = 2 * FER_MAX_FRAME_BYTES + 16
-#: Celery queue of frame-analysis tasks; empty = the default queue ("celery"). Workers must consume it (-Q).
-FER_FRAME_QUEUE = env.str("FER_FRAME_QUEUE", default="")
+#: Celery queues of frame analysis: live camera frames and uploaded photos/videos. Workers consume both, live first:
+#: the broker is polled in sorted queue order (``queue_order_strategy: sorted``), so the live queue's name must sort
+#: before the upload queue's; an upload backlog then never delays a live frame by more than the frame in analysis.
+FER_LIVE_QUEUE = env.str("FER_LIVE_QUEUE", default="fer.1.live")
+FER_UPLOAD_QUEUE = env.str("FER_UPLOAD_QUEUE", default="fer.2.uploads")
+if not FER_LIVE_QUEUE < FER_UPLOAD_QUEUE:
+    raise ImproperlyConfigured("FER_LIVE_QUEUE must sort before FER_UPLOAD_QUEUE (live frames are served first)")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "sorted"}
+#: What a worker started without -Q consumes: frames (live first) and the periodic maintenance tasks.
+CELERY_TASK_QUEUES = [Queue(FER_LIVE_QUEUE), Queue(FER_UPLOAD_QUEUE), Queue("celery")]
 #: Timeline bucket width of the live chart and dashboard, seconds.
 FER_CHART_BUCKET_S = env.int("FER_CHART_BUCKET_S", default=5)

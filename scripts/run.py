@@ -173,12 +173,11 @@ def main() -> int:
         subprocess.check_call([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env)
         subprocess.check_call([PY, "manage.py", "create_demo_user"], cwd=ROOT, env=env)
         concurrency = env.get("FER_WORKER_CONCURRENCY") or str(os.cpu_count() or 2)
-        queues = ",".join(q for q in ("celery", env.get("FER_FRAME_QUEUE", "")) if q)
         start(
             "celery worker",
             # niced: CPU-bound analysis must not starve the web process's WebSocket I/O on a small machine
             (["nice", "-n", "5"] if shutil.which("nice") else [])
-            + [PY, "-m", "celery", "-A", "fer_platform", "worker", "-P", "prefork", "-c", concurrency, "-Q", queues,
+            + [PY, "-m", "celery", "-A", "fer_platform", "worker", "-P", "prefork", "-c", concurrency,
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--beat", "--schedule", os.path.join(tmpdir, "celerybeat-schedule")],
         )  # fmt: skip

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import environment
+
 REPO = Path(__file__).resolve().parents[1]
 FACES_DIR = Path(os.environ.get("FER_FACES_DIR", REPO.parent / "shared/data/faces"))
-TEST_QUEUE = f"fer-test-{secrets.token_hex(4)}"
+TEST_QUEUE = environment.TEST_QUEUE
 
 
 def pytest_configure(config):
@@ -130,7 +132,6 @@ def _test_env() -> dict[str, str]:
     env["REDIS_URL"] = settings.REDIS_URL
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env["DJANGO_SETTINGS_MODULE"] = "fer_platform.settings"
-    env["FER_FRAME_QUEUE"] = TEST_QUEUE  # daphne sends frames to this run's queue, which the test worker consumes
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -176,7 +177,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     fh = open(log, "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", TEST_QUEUE,
+        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -191,7 +192,8 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
     with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(TEST_QUEUE)
+        for suffix in (".1.live", ".2.uploads"):
+            conn.default_channel.queue_purge(TEST_QUEUE + suffix)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def with_header(seq: int, data: bytes) -> bytes:
 def idle_queue(settings):
     """Send frame tasks to a queue of their own that no worker consumes; yields a function giving its length."""
     name = f"fer-test-idle-{secrets.token_hex(4)}"
-    settings.FER_FRAME_QUEUE = name
+    settings.FER_LIVE_QUEUE = name
 
     def length() -> int:
         with celery_app.connection_for_write() as conn:
