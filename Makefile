@@ -35,11 +35,14 @@ test-fast: venv
 bench: venv
 	$(PY) -m inference bench
 
-## Locks up to date with their .in files (checked before installing), ruff, formatting, mypy.
+## Locks up to date with their .in files (checked before installing), then ruff, formatting and mypy: all three run,
+## and lint fails if any of them failed.
 lint: check-locks venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(if $(MYPY_PATHS),$(VENV)/bin/mypy $(MYPY_PATHS))
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy $(MYPY_PATHS)"; $(VENV)/bin/mypy $(MYPY_PATHS) || status=1; \
+	exit $$status
 
 check-locks:
 	$(PYTHON) scripts/check_locks.py
