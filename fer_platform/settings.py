@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "sessions_app",
 ]
 
@@ -70,6 +71,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last, as django-axes requires: turns a locked-out login into the lockout page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "fer_platform.urls"
@@ -130,6 +133,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses logins of a locked-out username+IP before any password is checked
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+#: Login throttling (django-axes) of the HTML form and the API token endpoint: after AXES_FAILURE_LIMIT wrong
+#: passwords for one username from one client IP, that pair is locked out for AXES_COOLOFF_TIME hours (a school's
+#: shared NAT address does not lock out its other teachers). The client IP is the proxy-aware one of the API
+#: throttles (``API_NUM_PROXIES``).
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "sessions_app.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "sessions_app.throttling.login_lockout_response"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "sessions_app:session-list"
 LOGOUT_REDIRECT_URL = "login"

@@ -27,7 +27,7 @@ def _warm_up(**_kwargs) -> None:
     """Load the model when a prefork child starts, so the first frame is not slow."""
     try:
         recognizer_get()
-    except Exception:  # noqa: BLE001 - the task will report a clear error later
+    except Exception:
         logger.exception("could not load the emotion model at worker start")
 
 
@@ -56,7 +56,7 @@ def _count_expired(sender=None, request=None, expired=False, **_kwargs) -> None:
             sequence=int(kw["sequence"]),
             reason="expired" if expired else "revoked",
         )
-    except Exception:  # noqa: BLE001 - never crash the worker on bookkeeping
+    except Exception:
         logger.exception("could not record a dropped frame")
 
 

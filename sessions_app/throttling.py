@@ -13,9 +13,35 @@ from __future__ import annotations
 import logging
 
 from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
 
 logger = logging.getLogger(__name__)
+
+
+def client_ip(request) -> str:
+    """The client's IP address as the API throttles see it (DRF's ``get_ident``): ``X-Forwarded-For`` is trusted
+    only through ``API_NUM_PROXIES`` proxies, else the socket address. Used by django-axes for login throttling, so
+    a client cannot dodge either limit by sending its own ``X-Forwarded-For``."""
+    return BaseThrottle().get_ident(request)
+
+
+def login_lockout_response(request, original_response=None, credentials=None):
+    """django-axes' answer to a locked-out login (HTTP 429): the API's JSON error body under ``/api/``, else the
+    ``registration/locked_out.html`` page. ``Retry-After`` gives the cool-off in seconds."""
+    from django.conf import settings
+    from django.http import JsonResponse
+    from django.shortcuts import render
+
+    cooloff_s = int(float(settings.AXES_COOLOFF_TIME or 0) * 3600)
+    message = "too many failed logins for this username from this address; try again later"
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"error": {"code": "locked_out", "message": message, "details": None}}, status=429)
+    else:
+        context = {"failure_limit": settings.AXES_FAILURE_LIMIT, "cooloff_minutes": max(1, round(cooloff_s / 60))}
+        response = render(request, "registration/locked_out.html", context, status=429)
+    if cooloff_s:
+        response["Retry-After"] = str(cooloff_s)
+    return response
 
 
 class _SettingsRateMixin:
@@ -26,7 +52,7 @@ class _SettingsRateMixin:
         """DRF's rate check; ``True`` (with a warning) when the cache holding the counters cannot be reached."""
         try:
             return super().allow_request(request, view)
-        except Exception:  # noqa: BLE001 - redis-py, hiredis and Django raise different connection errors
+        except Exception:
             logger.warning("%s throttle skipped: cache unavailable", self.scope, exc_info=True)
             return True
 

@@ -39,7 +39,7 @@ from sessions_app.reports import computations, exports
 from sessions_app.reports import selectors as report_selectors
 from sessions_app.services.exports import export_record_create
 from sessions_app.services.sessions import session_create, session_end_if_running
-from sessions_app.throttling import AuthRateThrottle, ExportRateThrottle
+from sessions_app.throttling import AuthRateThrottle, ExportRateThrottle, login_lockout_response
 
 SESSION_ID = OpenApiParameter(
     "session_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Session id. Another teacher's session is 404."
@@ -101,8 +101,14 @@ class TokenView(ObtainAuthToken):
         responses={200: TokenResponseSerializer, 400: E400, 429: E429},
     )
     def post(self, request, *args, **kwargs):
-        """Form or JSON body ``{"username", "password"}``; 200 ``{"token"}``, 400 on wrong credentials, 429."""
-        return super().post(request, *args, **kwargs)
+        """Form or JSON body ``{"username", "password"}``; 200 ``{"token"}``, 400 on wrong credentials, 429 when
+        throttled or when django-axes locked this username and client IP out (shared with the HTML login form)."""
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False):
+                return login_lockout_response(request._request)
+            raise
 
 
 @extend_schema(tags=["sessions"])

@@ -153,7 +153,7 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                     return
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep the loop alive
+            except Exception:
                 logger.exception("viewer watchdog failed")
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
@@ -263,7 +263,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 data=frame.data,
                 expires_s=frame.expires_s,
             )
-        except Exception:  # noqa: BLE001 - broker down: tell the client, keep the socket
+        except Exception:
             logger.exception("could not queue frame %s of %s", frame.sequence, self.source)
             await self._apply(self.state.dispatch_failed(frame.sequence))
 
@@ -323,7 +323,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                     return
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep the loop alive
+            except Exception:
                 logger.exception("stream housekeeping failed")
 
     async def disconnect(self, code) -> None:

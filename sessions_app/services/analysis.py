@@ -57,7 +57,7 @@ def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms
         return
     try:
         faces = recognizer_get().analyze(image)
-    except Exception as exc:  # noqa: BLE001 - one bad frame must not cost the client its slot or the worker its life
+    except Exception as exc:
         logger.exception("analysis of frame %s:%s of session %s failed", source, sequence, session_id)
         frame_error_record(
             session_id=session_id,

@@ -240,7 +240,7 @@ def frame_outcome_claim(*, session: EmotionSession, source: str, sequence: int, 
     ttl = FRAME_LOST_CLAIM_TTL_S if outcome == "lost" else FRAME_CLAIM_TTL_S
     try:
         return bool(cache.add(key, outcome, timeout=ttl))
-    except Exception:  # noqa: BLE001 - counting must go on without the cache
+    except Exception:
         logger.warning("frame outcome claim of %s failed: granted", key, exc_info=True)
         return True
 
@@ -291,7 +291,7 @@ def frame_analysis_record(
             processing_ms=processing_ms,
             faces=faces,
         )
-    except Exception as exc:  # noqa: BLE001 - the transaction rolled back: report, keep the worker alive
+    except Exception as exc:
         logger.exception("could not store frame %s:%s of session %s", source, sequence, session_id)
         frame_error_record(
             session_id=session_id,

@@ -1,5 +1,7 @@
 """REST API v1: permission matrix, contents against the hand-computed fixture, bad input, errors, throttling."""
 
+import secrets
+
 import pytest
 from django.test import Client
 
@@ -336,12 +338,13 @@ def test_token_auth(teacher_a, fixture_session):
 
 def test_auth_throttle_ignores_client_supplied_x_forwarded_for(teacher_a):
     """Without trusted proxies (API_NUM_PROXIES=0, the default) the client IP is the socket address: a new
-    X-Forwarded-For on every request does not buy a new budget."""
+    X-Forwarded-For on every request does not buy a new budget. (Every guess is for another username, so the
+    per-username login lockout does not answer first.)"""
     anonymous = Client()
     statuses = [
         anonymous.post(
             "/api/v1/auth/token/",
-            {"username": "teacher_a", "password": "wrong"},
+            {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"},
             HTTP_X_FORWARDED_FOR=f"203.0.113.{i}",
         ).status_code
         for i in range(11)
@@ -361,7 +364,9 @@ def test_auth_throttle_behind_one_trusted_proxy(teacher_a, settings):
 
     def post(xff: str) -> int:
         return proxy.post(
-            "/api/v1/auth/token/", {"username": "teacher_a", "password": "wrong"}, HTTP_X_FORWARDED_FOR=xff
+            "/api/v1/auth/token/",
+            {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR=xff,
         ).status_code
 
     assert [post(f"{i}.{i}.{i}.{i}, 198.51.100.7") for i in range(11)] == [400] * 10 + [429]
@@ -372,7 +377,9 @@ def test_auth_is_throttled(teacher_a):
     """Default rate 10/min per client IP: the 11th request is refused, with a Retry-After header."""
     anonymous = Client()
     statuses = [
-        anonymous.post("/api/v1/auth/token/", {"username": "teacher_a", "password": "wrong"}).status_code
+        anonymous.post(
+            "/api/v1/auth/token/", {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"}
+        ).status_code
         for _ in range(10)
     ]
     assert statuses == [400] * 10
