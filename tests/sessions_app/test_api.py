@@ -6,27 +6,19 @@ from django.test import Client
 from sessions_app.api import views as api_views
 from sessions_app.models import EmotionSession, ExportRecord
 from sessions_app.services.sessions import session_end, session_end_if_running
-
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import (
+from tests.helpers import (
     EXPECTED_DISTRIBUTION,
     EXPECTED_TIMELINE_5,
     EXPECTED_TIMELINE_10,
     PASSWORD,
     assert_timeline_equal,
-    make_session,
+    error_of,
+    session_with_frames,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 BASE = "/api/v1/sessions/"
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    return body["error"]
 
 
 SESSION_ENDPOINTS = [
@@ -45,7 +37,7 @@ MATRIX = {"anonymous": 401, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 @pytest.mark.parametrize(("method", "path"), SESSION_ENDPOINTS)
 @pytest.mark.parametrize("role", list(MATRIX))
 def test_permission_matrix_per_session(clients, teacher_a, role, method, path):
-    session = make_session(teacher_a, ended_after_s=None)  # running, so "end" can succeed
+    session = session_with_frames(teacher_a, ended_after_s=None)  # running, so "end" can succeed
     response = getattr(clients[role], method)(BASE + path.format(id=session.pk))
     assert response.status_code == MATRIX[role]
     if MATRIX[role] != 200:
@@ -88,7 +80,7 @@ def test_permission_matrix_docs_and_schema(clients, role):
 @pytest.mark.parametrize(("path", "data"), [("", {"name": "x"}), ("{id}/end/", {})])
 def test_browser_session_writes_need_csrf_token_403(teacher_a, path, data):
     """Session-cookie POSTs without a CSRF token are refused with 403 permission_denied (documented)."""
-    session = make_session(teacher_a, ended_after_s=None)
+    session = session_with_frames(teacher_a, ended_after_s=None)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(teacher_a)
     response = browser.post(BASE + path.format(id=session.pk), data)
@@ -103,7 +95,7 @@ def test_browser_session_writes_need_csrf_token_403(teacher_a, path, data):
 def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
     """Two end requests race: the second passes the visibility lookup while the session is still running, then
     the first one ends it. Only one request may answer 200."""
-    session = make_session(teacher_a, ended_after_s=None)
+    session = session_with_frames(teacher_a, ended_after_s=None)
     lookup = api_views.visible_session_or_404
 
     def lookup_then_lose_the_race(**kwargs):
@@ -118,7 +110,7 @@ def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
 
 
 def test_session_end_if_running_reports_who_ended_it(teacher_a):
-    session = make_session(teacher_a, ended_after_s=None)
+    session = session_with_frames(teacher_a, ended_after_s=None)
     stale = EmotionSession.objects.get(pk=session.pk)
     assert session_end_if_running(session=session) is True
     first_end = session.ended_at
@@ -128,8 +120,8 @@ def test_session_end_if_running_reports_who_ended_it(teacher_a):
 
 
 def test_list_is_scoped(clients, teacher_a, teacher_b):
-    mine = make_session(teacher_a, name="A1", frames=[])
-    theirs = make_session(teacher_b, name="B1", frames=[])
+    mine = session_with_frames(teacher_a, name="A1", frames=[])
+    theirs = session_with_frames(teacher_b, name="B1", frames=[])
     ids = {role: [s["id"] for s in clients[role].get(BASE).json()["results"]] for role in MATRIX if role != "anonymous"}
     assert ids["teacher_a"] == [mine.pk]
     assert ids["teacher_b"] == [theirs.pk]
@@ -141,9 +133,9 @@ def test_list_is_scoped(clients, teacher_a, teacher_b):
 
 
 def test_list_filters_and_ordering(clients, teacher_a, teacher_b):
-    s1 = make_session(teacher_a, name="b-class", frames=[])
-    s2 = make_session(teacher_a, name="a-crowd", kind="crowd", frames=[])
-    s3 = make_session(teacher_b, name="c-class", frames=[])
+    s1 = session_with_frames(teacher_a, name="b-class", frames=[])
+    s2 = session_with_frames(teacher_a, name="a-crowd", kind="crowd", frames=[])
+    s3 = session_with_frames(teacher_b, name="c-class", frames=[])
     EmotionSession.objects.filter(pk=s1.pk).update(created_at="2024-03-01T10:00:00Z")
     EmotionSession.objects.filter(pk=s2.pk).update(created_at="2024-03-05T10:00:00Z")
     EmotionSession.objects.filter(pk=s3.pk).update(created_at="2024-03-09T10:00:00Z")
@@ -208,7 +200,7 @@ def test_create_bad_input(clients, data, field):
 
 
 def test_report_bucket_too_small_for_a_long_session_is_400(clients, teacher_a):
-    session = make_session(teacher_a, name="Marathon", frames=[(10.0, "HHH")], ended_after_s=30 * 3600)
+    session = session_with_frames(teacher_a, name="Marathon", frames=[(10.0, "HHH")], ended_after_s=30 * 3600)
     url = f"{BASE}{session.pk}/report/"
     response = clients["teacher_a"].get(url, {"bucket": 1})  # 108000 points
     assert response.status_code == 400

@@ -13,11 +13,9 @@ import pytest
 
 from sessions_app.models import PROBABILITY_FIELDS, ExportRecord, Face
 from sessions_app.reports import exports
+from tests.helpers import FRAMES, PROBS, big_session_create, session_with_frames
 
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import FRAMES, PROBS, big_session_create, make_session
-
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
 def _download(client, session, fmt: str) -> tuple[object, bytes]:
@@ -65,7 +63,7 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     name that needs CSV quoting and for awkward floats."""
     from sessions_app.services.frames import frame_result_store
 
-    session = make_session(teacher_a, name="Quoting", frames=[(1.25, "NHS"), (2.0, "")])
+    session = session_with_frames(teacher_a, name="Quoting", frames=[(1.25, "NHS"), (2.0, "")])
     frame_result_store(
         session=session,
         source='upload:1,"x"',
@@ -123,7 +121,7 @@ def test_json_export_contents(clients, fixture_session):
 
 
 def test_json_export_of_empty_session(clients, teacher_a):
-    session = make_session(teacher_a, name="Empty", frames=[])
+    session = session_with_frames(teacher_a, name="Empty", frames=[])
     _, body = _download(clients["teacher_a"], session, "json")
     assert json.loads(body)["frames"] == []
     _, body = _download(clients["teacher_a"], session, "csv")
@@ -145,7 +143,7 @@ def test_exports_are_audited(clients, fixture_session, teacher_a, admin_user):
 
 
 def test_audit_log_keeps_the_username_after_the_user_is_deleted(clients, fixture_session, teacher_b, admin_user):
-    session_b = make_session(teacher_b, name="B's lesson", frames=[])
+    session_b = session_with_frames(teacher_b, name="B's lesson", frames=[])
     _download(clients["teacher_b"], session_b, "csv")
     teacher_b.delete()  # deletes B's sessions too: both user and session of the entry become NULL
     record = ExportRecord.objects.get()

@@ -13,17 +13,15 @@ from sessions_app.reports import computations
 from sessions_app.reports import selectors as reports
 from sessions_app.reports.computations import choose_bucket_s, dominant_segments, format_duration, largest_changes
 from sessions_app.services.frames import frame_result_store
-
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import (
+from tests.helpers import (
     EXPECTED_DISTRIBUTION,
     EXPECTED_TIMELINE_5,
     EXPECTED_TIMELINE_10,
     assert_timeline_equal,
-    make_session,
+    session_with_frames,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
 def test_timeline_matches_hand_computation(fixture_session):
@@ -93,7 +91,7 @@ def test_summary_sentences(fixture_session):
 
 
 def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
-    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HS")])
+    session = session_with_frames(teacher_a, name="Two faces", frames=[(1.0, "HS")])
     report = reports.session_report(session=session)
     assert report.distribution == {"faces": 2, "probabilities": None, "dominant": None}
     assert all(item["probabilities"] is None and item["dominant"] is None for item in report.timeline)
@@ -105,14 +103,14 @@ def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
 
 def test_min_faces_is_a_setting(teacher_a, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 2
-    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HH")])
+    session = session_with_frames(teacher_a, name="Two faces", frames=[(1.0, "HH")])
     report = reports.session_report(session=session)
     assert report.distribution["dominant"] == "happy"
     assert report.min_faces == 2
 
 
 def test_empty_session_report(teacher_a):
-    session = make_session(teacher_a, name="Empty", frames=[], ended_after_s=3)
+    session = session_with_frames(teacher_a, name="Empty", frames=[], ended_after_s=3)
     report = reports.session_report(session=session)
     assert (report.frames_stored, report.faces, report.mean_face_count, report.max_face_count) == (0, 0, None, None)
     assert report.timeline == [] and report.segments == [] and report.changes == []
@@ -154,7 +152,7 @@ def test_choose_bucket_bounds_the_number_of_points(duration, target):
 def test_report_of_a_very_long_session_stays_bounded(teacher_a):
     """A session left running for 200 hours: the automatic timeline has at most 120 points."""
     frames = [(h * 3600.0 + 1, "HHH") for h in range(0, 200, 7)]
-    session = make_session(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
+    session = session_with_frames(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
     report = reports.session_report(session=session)
     assert report.bucket_s == 7200
     assert len(report.timeline) <= computations.TARGET_POINTS
@@ -176,11 +174,11 @@ def test_session_faces_time_range(fixture_session):
 
 def test_overview_dominant_is_computed_in_the_database_like_the_report(teacher_a, teacher_b, fixture_session):
     others = [
-        make_session(teacher_a, name="happy", frames=[(1.0, "HHH"), (2.0, "N")]),
-        make_session(teacher_b, name="sad", frames=[(1.0, "SSS")]),
-        make_session(teacher_a, name="two faces", frames=[(1.0, "HH")]),
-        make_session(teacher_a, name="no frames", frames=[]),
-        make_session(teacher_a, name="tie", frames=[]),
+        session_with_frames(teacher_a, name="happy", frames=[(1.0, "HHH"), (2.0, "N")]),
+        session_with_frames(teacher_b, name="sad", frames=[(1.0, "SSS")]),
+        session_with_frames(teacher_a, name="two faces", frames=[(1.0, "HH")]),
+        session_with_frames(teacher_a, name="no frames", frames=[]),
+        session_with_frames(teacher_a, name="tie", frames=[]),
     ]
     tie = others[-1]  # three faces, each half sad and half happy: the first label in FER2013 order wins
     frame_result_store(
@@ -216,10 +214,10 @@ def test_overview_rows_run_no_query_per_session(teacher_a):
             reports.overview_rows(sessions=list(reports.overview_sessions(user=teacher_a, sort="dominant")))
         return len(captured)
 
-    make_session(teacher_a, name="one", frames=[(1.0, "HHH")])
+    session_with_frames(teacher_a, name="one", frames=[(1.0, "HHH")])
     few = queries_for_overview()
     for i in range(5):
-        make_session(teacher_a, name=f"more {i}", frames=[(1.0, "SSS"), (3.0, "NNN")])
+        session_with_frames(teacher_a, name=f"more {i}", frames=[(1.0, "SSS"), (3.0, "NNN")])
     assert queries_for_overview() == few == 1
 
 

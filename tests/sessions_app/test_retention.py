@@ -10,9 +10,7 @@ from django.utils import timezone
 
 from sessions_app.models import EmotionSession, ExportRecord, Face, Frame, TimelineBucket
 from sessions_app.services.retention import sessions_purge
-
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import make_session
+from tests.helpers import session_with_frames
 
 
 def _beat_task(name: str):
@@ -23,7 +21,7 @@ def _beat_task(name: str):
     return app.tasks[name]
 
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
 def _age(session, *, days: float, ended: bool = True):
@@ -36,13 +34,13 @@ def _age(session, *, days: float, ended: bool = True):
 @pytest.fixture
 def aged(teacher_a, teacher_b, settings):
     settings.FER_RETENTION_DAYS = 30
-    old = make_session(teacher_a, name="old")
+    old = session_with_frames(teacher_a, name="old")
     _age(old, days=40)
-    recent = make_session(teacher_b, name="recent")
+    recent = session_with_frames(teacher_b, name="recent")
     _age(recent, days=10)
-    stale_running = make_session(teacher_a, name="never ended", ended_after_s=None)
+    stale_running = session_with_frames(teacher_a, name="never ended", ended_after_s=None)
     _age(stale_running, days=31, ended=False)
-    boundary = make_session(teacher_a, name="ended 29.9 days ago")  # started 30+ days ago, ended within 30
+    boundary = session_with_frames(teacher_a, name="ended 29.9 days ago")  # started 30+ days ago, ended within 30
     EmotionSession.objects.filter(pk=boundary.pk).update(
         created_at=timezone.now() - dt.timedelta(days=31), ended_at=timezone.now() - dt.timedelta(days=29.9)
     )

@@ -23,32 +23,12 @@ from sessions_app.services.frames import (
     frame_dropped_record,
     frame_error_record,
     frame_outcome_claim,
-    frame_result_store,
     frame_validate,
 )
 from sessions_app.services.sessions import session_counters_add, session_create, session_end, upload_source_allocate
+from tests.helpers import face_result, jpeg, listen, next_event, no_event, record_analysis, store_frame
 
 pytestmark = pytest.mark.django_db
-
-
-def face(label="happy", p=None, box=(10, 20, 30, 40)):
-    """A FaceResult-like dict: probabilities default to 0.7 on ``label``, 0.05 elsewhere."""
-    if p is None:
-        p = {lb: (0.7 if lb == label else 0.05) for lb in LABELS}
-    return {"box": list(box), "label": label, "score": p[label], "probabilities": p}
-
-
-def store(session, offset_s, faces, sequence, source="camera:t"):
-    return frame_result_store(
-        session=session,
-        source=source,
-        sequence=sequence,
-        captured_at=session.created_at + dt.timedelta(seconds=offset_s),
-        width=640,
-        height=480,
-        processing_ms=12.5,
-        faces=faces,
-    )
 
 
 def test_uses_postgresql():
@@ -93,7 +73,7 @@ def test_visibility_rules(teacher, other_teacher, staff_user, make_session):
 
 def test_frame_result_store_writes_everything(teacher, make_session):
     s = make_session(teacher)
-    frame = store(s, 3.4, [face("happy"), face("sad", box=(100, 50, 60, 60))], sequence=0)
+    frame = store_frame(s, 3.4, [face_result("happy"), face_result("sad", box=(100, 50, 60, 60))], sequence=0)
     assert frame.face_count == 2
     assert frame.offset_s == pytest.approx(3.4)
     faces = list(Face.objects.filter(frame=frame).order_by("id"))
@@ -109,26 +89,26 @@ def test_frame_result_store_writes_everything(teacher, make_session):
 
 def test_duplicate_sequence_is_ignored(teacher, make_session):
     s = make_session(teacher)
-    first = store(s, 1.0, [face("happy")], sequence=7)
-    again = store(s, 1.0, [face("sad"), face("sad")], sequence=7)
+    first = store_frame(s, 1.0, [face_result("happy")], sequence=7)
+    again = store_frame(s, 1.0, [face_result("sad"), face_result("sad")], sequence=7)
     assert again.pk == first.pk
     assert Frame.objects.filter(session=s).count() == 1 and Face.objects.filter(session=s).count() == 1
     bucket = TimelineBucket.objects.get(session=s)
     assert (bucket.frames, bucket.faces) == (1, 1)
     s.refresh_from_db()
     assert s.frames_processed == 1
-    store(s, 1.0, [face("sad")], sequence=7, source="camera:other")  # same sequence, other source: stored
+    store_frame(s, 1.0, [face_result("sad")], sequence=7, source="camera:other")  # same sequence, other source: stored
     assert Frame.objects.filter(session=s).count() == 2
 
 
 def test_malformed_faces_store_nothing(teacher, make_session):
     s = make_session(teacher)
-    bad = face("happy")
+    bad = face_result("happy")
     bad["probabilities"] = {"happy": 1.0}
     with pytest.raises((ValueError, KeyError)):
-        store(s, 0.5, [face("sad"), bad], sequence=1)
+        store_frame(s, 0.5, [face_result("sad"), bad], sequence=1)
     with pytest.raises(ValueError):
-        store(s, 0.5, [face("sad") | {"label": "bored"}], sequence=2)
+        store_frame(s, 0.5, [face_result("sad") | {"label": "bored"}], sequence=2)
     assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
 
 
@@ -154,7 +134,7 @@ def test_real_recognizer_output_is_stored(teacher, make_session, group_photo):
     image = cv2.imread(str(path))
     results = recognizer_get().analyze(image)
     s = make_session(teacher)
-    frame = store(s, 0.0, results, sequence=0)
+    frame = store_frame(s, 0.0, results, sequence=0)
     assert abs(frame.face_count - count) <= 1
     for f, r in zip(Face.objects.filter(frame=frame).order_by("id"), results, strict=True):
         assert f.box == tuple(r.box) and f.label == r.label
@@ -168,7 +148,7 @@ def test_result_event_published_after_commit(teacher, make_session, django_captu
     async_to_sync(layer.group_add)(session_group_name(s.pk), channel)
     try:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            store(s, 2.0, [face("surprise")], sequence=3)
+            store_frame(s, 2.0, [face_result("surprise")], sequence=3)
         assert len(callbacks) == 1
         event = async_to_sync(layer.receive)(channel)
     finally:
@@ -181,11 +161,11 @@ def test_result_event_published_after_commit(teacher, make_session, django_captu
 def test_timeline_buckets_and_min_faces_rule(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)
-    store(s, 0.2, [face("happy")] * 2, sequence=0)
-    store(s, 1.5, [face("happy"), face("sad")], sequence=1)
-    store(s, 4.99, [], sequence=2)
-    store(s, 5.0, [face("sad")], sequence=3)  # bucket [5,10): 1 face < 3 -> no aggregates
-    store(s, 12.0, [face("neutral")] * 3, sequence=4)
+    store_frame(s, 0.2, [face_result("happy")] * 2, sequence=0)
+    store_frame(s, 1.5, [face_result("happy"), face_result("sad")], sequence=1)
+    store_frame(s, 4.99, [], sequence=2)
+    store_frame(s, 5.0, [face_result("sad")], sequence=3)  # bucket [5,10): 1 face < 3 -> no aggregates
+    store_frame(s, 12.0, [face_result("neutral")] * 3, sequence=4)
     tl = selectors.session_timeline(session=s, bucket_s=5)
     assert [(b["start_s"], b["end_s"], b["frames"], b["faces"]) for b in tl] == [
         (0, 5, 3, 4),
@@ -216,7 +196,7 @@ def test_summary_duration_is_the_sessions_wall_clock_duration(teacher, make_sess
     """Duration = session start to end (or to now while running), not the span between the first and last frame:
     a 40 s session with one frame lasted 40 s, not 0 s."""
     s = make_session(teacher)
-    store(s, 3.0, [face("happy")], sequence=0)
+    store_frame(s, 3.0, [face_result("happy")], sequence=0)
     now = s.created_at + dt.timedelta(seconds=25)
     running = selectors.session_summary(session=s, now=now)
     assert running["duration_s"] == pytest.approx(25.0) and running["frame_span_s"] == 0.0
@@ -231,7 +211,7 @@ def test_distribution_hidden_below_min_faces(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)
     assert selectors.session_distribution(session=s) == {"faces": 0, "probabilities": None, "dominant": None}
-    store(s, 0.0, [face("fear")] * 2, sequence=0)
+    store_frame(s, 0.0, [face_result("fear")] * 2, sequence=0)
     assert selectors.session_distribution(session=s)["probabilities"] is None
 
 
@@ -244,7 +224,7 @@ def test_concurrent_stores_keep_bucket_sums_exact(teacher, make_session):
     def worker(n):
         try:
             for i in range(5):
-                store(s, 0.5, [face("happy")] * 2, sequence=n * 100 + i)
+                store_frame(s, 0.5, [face_result("happy")] * 2, sequence=n * 100 + i)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
         finally:
@@ -272,11 +252,6 @@ def test_counters_and_upload_sources(teacher, make_session):
 
 
 # ---------------------------------------------------------------------------------------------- frame_validate
-def jpeg(w=64, h=48, quality=80) -> bytes:
-    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-
-
 def png(w=32, h=16) -> bytes:
     return cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes()
 
@@ -309,7 +284,7 @@ def test_frame_validate_rejects(payload, code):
 
 
 def test_frame_validate_truncated_oversized_and_too_big(settings):
-    data = jpeg()
+    data = jpeg(64, 48, quality=80)
     with pytest.raises(FrameRejected) as info:
         frame_validate(data[: len(data) // 2])
     assert info.value.code == "truncated"
@@ -322,63 +297,26 @@ def test_frame_validate_truncated_oversized_and_too_big(settings):
     assert info.value.code == "too_large"
     settings.FER_MAX_FRAME_BYTES = 1_000_000
     with pytest.raises(FrameRejected) as info:
-        frame_validate(jpeg(2000, 20))
+        frame_validate(jpeg(2000, 20, quality=80))
     assert info.value.code == "too_big_dimensions"
     assert frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
 
 
 # ------------------------------------------------------------------------------- worker side: outcomes, failures
-def listen(session_id):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(session_group_name(session_id), channel)
-    return layer, channel
-
-
-def next_event(layer, channel, timeout=5):
-    import asyncio
-
-    async def recv():
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-
-    return async_to_sync(recv)()
-
-
-def no_event(layer, channel, timeout=0.5) -> bool:
-    try:
-        next_event(layer, channel, timeout)
-    except TimeoutError:
-        return True
-    return False
-
-
-def record(session, sequence, source="camera:w", faces=None):
-    return frame_analysis_record(
-        session_id=session.pk,
-        source=source,
-        sequence=sequence,
-        captured_at_ms=session.created_at.timestamp() * 1000 + 1500,
-        width=640,
-        height=480,
-        processing_ms=9.0,
-        faces=[face("happy")] if faces is None else faces,
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_each_frame_has_exactly_one_outcome(teacher, make_session):
     """The worker and the stream's lost-frame housekeeping race for a frame's outcome: only the first counts."""
     s = make_session(teacher)
     layer, channel = listen(s.pk)
     # the worker answers first: the stream's later "lost" claim fails (the result is counted, once)
-    frame = record(s, 1)
+    frame = record_analysis(s, 1)
     assert frame is not None and frame.offset_s == pytest.approx(1.5, abs=0.01)
     assert next_event(layer, channel)["type"] == "frame.result"
     assert not frame_outcome_claim(session=s, source="camera:w", sequence=1, outcome="lost")
     # the stream declared frame 2 lost first: its late result is neither stored nor published nor counted
     assert frame_outcome_claim(session=s, source="camera:w", sequence=2, outcome="lost")
     session_counters_add(session_id=s.pk, dropped=1)  # what the stream counts for a lost frame
-    assert record(s, 2) is None
+    assert record_analysis(s, 2) is None
     # an expired task or an error for a lost frame is not counted either
     assert frame_outcome_claim(session=s, source="camera:w", sequence=3, outcome="lost")
     session_counters_add(session_id=s.pk, dropped=1)
@@ -387,7 +325,7 @@ def test_each_frame_has_exactly_one_outcome(teacher, make_session):
     assert no_event(layer, channel)
     assert list(Frame.objects.filter(session=s).values_list("sequence", flat=True)) == [1]
     assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 1, "dropped": 2, "rejected": 0}
-    assert record(s, 1) is None  # a redelivered task is not counted twice either
+    assert record_analysis(s, 1) is None  # a redelivered task is not counted twice either
 
 
 @pytest.mark.django_db(transaction=True)
@@ -413,7 +351,7 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
     assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 0, "dropped": 0, "rejected": 1}
     # malformed recogniser output: the transaction rolls back, a storage_failed error answers the frame
-    assert record(s, 5, faces=[face("happy") | {"label": "bored"}]) is None
+    assert record_analysis(s, 5, faces=[face_result("happy") | {"label": "bored"}]) is None
     ev = next_event(layer, channel)
     assert (ev["type"], ev["sequence"], ev["code"]) == ("frame.error", 5, "storage_failed")
     assert not Frame.objects.filter(session=s).exists()
