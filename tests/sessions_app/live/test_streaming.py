@@ -1,4 +1,4 @@
-"""Unit tests of the per-connection stream state machine (``sessions_app.streaming``): plain Python, fake clocks."""
+"""The per-connection stream state machine (``sessions_app.live.streaming``): plain Python, fake clocks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Exports: CSV/JSON contents against the stored rows, CSV parse-back, audit log, constant memory on 100k faces."""
+"""Exports (``sessions_app.reports.exports``): CSV/JSON contents against the stored rows, CSV parse-back, audit log,
+constant memory on 100k faces."""
+
+from __future__ import annotations
 
 import asyncio
 import csv
@@ -154,21 +157,6 @@ def test_audit_log_keeps_the_username_after_the_user_is_deleted(clients, fixture
     row = page.content.decode().split('class="field-username"')[1].split("</td>")[0]
     assert "teacher_b" in row
     assert "teacher_b" in clients["admin"].get("/admin/sessions_app/exportrecord/", {"q": "teacher_b"}).content.decode()
-
-
-def test_migration_copies_usernames_of_existing_entries(fixture_session, teacher_a):
-    from importlib import import_module
-
-    from django.apps import apps
-
-    migration = import_module("sessions_app.migrations.0003_exportrecord_username")
-    old = ExportRecord.objects.create(user=teacher_a, session=fixture_session, session_label="x", format="csv")
-    orphan = ExportRecord.objects.create(user=None, session=fixture_session, session_label="y", format="json")
-    assert old.username == "" and orphan.username == ""
-    migration.copy_usernames(apps, None)
-    old.refresh_from_db()
-    orphan.refresh_from_db()
-    assert (old.username, orphan.username) == ("teacher_a", "")
 
 
 @pytest.fixture

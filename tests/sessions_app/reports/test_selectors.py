@@ -1,32 +1,21 @@
-"""Report computations (sessions_app.reports) against the hand-computed fixture session."""
+"""Report queries (``sessions_app.reports.selectors``): the session report and the overview rows against the
+hand-computed fixture session."""
+
+from __future__ import annotations
 
 import datetime as dt
-import math
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from inference.labels import LABELS
 from sessions_app import selectors
 from sessions_app.reports import computations
 from sessions_app.reports import selectors as reports
-from sessions_app.reports.computations import choose_bucket_s, dominant_segments, format_duration, largest_changes
 from sessions_app.services.frames import frame_result_store
-from tests.helpers import (
-    EXPECTED_DISTRIBUTION,
-    EXPECTED_TIMELINE_5,
-    EXPECTED_TIMELINE_10,
-    assert_timeline_equal,
-    session_with_frames,
-)
+from tests.helpers import EXPECTED_DISTRIBUTION, EXPECTED_TIMELINE_5, assert_timeline_equal, session_with_frames
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
-
-
-def test_timeline_matches_hand_computation(fixture_session):
-    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=5), EXPECTED_TIMELINE_5)
-    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=10), EXPECTED_TIMELINE_10)
 
 
 def test_report_numbers(fixture_session):
@@ -124,31 +113,6 @@ def test_bucket_validation(fixture_session):
         reports.session_report(session=fixture_session, bucket_s=computations.MAX_BUCKET_S + 1)
 
 
-@pytest.mark.parametrize(
-    ("duration", "bucket"),
-    [
-        (0, 1),
-        (120, 1),
-        (121, 2),
-        (600, 5),
-        (3600, 30),
-        (8 * 3600, 300),
-        (30 * 3600, 900),
-        (200 * 3600, 7200),  # past 120 hours the bucket grows beyond an hour ...
-        (10**7, 86400),
-        (10**9, 97 * 86400),  # ... and past 120 days by whole days
-    ],
-)
-def test_choose_bucket(duration, bucket):
-    assert choose_bucket_s(duration) == bucket
-
-
-@pytest.mark.parametrize("duration", [1, 119, 121, 3601, 30 * 3600, 121 * 3600, 10**6, 10**7, 10**8, 10**9 + 7])
-@pytest.mark.parametrize("target", [6, 120])
-def test_choose_bucket_bounds_the_number_of_points(duration, target):
-    assert math.ceil(duration / choose_bucket_s(duration, target_points=target)) <= target
-
-
 def test_report_of_a_very_long_session_stays_bounded(teacher_a):
     """A session left running for 200 hours: the automatic timeline has at most 120 points."""
     frames = [(h * 3600.0 + 1, "HHH") for h in range(0, 200, 7)]
@@ -158,18 +122,6 @@ def test_report_of_a_very_long_session_stays_bounded(teacher_a):
     assert len(report.timeline) <= computations.TARGET_POINTS
     with pytest.raises(ValueError, match="at least 200 seconds"):
         reports.session_report(session=session, bucket_s=60)  # 12000 points
-
-
-def test_session_faces_time_range(fixture_session):
-    def offsets(**kwargs):
-        return [face.frame.offset_s for face in selectors.session_faces(session=fixture_session, **kwargs)]
-
-    everything = offsets()
-    assert len(everything) == 24 and everything == sorted(everything)
-    assert offsets(from_s=5, to_s=11) == [5.0] * 3 + [7.5] * 4  # from_s inclusive, to_s exclusive
-    assert offsets(from_s=21) == [21.0] * 3
-    assert offsets(to_s=0.5) == []
-    assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
 
 
 def test_overview_dominant_is_computed_in_the_database_like_the_report(teacher_a, teacher_b, fixture_session):
@@ -224,22 +176,3 @@ def test_overview_rows_run_no_query_per_session(teacher_a):
 def test_overview_sessions_rejects_unknown_sort(teacher_a):
     with pytest.raises(ValueError):
         reports.overview_sessions(user=teacher_a, sort="password")
-
-
-def test_pure_segments_break_at_gaps():
-    timeline = [
-        {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {}},
-        {"start_s": 5, "end_s": 10, "dominant": "happy", "probabilities": {}},
-        {"start_s": 20, "end_s": 25, "dominant": "happy", "probabilities": {}},
-    ]
-    assert [(s["start_s"], s["end_s"], s["buckets"]) for s in dominant_segments(timeline)] == [(0, 10, 2), (20, 25, 1)]
-
-
-def test_pure_largest_changes_ignores_no_change():
-    same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in LABELS}}
-    assert largest_changes([same, {**same, "start_s": 5, "end_s": 10}]) == []
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0 s"), (59.6, "1 min"), (125, "2 min 5 s"), (3720, "1 h 2 min")])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text

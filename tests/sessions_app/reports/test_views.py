@@ -12,7 +12,7 @@ from django.urls import include, path
 from pypdf import PdfReader
 
 from sessions_app.models import EmotionSession, ExportRecord
-from sessions_app.reports import computations as report_views
+from sessions_app.reports import computations
 from tests.helpers import session_with_frames
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
@@ -96,7 +96,7 @@ def test_chart_of_a_30_hour_session_stays_readable(clients, teacher_a):
     """30 hours: at most 7 tick labels and 120 columns (automatic bucket 15 min); a 1-second bucket is refused."""
     frames = [(h * 3600.0 + m * 60.0, "HHH") for h in range(30) for m in (0, 20, 40)]
     session = session_with_frames(teacher_a, name="Marathon", frames=frames, ended_after_s=30 * 3600)
-    chart = report_views.timeline_chart(
+    chart = computations.timeline_chart(
         [
             {"start_s": k * 900, "end_s": (k + 1) * 900, "probabilities": None}
             for k in range(120)  # every bucket of 30 hours
