@@ -8,5 +8,5 @@ from django.db import connection
 pytestmark = pytest.mark.django_db
 
 
-def test_uses_postgresql():
+def test_the_suite_runs_on_postgresql():
     assert connection.vendor == "postgresql"

@@ -68,7 +68,7 @@ def _login(page, base: str, username: str) -> None:
     page.wait_for_load_state()
 
 
-def test_report_page_and_pdf_in_chromium(live_server, browser_page, teacher_a, teacher_b):
+def test_teacher_reads_the_report_and_downloads_the_pdf_in_chromium(live_server, browser_page, teacher_a, teacher_b):
     from playwright.sync_api import expect
 
     session = session_with_frames(teacher_a)

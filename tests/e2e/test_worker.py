@@ -25,7 +25,9 @@ pytestmark = [
 ]
 
 
-async def test_stream_real_photos_through_worker(teacher, make_session, photos, celery_worker):
+async def test_real_photos_streamed_through_the_worker_get_their_faces_counted(
+    teacher, make_session, photos, celery_worker
+):
     s = await sync_to_async(make_session)(teacher, target_fps=2.0)
     comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
     source = (await events(comm, 1))[0]["source"]
@@ -84,7 +86,9 @@ async def test_flood_through_worker_accounts_for_every_frame(teacher, make_sessi
     assert await sync_to_async(Frame.objects.filter(session=s).count)() == len(processed)
 
 
-async def test_skewed_client_clock_through_worker(teacher, make_session, group_photo, celery_worker):
+async def test_skewed_client_clock_is_served_normally_through_the_worker(
+    teacher, make_session, group_photo, celery_worker
+):
     """A browser whose clock is 40 s behind: its frames are analysed (not dropped as stale) and stored at the right
     place of the session's timeline (offset on the server's clock), one client-clock second apart."""
     path, count = group_photo

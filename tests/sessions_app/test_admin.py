@@ -13,7 +13,7 @@ CHANGELIST = "/admin/sessions_app/emotionsession/"
 @pytest.mark.parametrize(
     ("role", "status"), [("anonymous", 302), ("teacher_a", 302), ("teacher_b", 302), ("admin", 200)]
 )
-def test_admin_permission_matrix(clients, fixture_session, role, status):
+def test_only_admins_get_into_the_admin(clients, fixture_session, role, status):
     for url in (CHANGELIST, f"{CHANGELIST}{fixture_session.pk}/change/", "/admin/sessions_app/exportrecord/"):
         response = clients[role].get(url)
         assert response.status_code == status, url
@@ -21,7 +21,7 @@ def test_admin_permission_matrix(clients, fixture_session, role, status):
             assert response["Location"].startswith("/admin/login/")
 
 
-def test_admin_filters_and_search(clients, teacher_a, teacher_b):
+def test_admin_filters_and_searches_sessions(clients, teacher_a, teacher_b):
     session_with_frames(teacher_a, name="Algebra", frames=[])
     session_with_frames(teacher_b, name="Concert", kind="crowd", frames=[])
     admin = clients["admin"]

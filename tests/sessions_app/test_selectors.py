@@ -15,7 +15,9 @@ from tests.helpers import EXPECTED_TIMELINE_5, EXPECTED_TIMELINE_10, assert_time
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
-def test_visibility_rules(teacher, other_teacher, staff_user, make_session):
+def test_teachers_see_only_their_own_sessions_staff_see_all_and_only_owners_stream(
+    teacher, other_teacher, staff_user, make_session
+):
     mine, theirs = make_session(teacher), make_session(other_teacher)
     assert list(selectors.session_list_for_user(user=teacher)) == [mine]
     assert set(selectors.session_list_for_user(user=staff_user)) == {mine, theirs}
@@ -31,7 +33,7 @@ def test_visibility_rules(teacher, other_teacher, staff_user, make_session):
     assert not selectors.session_can_stream(user=staff_user, session=mine)
 
 
-def test_timeline_buckets_and_min_faces_rule(teacher, make_session, settings):
+def test_timeline_distribution_and_summary_follow_the_min_faces_rule(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)
     store_frame(s, 0.2, [face_result("happy")] * 2, sequence=0)
@@ -80,7 +82,7 @@ def test_summary_duration_is_the_sessions_wall_clock_duration(teacher, make_sess
     assert selectors.session_duration_s(session=s) == pytest.approx(40.0)
 
 
-def test_distribution_hidden_below_min_faces(teacher, make_session, settings):
+def test_distribution_is_hidden_below_min_faces(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)
     assert selectors.session_distribution(session=s) == {"faces": 0, "probabilities": None, "dominant": None}
@@ -93,7 +95,7 @@ def test_timeline_matches_hand_computation(fixture_session):
     assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=10), EXPECTED_TIMELINE_10)
 
 
-def test_session_faces_time_range(fixture_session):
+def test_session_faces_are_filtered_by_time_range(fixture_session):
     def offsets(**kwargs):
         return [face.frame.offset_s for face in selectors.session_faces(session=fixture_session, **kwargs)]
 

@@ -33,7 +33,7 @@ def test_auth_throttle_ignores_client_supplied_x_forwarded_for(teacher_a):
     assert refused.status_code == 429 and error_of(refused)["code"] == "throttled"
 
 
-def test_auth_throttle_behind_one_trusted_proxy(teacher_a, settings):
+def test_auth_throttle_counts_the_client_behind_one_trusted_proxy(teacher_a, settings):
     """API_NUM_PROXIES=1: the address the proxy appended (last X-Forwarded-For entry) is the client; what the
     client itself put in front does not matter."""
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}

@@ -42,7 +42,7 @@ MATRIX = {"anonymous": 401, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 
 @pytest.mark.parametrize(("method", "path"), SESSION_ENDPOINTS)
 @pytest.mark.parametrize("role", list(MATRIX))
-def test_permission_matrix_per_session(clients, teacher_a, role, method, path):
+def test_session_endpoints_follow_the_permission_matrix(clients, teacher_a, role, method, path):
     session = session_with_frames(teacher_a, ended_after_s=None)  # running, so "end" can succeed
     response = getattr(clients[role], method)(BASE + path.format(id=session.pk))
     assert response.status_code == MATRIX[role]
@@ -61,7 +61,9 @@ CREATE_MATRIX = {"anonymous": 401, "teacher_a": 201, "teacher_b": 201, "admin": 
 
 
 @pytest.mark.parametrize("role", list(CREATE_MATRIX))
-def test_permission_matrix_create(clients, role, teacher_a, teacher_b, admin_user):
+def test_create_refuses_anonymous_users_and_makes_the_requester_the_owner(
+    clients, role, teacher_a, teacher_b, admin_user
+):
     response = clients[role].post(BASE, {"name": f"made by {role}"})
     assert response.status_code == CREATE_MATRIX[role], response.content
     if role == "anonymous":
@@ -118,7 +120,7 @@ def test_list_is_scoped(clients, teacher_a, teacher_b):
     assert clients["teacher_b"].get(BASE, {"owner": teacher_a.pk}).json()["count"] == 0
 
 
-def test_list_filters_and_ordering(clients, teacher_a, teacher_b):
+def test_list_filters_and_orders_sessions(clients, teacher_a, teacher_b):
     s1 = session_with_frames(teacher_a, name="b-class", frames=[])
     s2 = session_with_frames(teacher_a, name="a-crowd", kind="crowd", frames=[])
     s3 = session_with_frames(teacher_b, name="c-class", frames=[])
@@ -143,7 +145,7 @@ def test_list_filters_and_ordering(clients, teacher_a, teacher_b):
     assert ids(ordering="created_at", page_size=2, page=2) == [s3.pk]
 
 
-def test_retrieve_contents(clients, fixture_session):
+def test_retrieve_returns_the_session_and_its_counters(clients, fixture_session):
     body = clients["teacher_a"].get(f"{BASE}{fixture_session.pk}/").json()
     assert body["id"] == fixture_session.pk
     assert body["name"] == "Fixture class"
@@ -154,7 +156,7 @@ def test_retrieve_contents(clients, fixture_session):
     assert body["links"]["report"].endswith(f"/reports/sessions/{fixture_session.pk}/")
 
 
-def test_create_and_end(clients, teacher_a):
+def test_a_created_session_can_be_ended_once(clients, teacher_a):
     response = clients["teacher_a"].post(BASE, {"name": "Period 3", "kind": "crowd", "target_fps": 1.5})
     assert response.status_code == 201, response.content
     body = response.json()
@@ -178,7 +180,7 @@ def test_create_and_end(clients, teacher_a):
         ({"name": "x" * 201}, "name"),
     ],
 )
-def test_create_bad_input(clients, data, field):
+def test_create_refuses_bad_input_with_400(clients, data, field):
     response = clients["teacher_a"].post(BASE, data)
     assert response.status_code == 400
     error = error_of(response)
@@ -196,7 +198,7 @@ def test_report_bucket_too_small_for_a_long_session_is_400(clients, teacher_a):
     assert clients["teacher_a"].get(url).json()["bucket_s"] == 900  # automatic: 120 points
 
 
-def test_timeline_contents(clients, fixture_session):
+def test_timeline_endpoint_matches_the_hand_computation(clients, fixture_session):
     url = f"{BASE}{fixture_session.pk}/timeline/"
     body = clients["teacher_a"].get(url, {"bucket": 5}).json()
     assert (body["session_id"], body["bucket_s"], body["min_faces"]) == (fixture_session.pk, 5, 3)
@@ -205,7 +207,7 @@ def test_timeline_contents(clients, fixture_session):
     assert clients["teacher_a"].get(url).json()["bucket_s"] == 5  # default
 
 
-def test_report_contents(clients, fixture_session):
+def test_report_endpoint_matches_the_hand_computation(clients, fixture_session):
     body = clients["teacher_a"].get(f"{BASE}{fixture_session.pk}/report/", {"bucket": 5}).json()
     assert body["session"] == {"id": fixture_session.pk, "name": "Fixture class", "kind": "classroom"}
     assert body["faces"] == 24 and body["max_face_count"] == 4
@@ -216,7 +218,7 @@ def test_report_contents(clients, fixture_session):
     assert body["summary"][0] == 'The classroom session "Fixture class" lasted 25 s.'
 
 
-def test_faces_contents_and_time_range(clients, fixture_session):
+def test_faces_endpoint_lists_every_face_and_filters_by_time_range(clients, fixture_session):
     url = f"{BASE}{fixture_session.pk}/faces/"
     body = clients["teacher_a"].get(url, {"page_size": 100}).json()
     assert body["count"] == 24
@@ -295,7 +297,7 @@ def test_export_format_is_not_drf_format_override(clients, fixture_session):
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
 
 
-def test_token_auth(teacher_a, fixture_session):
+def test_token_auth_gives_one_token_per_user_and_refuses_bad_credentials(teacher_a, fixture_session):
     anonymous = Client()
     response = anonymous.post("/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD})
     assert response.status_code == 200, response.content

@@ -79,7 +79,7 @@ def test_parameters_and_units_are_documented(schema):
 
 
 @pytest.mark.parametrize("role", ["anonymous", "teacher_a", "teacher_b", "admin"])
-def test_permission_matrix_docs_and_schema(clients, role):
+def test_docs_and_schema_are_public(clients, role):
     """The schema and Swagger UI describe the API only (no data): public, like the login page."""
     docs = clients[role].get("/api/docs/")
     assert docs.status_code == 200 and "swagger-ui" in docs.content.decode()

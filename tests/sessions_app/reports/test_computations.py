@@ -26,7 +26,7 @@ from sessions_app.reports.computations import choose_bucket_s, dominant_segments
         (10**9, 97 * 86400),  # ... and past 120 days by whole days
     ],
 )
-def test_choose_bucket(duration, bucket):
+def test_choose_bucket_grows_with_the_duration(duration, bucket):
     assert choose_bucket_s(duration) == bucket
 
 
@@ -36,7 +36,7 @@ def test_choose_bucket_bounds_the_number_of_points(duration, target):
     assert math.ceil(duration / choose_bucket_s(duration, target_points=target)) <= target
 
 
-def test_pure_segments_break_at_gaps():
+def test_dominant_segments_break_at_gaps():
     timeline = [
         {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {}},
         {"start_s": 5, "end_s": 10, "dominant": "happy", "probabilities": {}},
@@ -45,11 +45,11 @@ def test_pure_segments_break_at_gaps():
     assert [(s["start_s"], s["end_s"], s["buckets"]) for s in dominant_segments(timeline)] == [(0, 10, 2), (20, 25, 1)]
 
 
-def test_pure_largest_changes_ignores_no_change():
+def test_largest_changes_ignores_buckets_without_change():
     same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in LABELS}}
     assert largest_changes([same, {**same, "start_s": 5, "end_s": 10}]) == []
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0 s"), (59.6, "1 min"), (125, "2 min 5 s"), (3720, "1 h 2 min")])
-def test_format_duration(seconds, text):
+def test_format_duration_uses_readable_units(seconds, text):
     assert format_duration(seconds) == text

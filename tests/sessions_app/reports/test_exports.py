@@ -102,7 +102,7 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     assert float(rows[-1]["processing_ms"]) == 1 / 3 and float(rows[-1]["p_disgust"]) == 2 / 3
 
 
-def test_json_export_contents(clients, fixture_session):
+def test_json_export_matches_the_stored_rows(clients, fixture_session):
     response, body = _download(clients["admin"], fixture_session, "json")
     assert response["Content-Type"] == "application/json"
     doc = json.loads(body)
@@ -123,7 +123,7 @@ def test_json_export_contents(clients, fixture_session):
     assert stored == {}
 
 
-def test_json_export_of_empty_session(clients, teacher_a):
+def test_exports_of_an_empty_session_have_no_rows(clients, teacher_a):
     session = session_with_frames(teacher_a, name="Empty", frames=[])
     _, body = _download(clients["teacher_a"], session, "json")
     assert json.loads(body)["frames"] == []

@@ -18,7 +18,7 @@ from tests.helpers import EXPECTED_DISTRIBUTION, EXPECTED_TIMELINE_5, assert_tim
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
-def test_report_numbers(fixture_session):
+def test_report_numbers_match_the_hand_computation(fixture_session):
     report = reports.session_report(session=fixture_session, bucket_s=5)
     assert report.duration_s == 25.0
     assert (report.frames_processed, report.frames_dropped, report.frames_rejected) == (9, 2, 1)
@@ -31,7 +31,7 @@ def test_report_numbers(fixture_session):
     assert_timeline_equal(report.timeline, EXPECTED_TIMELINE_5)
 
 
-def test_segments_by_hand(fixture_session):
+def test_segments_match_the_hand_computation(fixture_session):
     report = reports.session_report(session=fixture_session, bucket_s=5)
     assert [(s["start_s"], s["end_s"], s["dominant"]) for s in report.segments] == [
         (0, 5, "neutral"),
@@ -49,7 +49,7 @@ def test_segments_by_hand(fixture_session):
     ]
 
 
-def test_largest_changes_by_hand(fixture_session):
+def test_largest_changes_match_the_hand_computation(fixture_session):
     changes = reports.session_report(session=fixture_session, bucket_s=5).changes
     # [15,20) -> [20,25): TV = 0.5 * (0.5/6 + 3.5/6 + (0.2 - 0.1/6) + 1.9/6 + 0.2 + 0.6) = 59/60
     # [5,10) -> [15,20) (the hidden bucket in between is skipped): TV = 0.5 * (0.5/6 + 3.5/6 + 3.5/6 + 0.5/6) = 2/3
@@ -64,7 +64,7 @@ def test_largest_changes_by_hand(fixture_session):
     assert (changes[2]["rose"], changes[2]["fell"]) == ("happy", "neutral")
 
 
-def test_summary_sentences(fixture_session):
+def test_summary_describes_the_session_in_sentences(fixture_session):
     summary = reports.session_report(session=fixture_session, bucket_s=5).summary
     assert summary == [
         'The classroom session "Fixture class" lasted 25 s.',
@@ -98,7 +98,7 @@ def test_min_faces_is_a_setting(teacher_a, settings):
     assert report.min_faces == 2
 
 
-def test_empty_session_report(teacher_a):
+def test_an_empty_session_has_an_empty_report(teacher_a):
     session = session_with_frames(teacher_a, name="Empty", frames=[], ended_after_s=3)
     report = reports.session_report(session=session)
     assert (report.frames_stored, report.faces, report.mean_face_count, report.max_face_count) == (0, 0, None, None)
@@ -106,7 +106,7 @@ def test_empty_session_report(teacher_a):
     assert report.summary[0] == 'The classroom session "Empty" lasted 3 s.'
 
 
-def test_bucket_validation(fixture_session):
+def test_report_refuses_a_bucket_out_of_range(fixture_session):
     with pytest.raises(ValueError):
         reports.session_report(session=fixture_session, bucket_s=0)
     with pytest.raises(ValueError):

@@ -23,7 +23,7 @@ MATRIX = {"anonymous": 302, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 
 @pytest.mark.parametrize("page", ["", "pdf/"])
 @pytest.mark.parametrize("role", list(MATRIX))
-def test_report_permission_matrix(clients, fixture_session, role, page):
+def test_report_pages_follow_the_permission_matrix(clients, fixture_session, role, page):
     response = clients[role].get(f"/reports/sessions/{fixture_session.pk}/{page}")
     assert response.status_code == MATRIX[role]
     if role == "anonymous":
@@ -34,7 +34,7 @@ def test_report_permission_matrix(clients, fixture_session, role, page):
         assert missing.status_code == response.status_code
 
 
-def test_overview_permission_matrix(clients, fixture_session, teacher_b):
+def test_overview_lists_only_the_sessions_a_user_may_see(clients, fixture_session, teacher_b):
     other = session_with_frames(teacher_b, name="B's lesson", frames=[])
     assert clients["anonymous"].get("/reports/").status_code == 302
     pages = {role: clients[role].get("/reports/").content.decode() for role in ("teacher_a", "teacher_b", "admin")}
@@ -182,7 +182,7 @@ def test_pdf_shares_the_export_rate_limit(clients, fixture_session, settings):
     assert clients["admin"].get(url).status_code == 200
 
 
-def test_overview_sorting_and_filters(clients, teacher_a, teacher_b):
+def test_overview_sorts_and_filters_sessions(clients, teacher_a, teacher_b):
     short = session_with_frames(teacher_a, name="short", frames=[(1.0, "NNN")], ended_after_s=10)
     long = session_with_frames(teacher_b, name="long", kind="crowd", frames=[(1.0, "HHHHHH")], ended_after_s=600)
     mid = session_with_frames(teacher_a, name="mid", frames=[(1.0, "SSSS")], ended_after_s=60)

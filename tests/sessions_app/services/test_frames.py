@@ -65,7 +65,7 @@ def test_malformed_faces_store_nothing(teacher, make_session):
     assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
 
 
-def test_result_event_published_after_commit(teacher, make_session, django_capture_on_commit_callbacks):
+def test_result_event_is_published_after_commit(teacher, make_session, django_capture_on_commit_callbacks):
     layer = get_channel_layer()
     s = make_session(teacher)
     channel = async_to_sync(layer.new_channel)()
@@ -136,13 +136,13 @@ def test_frame_validate_accepts_jpeg_png_and_header(group_photo):
         (b"FRM1\x00", "bad_header"),
     ],
 )
-def test_frame_validate_rejects(payload, code):
+def test_frame_validate_rejects_non_image_payloads_with_their_code(payload, code):
     with pytest.raises(FrameRejected) as info:
         frame_validate(payload)
     assert info.value.code == code
 
 
-def test_frame_validate_truncated_oversized_and_too_big(settings):
+def test_frame_validate_rejects_truncated_too_large_and_too_big_images(settings):
     data = jpeg(64, 48, quality=80)
     with pytest.raises(FrameRejected) as info:
         frame_validate(data[: len(data) // 2])

@@ -62,7 +62,7 @@ def test_purge_deletes_expired_results_only(aged):
     assert sessions_purge().sessions == 0  # idempotent
 
 
-def test_dry_run_and_disabled_retention(aged, settings):
+def test_dry_run_and_disabled_retention_delete_nothing(aged, settings):
     result = sessions_purge(dry_run=True)
     assert (result.sessions, result.faces) == (2, 48)
     assert EmotionSession.objects.count() == 4
@@ -86,7 +86,7 @@ def test_beat_schedule_runs_the_registered_task(settings):
     assert entry["schedule"] > 0
 
 
-def test_management_command(aged):
+def test_purge_sessions_command_dry_runs_purges_by_days_and_reports_retention_off(aged):
     out = StringIO()
     call_command("purge_sessions", "--dry-run", stdout=out)
     assert out.getvalue().startswith("Would purge 2 sessions (18 frames, 48 faces, 18 timeline buckets)")

@@ -20,7 +20,7 @@ from tests.helpers import session_with_frames
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
-def test_session_create_and_validation(teacher):
+def test_session_create_trims_the_name_and_refuses_invalid_values(teacher):
     s = session_create(owner=teacher, name="  Math  ", kind="crowd", target_fps=5)
     assert (s.name, s.kind, s.target_fps, s.status) == ("Math", "crowd", 5.0, "running")
     with pytest.raises(ValidationError):
@@ -50,7 +50,7 @@ def test_session_end_if_running_reports_who_ended_it(teacher_a):
     assert session_end(session=stale).ended_at == first_end  # the idempotent form still works
 
 
-def test_counters_and_upload_sources(teacher, make_session):
+def test_counters_add_up_and_upload_sources_are_numbered_in_order(teacher, make_session):
     s = make_session(teacher)
     session_counters_add(session_id=s.pk, received=3, dropped=2, rejected=1)
     session_counters_add(session_id=s.pk)
