@@ -21,7 +21,6 @@ from tests.helpers import (
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
-
 BASE = "/api/v1/sessions/"
 
 
@@ -34,8 +33,6 @@ SESSION_ENDPOINTS = [
     ("get", "{id}/report/"),
     ("post", "{id}/end/"),
 ]
-
-
 #: role -> expected status for teacher A's session
 MATRIX = {"anonymous": 401, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 

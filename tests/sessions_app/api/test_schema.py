@@ -9,7 +9,6 @@ from django.core.management import call_command
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
-
 ENDPOINTS = {
     "/api/v1/auth/token/": {"post"},
     "/api/v1/sessions/": {"get", "post"},
