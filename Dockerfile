@@ -11,12 +11,10 @@ RUN apt-get update \
         libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fontconfig fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
-# Serving dependencies only: training (TensorFlow/Keras/tf2onnx) and test tools stay out of the image.
-COPY requirements.txt /tmp/requirements.txt
-RUN grep -vE '^(tensorflow|keras|tf2onnx|pytest|playwright|check-jsonschema|ruff)' /tmp/requirements.txt \
-        > /tmp/requirements-serve.txt \
-    && pip install -r /tmp/requirements-serve.txt \
-    && rm /tmp/requirements*.txt
+# Serving dependencies only, from the hashed serving lock: training (TensorFlow/Keras/tf2onnx, requirements/train.txt)
+# and test tools (requirements/dev.txt) stay out of the image.
+COPY requirements/serve.txt /tmp/serve.txt
+RUN pip install --require-hashes -r /tmp/serve.txt && rm /tmp/serve.txt
 
 COPY . /app
 

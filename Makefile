@@ -2,21 +2,30 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
+# Locked dependencies (requirements/*.in compiled by `make lock`): serving, training, tests and tooling. One
+# environment installs all three; the Docker image installs only serve.txt.
+LOCKS := requirements/serve.txt requirements/train.txt requirements/dev.txt
+STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) | sha256sum | cut -c1-16)
+# Type-checked paths: only those that exist (sessions_app/services may be a module or a package).
+MYPY_PATHS := $(wildcard inference sessions_app/services sessions_app/services.py sessions_app/selectors.py)
 
-.PHONY: venv run test test-fast bench lint format train evaluate clean
+.PHONY: venv run run-https test test-fast bench lint check-locks lock format train evaluate clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(LOCKS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --require-hashes $(addprefix -r ,$(LOCKS))
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## Quick start: SQLite, local Redis, daphne + Celery worker on http://127.0.0.1:8000 (Ctrl-C stops all).
 run: venv
 	$(PY) scripts/run.py
+
+## The quick start over HTTPS for a classroom LAN: Caddy with its local CA on https://$$FER_HOSTNAME:$$FER_HTTPS_PORT
+## (defaults: this machine's host name, 8443); prints the URL and where the CA certificate is.
+run-https: venv
+	$(PY) scripts/run.py --https
 
 ## All tests against real PostgreSQL, Redis, Celery and headless Chromium.
 test: venv
@@ -31,9 +40,27 @@ test-fast: venv
 bench: venv
 	$(PY) -m inference bench
 
-lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+## Locks up to date with their .in files (checked before installing), then ruff, formatting and mypy: all three run,
+## and lint fails if any of them failed.
+lint: check-locks venv
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy $(MYPY_PATHS)"; $(VENV)/bin/mypy $(MYPY_PATHS) || status=1; \
+	exit $$status
+
+check-locks:
+	$(PYTHON) scripts/check_locks.py
+
+## Recompile the locks after editing requirements/*.in (keeps existing pins; make lock LOCK_ARGS=--upgrade, or
+## LOCK_ARGS="--upgrade-package django", to move them).
+PIP_COMPILE := $(abspath $(VENV))/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
+lock: venv
+	cd requirements && for name in serve train dev; do \
+		CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(LOCK_ARGS) $$name.in -o $$name.txt || exit 1; \
+	done
+	$(PYTHON) scripts/check_locks.py --update
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
@@ -48,4 +75,4 @@ evaluate: venv
 	$(PY) -m inference evaluate $(DATA) --usage PublicTest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles

@@ -1,10 +1,12 @@
 """Django settings. Every value comes from the environment (django-environ), with safe defaults for the embedded
-quick start (``make run``: SQLite, local Redis, DEBUG off unless ``DJANGO_DEBUG`` is set, served on localhost). See
-README "Configuration"."""
+quick start (``make run``: SQLite, local Redis, DEBUG off unless ``DJANGO_DEBUG`` is set, served on localhost) and
+hard failures for unsafe production values (no secret key, a known key). See README "Configuration"."""
 
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -12,9 +14,35 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-quick-start-key-change-me-in-production-0123456789")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = "insecure-debug-only-key-never-used-without-DJANGO_DEBUG"
+if not SECRET_KEY or (not DEBUG and (SECRET_KEY.startswith(("insecure-", "change-me")) or len(SECRET_KEY) < 32)):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set to a long random value (at least 32 characters) when DJANGO_DEBUG is off; "
+        "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'. "
+        "make run and make test set one for you."
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS (README "Deployment"): behind the TLS proxy of docker compose or make run-https ---
+#: The site is served over HTTPS by a reverse proxy that sets X-Forwarded-Proto: secure cookies, HSTS, redirects.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+#: Health checks reach daphne directly over plain HTTP inside the deployment.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=HTTPS)
+#: HSTS max-age in seconds: one year behind HTTPS (the value hstspreload.org asks for), off otherwise.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=HTTPS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
 
 INSTALLED_APPS = [
     "daphne",
@@ -74,7 +102,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels_redis's layer, riding out Redis restarts (sessions_app/live/layer.py)
+        "BACKEND": "sessions_app.live.layer.ResilientRedisChannelLayer",
         "CONFIG": {"hosts": [env.str("CHANNEL_LAYER_URL", default=REDIS_URL)], "prefix": "fer:channels"},
     }
 }
@@ -182,10 +211,26 @@ FER_RETENTION_DAYS = env.int("FER_RETENTION_DAYS", default=90)
 FER_MAX_UPLOAD_BYTES = env.int("FER_MAX_UPLOAD_BYTES", default=50_000_000)
 #: Most frames sampled from one uploaded video (sampled at the session's target fps).
 FER_MAX_UPLOAD_FRAMES = env.int("FER_MAX_UPLOAD_FRAMES", default=600)
-# Privacy: uploaded photos and videos are held in memory up to the upload limit (Django would otherwise spool files
-# over 2.5 MB to a temporary file). Only a video is written, briefly, for OpenCV to demux (see services).
-FILE_UPLOAD_MAX_MEMORY_SIZE = FER_MAX_UPLOAD_BYTES
-#: Celery queue of frame-analysis tasks; empty = the default queue ("celery"). Workers must consume it (-Q).
-FER_FRAME_QUEUE = env.str("FER_FRAME_QUEUE", default="")
+#: Request bodies above this many bytes are refused with 413 before they are read (``fer_platform.serve``); the
+#: upload limit plus room for the multipart envelope.
+FER_MAX_REQUEST_BYTES = env.int("FER_MAX_REQUEST_BYTES", default=FER_MAX_UPLOAD_BYTES + 1_000_000)
+# Uploads up to 10 MB (every photo the frame limits allow) stay in memory; bigger bodies (videos) are spooled to a
+# temporary file deleted at the end of the request, so memory stays bounded whatever the upload.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000_000
+#: Largest non-file request body Django parses in memory (forms, JSON); Django's default.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+#: Largest WebSocket message daphne accepts before dropping the socket: twice the frame limit plus the header, so a
+#: moderately oversized frame is answered with a ``too_large`` error and only abuse closes the connection.
+FER_WS_MAX_MESSAGE_BYTES = 2 * FER_MAX_FRAME_BYTES + 16
+#: Celery queues of frame analysis: live camera frames and uploaded photos/videos. Workers consume both, live first:
+#: the broker is polled in sorted queue order (``queue_order_strategy: sorted``), so the live queue's name must sort
+#: before the upload queue's; an upload backlog then never delays a live frame by more than the frame in analysis.
+FER_LIVE_QUEUE = env.str("FER_LIVE_QUEUE", default="fer.1.live")
+FER_UPLOAD_QUEUE = env.str("FER_UPLOAD_QUEUE", default="fer.2.uploads")
+if not FER_LIVE_QUEUE < FER_UPLOAD_QUEUE:
+    raise ImproperlyConfigured("FER_LIVE_QUEUE must sort before FER_UPLOAD_QUEUE (live frames are served first)")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "sorted"}
+#: What a worker started without -Q consumes: frames (live first) and the periodic maintenance tasks.
+CELERY_TASK_QUEUES = [Queue(FER_LIVE_QUEUE), Queue(FER_UPLOAD_QUEUE), Queue("celery")]
 #: Timeline bucket width of the live chart and dashboard, seconds.
 FER_CHART_BUCKET_S = env.int("FER_CHART_BUCKET_S", default=5)

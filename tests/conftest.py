@@ -2,8 +2,8 @@
 
 The suite runs against real PostgreSQL and Redis (``eval "$(scripts/services.sh)"`` exports ``DATABASE_URL`` and
 ``REDIS_URL``; ``make test`` does that). Worker and browser tests start real subprocesses on the pytest-django test
-database: a Celery worker (``celery_worker``) and daphne (``daphne_server``). Celery tasks of this test run go to a
-queue of their own (``FER_TEST_QUEUE``), so leftovers of other runs or a dev server never mix in.
+database: a Celery worker (``celery_worker``) and daphne (``daphne_server``). Celery tasks of this test run go to
+queues of their own (``tests/environment.py``), so leftovers of other runs or a dev server never mix in.
 
 Two sets of users: ``teacher``, ``other_teacher`` and ``staff_user`` with ``make_session`` (empty running sessions),
 and the report/API/export roles ``teacher_a``, ``teacher_b``, ``admin_user`` (password ``tests.helpers.PASSWORD``),
@@ -14,7 +14,6 @@ and the report/API/export roles ``teacher_a``, ``teacher_b``, ``admin_user`` (pa
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -23,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import environment
 from tests.helpers import FACES_DIR, PASSWORD, REPO, face_photos, session_with_frames
 
-TEST_QUEUE = f"fer-test-{secrets.token_hex(4)}"
+TEST_QUEUE = environment.TEST_QUEUE
 
 
 def pytest_configure(config):
@@ -172,7 +172,6 @@ def _test_env() -> dict[str, str]:
     env["REDIS_URL"] = settings.REDIS_URL
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env["DJANGO_SETTINGS_MODULE"] = "fer_platform.settings"
-    env["FER_FRAME_QUEUE"] = TEST_QUEUE  # daphne sends frames to this run's queue, which the test worker consumes
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -216,9 +215,10 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         env = _test_env()
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    fh = open(log, "w")  # closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", TEST_QUEUE,
+        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo",
+         "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -233,7 +233,8 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
     with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(TEST_QUEUE)
+        for suffix in (".1.live", ".2.uploads"):
+            conn.default_channel.queue_purge(TEST_QUEUE + suffix)
 
 
 @pytest.fixture(scope="session")
@@ -243,7 +244,7 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
         env = _test_env()
     port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    fh = open(log, "w")  # closed at teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fer_platform.asgi:application"],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,

@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -50,8 +51,12 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ENDED = 4409
 
-#: Seconds between housekeeping rounds of a stream (lost frames, stale pending frame, counter flush to the database).
+#: Seconds between housekeeping rounds of a stream (lost frames, stale pending frame, counter flush to the database,
+#: group re-join).
 FLUSH_INTERVAL_S = 2.0
+#: Seconds between checks of the session's status in the database: an ``ended`` event published while Redis was down
+#: is lost, so a running session's sockets also learn of its end from the database.
+STATUS_CHECK_S = 10.0
 
 
 def _load_session(user, session_id) -> tuple[EmotionSession | None, int | None]:
@@ -79,7 +84,25 @@ class _SessionEventsMixin:
 
     async def _join(self) -> None:
         self.group = session_group_name(self.session.pk)
+        self._watching_running = self.session.status == EmotionSession.Status.RUNNING
+        self._status_checked_at = time.monotonic()
         await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def _keep_alive(self) -> bool:
+        """One watchdog round: re-join the group (a restarted Redis forgot it) and, every ``STATUS_CHECK_S``, look up
+        the session in the database; when a session that was running has ended (or is gone), send ``ended`` and close.
+
+        Returns ``False`` when the socket was closed.
+        """
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        if not self._watching_running or time.monotonic() - self._status_checked_at < STATUS_CHECK_S:
+            return True
+        self._status_checked_at = time.monotonic()
+        current = await database_sync_to_async(selectors.session_get_by_id)(session_id=self.session.pk)
+        if current is None or current.status != EmotionSession.Status.RUNNING:
+            await self.session_ended({"session_id": self.session.pk})
+            return False
+        return True
 
     async def _leave(self) -> None:
         if getattr(self, "group", None):
@@ -118,15 +141,30 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             return
         await self._join()
         await self.accept()
+        self._watchdog = asyncio.create_task(self._watch())
         await self._send_json({"type": "ready", "session_id": self.session.pk, "mode": "watch"})
+
+    async def _watch(self) -> None:
+        """Every ``FLUSH_INTERVAL_S``: ``_keep_alive`` until the socket closes."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                if not await self._keep_alive():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                logger.exception("viewer watchdog failed")
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """Any message: answered with ``{"type": "error", "code": "read_only"}``; the socket stays open."""
         await self._send_json({"type": "error", "code": "read_only", "detail": "this connection only receives"})
 
     async def disconnect(self, code) -> None:
-        """Leave the session's group. ``code``: the WebSocket close code (unused)."""
+        """Leave the session's group, stop the watchdog. ``code``: the WebSocket close code (unused)."""
         await self._leave()
+        if getattr(self, "_watchdog", None) is not None:
+            self._watchdog.cancel()
 
 
 class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
@@ -273,13 +311,16 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._apply(self.state.declare_lost(sequence) if won else self.state.forget(sequence))
 
     async def _housekeeping(self) -> None:
-        """Every FLUSH_INTERVAL_S: declare overdue frames lost, drop a stale pending frame, store counter deltas."""
+        """Every FLUSH_INTERVAL_S: declare overdue frames lost, drop a stale pending frame, store counter deltas,
+        re-join the group and check the session's status (``_keep_alive``)."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             try:
                 await self._declare_overdue_lost()
                 await self._apply(self.state.expire_pending())
                 await self._flush()
+                if not await self._keep_alive():
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep the loop alive

@@ -65,13 +65,21 @@ def frame_validate(data: object, *, max_bytes: int | None = None) -> FrameMessag
 
 
 def frame_analyze_enqueue(
-    *, session_id: int, source: str, sequence: int, captured_at_ms: float, data: bytes, expires_s: float | None
+    *,
+    session_id: int,
+    source: str,
+    sequence: int,
+    captured_at_ms: float,
+    data: bytes,
+    expires_s: float | None,
+    live: bool = True,
 ) -> str:
     """Queue one frame for analysis by a Celery worker; returns the task id.
 
     ``data``: JPEG/PNG bytes (sent base64-encoded in the JSON task body, no pickle); ``captured_at_ms``: capture
     time on the server clock, ms since the Unix epoch; ``expires_s``: seconds after which a not-yet-started task is
-    discarded and counted as dropped (``None``: never, for uploads). Goes to ``settings.FER_FRAME_QUEUE`` when set.
+    discarded and counted as dropped (``None``: never, for uploads); ``live``: a camera frame, queued on
+    ``settings.FER_LIVE_QUEUE`` (served first), else an upload frame on ``settings.FER_UPLOAD_QUEUE``.
     Raises the broker's connection errors.
     """
     result = current_app.send_task(
@@ -85,7 +93,7 @@ def frame_analyze_enqueue(
         },
         expires=expires_s,
         serializer="json",
-        **({"queue": settings.FER_FRAME_QUEUE} if settings.FER_FRAME_QUEUE else {}),
+        queue=settings.FER_LIVE_QUEUE if live else settings.FER_UPLOAD_QUEUE,
     )
     return result.id
 

@@ -64,6 +64,7 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
             captured_at_ms=uploaded_at.timestamp() * 1000.0,
             data=data,
             expires_s=None,
+            live=False,
         )
         return {"source": source, "kind": "image", "frames": 1}
 
@@ -79,6 +80,7 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
             captured_at_ms=base_ms + t * 1000.0,
             data=data,
             expires_s=None,
+            live=False,
         )
     return {"source": source, "kind": "video", "frames": len(frames)}
 

@@ -37,10 +37,16 @@ def test_the_validator_catches_a_broken_compose_file(tmp_path):
 def test_compose_services_have_healthchecks_a_volume_and_scale():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "beat", "redis", "postgres"}
+    assert set(services) == {"proxy", "web", "worker", "beat", "redis", "postgres"}
     for name, svc in services.items():
         assert "test" in svc["healthcheck"], name
-    assert "daphne" in " ".join(services["web"]["command"]) and "celery" in " ".join(services["worker"]["command"])
+    assert "manage.py serve" in " ".join(services["web"]["command"]) and "celery" in " ".join(
+        services["worker"]["command"]
+    )
+    # only the TLS proxy is reachable from outside; daphne trusts its X-Forwarded-* headers
+    assert "ports" not in services["web"] and "--proxy-headers" in " ".join(services["web"]["command"])
+    assert [p.split(":")[-1] for p in services["proxy"]["ports"]] == ["80", "443"]
+    assert services["proxy"]["depends_on"]["web"]["condition"] == "service_healthy"
     # workers scale with --scale worker=N: no fixed name or host port
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert services["postgres"]["volumes"][0].startswith("pgdata:") and "pgdata" in compose["volumes"]
@@ -61,7 +67,14 @@ def test_dockerfile_bakes_the_model_and_env_example_matches_settings():
         for line in (REPO / ".env.example").read_text().splitlines()
         if "=" in line and line[0] != "#"
     )
-    compose_only = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "WORKER_CONCURRENCY"}
+    compose_only = {
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "WORKER_CONCURRENCY",
+        "SITE_ADDRESS",
+        "CADDY_TLS",
+    }
     unknown = set(example) - read_by_settings - compose_only
     assert not unknown, f".env.example keys nobody reads: {unknown}"
     fer_settings = {k for k in read_by_settings if k.startswith("FER_")}

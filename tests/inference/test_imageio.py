@@ -2,7 +2,18 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.imageio import ImageDecodeError, decode_image, read_image, sniff_format
+from inference.imageio import (
+    FRAME_HEADER,
+    FRAME_HEADER_MAGIC,
+    FrameMessage,
+    FrameRejected,
+    ImageDecodeError,
+    decode_image,
+    image_size,
+    read_image,
+    sniff_format,
+    validate_frame,
+)
 
 
 def _encode(image, ext=".png"):
@@ -50,3 +61,73 @@ def test_read_image_names_the_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ImageDecodeError, match="empty.png: empty"):
         read_image(empty)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".tiff", ".webp"])
+def test_image_size_reads_the_header_of_every_accepted_format(ext, faces_dir):
+    photo = cv2.imread(str(faces_dir / "group_photos" / "dlib_2008_007676.jpg"))
+    for image in (photo, cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)[:37, :53]):
+        data = _encode(image, ext)
+        kind, width, height = image_size(data)
+        assert kind == sniff_format(data) and (width, height) == (image.shape[1], image.shape[0])
+
+
+def test_image_size_refuses_unknown_and_cut_headers():
+    png = _encode(np.zeros((10, 20), np.uint8))
+    with pytest.raises(FrameRejected) as err:
+        image_size(png[:20])
+    assert err.value.code == "truncated"
+    with pytest.raises(FrameRejected) as err:
+        image_size(b"GIF89a" + b"\x00" * 20)
+    assert err.value.code == "not_an_image"
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_any_pixel_is_decoded():
+    """A PNG whose header claims 20000x20000 px (1.2 GB decoded) is refused from its IHDR, in well under the memory a
+    decode would take (the IDAT here is not even valid)."""
+    import struct
+    import tracemalloc
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\x00" * 64
+    tracemalloc.start()
+    with pytest.raises(ImageDecodeError, match="too large: 20000x20000"):
+        decode_image(bomb, max_width=1920, max_height=1080)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def _frame(data: bytes, **limits) -> FrameMessage:
+    return validate_frame(data, **({"max_bytes": 1_000_000, "max_width": 1920, "max_height": 1080} | limits))
+
+
+def test_validate_frame_accepts_jpeg_and_png_with_or_without_the_frm1_header():
+    jpeg = _encode(np.zeros((48, 64, 3), np.uint8), ".jpg")
+    png = _encode(np.zeros((16, 32), np.uint8))
+    assert (_frame(jpeg).width, _frame(jpeg).height, _frame(jpeg).sequence) == (64, 48, None)
+    assert (_frame(png).width, _frame(png).height) == (32, 16)
+    msg = _frame(FRAME_HEADER.pack(FRAME_HEADER_MAGIC, 7, 1.7e12) + jpeg)
+    assert (msg.sequence, msg.captured_at_ms, msg.data) == (7, 1.7e12, jpeg)
+    assert _frame(FRAME_HEADER.pack(FRAME_HEADER_MAGIC, 8, float("nan")) + jpeg).captured_at_ms is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "limits", "code"),
+    [
+        ("text", {}, "binary_expected"),
+        (b"FRM1\x00\x00", {}, "bad_header"),
+        (b"", {}, "empty"),
+        (b"\xff\xd8\xff" + b"\x00" * 2000, {"max_bytes": 1000}, "too_large"),
+        (b"GIF89a" + b"\x00" * 50, {}, "not_an_image"),
+        (_encode(np.zeros((8, 8), np.uint8), ".bmp"), {}, "not_an_image"),  # accepted for uploads, not as a frame
+        (_encode(np.zeros((48, 64, 3), np.uint8), ".jpg")[:-2], {}, "truncated"),
+        (_encode(np.zeros((48, 64, 3), np.uint8), ".jpg"), {"max_width": 63}, "too_big_dimensions"),
+    ],
+)
+def test_validate_frame_refuses_bad_messages_with_a_stable_code(payload, limits, code):
+    with pytest.raises(FrameRejected) as err:
+        _frame(payload, **limits)
+    assert err.value.code == code and err.value.detail

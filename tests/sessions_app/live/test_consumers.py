@@ -34,13 +34,13 @@ def with_header(seq: int, data: bytes) -> bytes:
 def idle_queue(settings):
     """Send frame tasks to a queue of their own that no worker consumes; yields a function giving its length."""
     name = f"fer-test-idle-{secrets.token_hex(4)}"
-    settings.FER_FRAME_QUEUE = name
+    settings.FER_LIVE_QUEUE = name
 
     def length() -> int:
         with celery_app.connection_for_write() as conn:
             try:
                 return conn.default_channel.queue_declare(name, passive=True).message_count
-            except Exception:  # noqa: BLE001 - queue never declared: empty
+            except Exception:  # queue never declared: empty
                 return 0
 
     yield length

@@ -92,7 +92,7 @@ def test_concurrent_stores_keep_bucket_sums_exact(teacher, make_session):
         try:
             for i in range(5):
                 store_frame(s, 0.5, [face_result("happy")] * 2, sequence=n * 100 + i)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()
