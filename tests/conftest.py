@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import environment
-from tests.helpers import FACES_DIR, PASSWORD, REPO, face_photos, session_with_frames
+from tests.helpers import FACES_DIR, PASSWORD, REPO, face_photos, free_port, session_with_frames
 
 TEST_QUEUE = environment.TEST_QUEUE
 
@@ -153,12 +153,6 @@ def close_async_thread_db_connections(django_db_setup, django_db_blocker):
 
 
 # ------------------------------------------------------------------------------------------ real processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _test_env() -> dict[str, str]:
     """Environment for subprocesses: the pytest-django test database and this run's Redis and queue."""
     from django.conf import settings

@@ -1,6 +1,6 @@
 """Plain helpers (not fixtures) shared by test modules, imported explicitly: ``from tests.helpers import ...``.
 
-- the repository and the hand-counted photos (``face_photos``);
+- the repository, a free port, the hand-counted photos (``face_photos``);
 - the hand-computed report session (``FRAMES``, ``PROBS``, ``EXPECTED_*``) and its builder ``session_with_frames``,
   plus ``big_session_create`` for 100k-face sessions;
 - frame results as the recogniser gives them (``face_result``) and their storage (``store_frame``,
@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import json
 import os
+import socket
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,13 @@ from sessions_app.services.sessions import session_create
 
 REPO = Path(__file__).resolve().parents[1]
 FACES_DIR = Path(os.environ.get("FER_FACES_DIR", REPO.parent / "shared/data/faces"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def face_photos() -> dict[Path, int]:
