@@ -2,15 +2,18 @@
 
 The suite runs against real PostgreSQL and Redis (``eval "$(scripts/services.sh)"`` exports ``DATABASE_URL`` and
 ``REDIS_URL``; ``make test`` does that). Worker and browser tests start real subprocesses on the pytest-django test
-database: a Celery worker (``celery_worker``) and daphne (``daphne_server``). Celery tasks of this test run go to a
-queue of their own (``FER_TEST_QUEUE``), so leftovers of other runs or a dev server never mix in.
+database: a Celery worker (``celery_worker``) and daphne (``daphne_server``). Celery tasks of this test run go to
+queues of their own (``tests/environment.py``), so leftovers of other runs or a dev server never mix in.
+
+Two sets of users: ``teacher``, ``other_teacher`` and ``staff_user`` with ``make_session`` (empty running sessions),
+and the report/API/export roles ``teacher_a``, ``teacher_b``, ``admin_user`` (password ``tests.helpers.PASSWORD``),
+``clients`` and ``fixture_session`` (the hand-computed session of ``tests.helpers``). Modules of the latter add
+``pytest.mark.usefixtures("isolated_cache_and_fast_passwords")``. Plain helpers are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -20,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests import environment
+from tests.helpers import FACES_DIR, PASSWORD, REPO, face_photos, free_port, session_with_frames
 
-REPO = Path(__file__).resolve().parents[1]
-FACES_DIR = Path(os.environ.get("FER_FACES_DIR", REPO.parent / "shared/data/faces"))
 TEST_QUEUE = environment.TEST_QUEUE
 
 
@@ -30,17 +32,6 @@ def pytest_configure(config):
     from fer_platform.celery import app
 
     app.conf.task_default_queue = TEST_QUEUE
-
-
-def face_photos() -> dict[Path, int]:
-    """Real photos -> hand-counted faces (``count_exact`` rows of ``faces.csv``); empty when the data is absent."""
-    counts: dict[Path, int] = {}
-    for table in sorted(FACES_DIR.glob("*/faces.csv")):
-        with open(table, newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("count_exact", "").strip() == "yes":
-                    counts[table.parent / row["file"]] = int(row["faces_visible"])
-    return counts
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +74,55 @@ def make_session():
     return make
 
 
+# ------------------------------------------------------------------------------- report, API and export roles
+@pytest.fixture
+def isolated_cache_and_fast_passwords(settings, request):
+    """Each test gets its own in-memory cache (throttle counters never leak between tests or into Redis) and a
+    fast password hasher.
+
+    Not autouse: frame outcome claims must go through the shared Redis cache wherever a worker or a stream takes
+    part, so the report, API and export modules ask for it with ``pytest.mark.usefixtures``."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}
+    }
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def teacher_a(django_user_model):
+    return django_user_model.objects.create_user("teacher_a", password=PASSWORD)
+
+
+@pytest.fixture
+def teacher_b(django_user_model):
+    return django_user_model.objects.create_user("teacher_b", password=PASSWORD)
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def fixture_session(teacher_a):
+    """The hand-computed session (``tests.helpers``), owned by teacher A."""
+    return session_with_frames(teacher_a)
+
+
+@pytest.fixture
+def clients(client, teacher_a, teacher_b, admin_user):
+    """Django test clients per role: ``anonymous``, ``teacher_a``, ``teacher_b``, ``admin``."""
+    from django.test import Client
+
+    result = {"anonymous": Client()}
+    for name, user in (("teacher_a", teacher_a), ("teacher_b", teacher_b), ("admin", admin_user)):
+        c = Client()
+        c.force_login(user)
+        result[name] = c
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ test database
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's test database, plus: before it is dropped, end the PostgreSQL sessions that threads of live
@@ -113,12 +153,6 @@ def close_async_thread_db_connections(django_db_setup, django_db_blocker):
 
 
 # ------------------------------------------------------------------------------------------ real processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _test_env() -> dict[str, str]:
     """Environment for subprocesses: the pytest-django test database and this run's Redis and queue."""
     from django.conf import settings
@@ -175,9 +209,10 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         env = _test_env()
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    fh = open(log, "w")  # closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
+        [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo",
+         "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -203,7 +238,7 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
         env = _test_env()
     port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    fh = open(log, "w")  # noqa: SIM115 - closed at teardown
+    fh = open(log, "w")  # closed at teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fer_platform.asgi:application"],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 CODE_DIRS = ("inference", "sessions_app", "fer_platform", "scripts")
 EDGES = (
     "sessions_app.live",

@@ -16,11 +16,11 @@ import pytest
 
 from inference.labels import LABELS
 from sessions_app.models import EmotionSession, Frame
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def write_y4m(photo: Path, out: Path, frames: int = 60, width: int = 640, height: int = 480) -> Path:

@@ -11,10 +11,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from sessions_app.models import ExportRecord
-from tests.sessions_app.reports_fixtures import *  # noqa: F403
-from tests.sessions_app.reports_fixtures import PASSWORD, make_session
+from tests.helpers import PASSWORD, session_with_frames
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("isolated_cache_and_fast_passwords"),
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -65,10 +68,10 @@ def _login(page, base: str, username: str) -> None:
     page.wait_for_load_state()
 
 
-def test_report_page_and_pdf_in_chromium(live_server, browser_page, teacher_a, teacher_b):
+def test_teacher_reads_the_report_and_downloads_the_pdf_in_chromium(live_server, browser_page, teacher_a, teacher_b):
     from playwright.sync_api import expect
 
-    session = make_session(teacher_a)
+    session = session_with_frames(teacher_a)
     page, base = browser_page, live_server.url
     _login(page, base, "teacher_a")
 

@@ -11,10 +11,14 @@ import psutil
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.sessions_app.reports_fixtures import *  # noqa: F403
-from tests.sessions_app.reports_fixtures import big_session_create, make_session
+from tests.helpers import big_session_create, session_with_frames
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("isolated_cache_and_fast_passwords"),
+]
 
 
 def _daphne_process(port: int) -> psutil.Process:
@@ -45,9 +49,9 @@ def _download(base: str, path: str, token: str, on_piece=None) -> tuple[int, int
 
 def test_large_csv_export_streams_flat_under_daphne(daphne_server, teacher_a, teacher_b):
     token = Token.objects.create(user=teacher_a).key
-    small = make_session(teacher_a, name="Warm-up")
+    small = session_with_frames(teacher_a, name="Warm-up")
     big = big_session_create(teacher_a, frames=10_000, faces_per_frame=10)
-    foreign = make_session(teacher_b, name="Foreign")
+    foreign = session_with_frames(teacher_b, name="Foreign")
     daphne = _daphne_process(urlsplit(daphne_server).port)
 
     # warm up: imports, connections, first request

@@ -9,24 +9,17 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import REPO, free_port
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``manage.py serve`` on a free port (SQLite in a temp folder: no request here reaches the database)."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('serve')}/db.sqlite3"
     env["FER_MAX_REQUEST_BYTES"] = "5000000"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 GOOD_KEY = "k" * 20 + "-random-enough-for-this-test-0123456789"
 
 

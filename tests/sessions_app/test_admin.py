@@ -3,11 +3,9 @@
 import pytest
 
 from sessions_app.models import ExportRecord
+from tests.helpers import session_with_frames
 
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import make_session
-
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 CHANGELIST = "/admin/sessions_app/emotionsession/"
 
@@ -15,7 +13,7 @@ CHANGELIST = "/admin/sessions_app/emotionsession/"
 @pytest.mark.parametrize(
     ("role", "status"), [("anonymous", 302), ("teacher_a", 302), ("teacher_b", 302), ("admin", 200)]
 )
-def test_admin_permission_matrix(clients, fixture_session, role, status):
+def test_only_admins_get_into_the_admin(clients, fixture_session, role, status):
     for url in (CHANGELIST, f"{CHANGELIST}{fixture_session.pk}/change/", "/admin/sessions_app/exportrecord/"):
         response = clients[role].get(url)
         assert response.status_code == status, url
@@ -23,9 +21,9 @@ def test_admin_permission_matrix(clients, fixture_session, role, status):
             assert response["Location"].startswith("/admin/login/")
 
 
-def test_admin_filters_and_search(clients, teacher_a, teacher_b):
-    make_session(teacher_a, name="Algebra", frames=[])
-    make_session(teacher_b, name="Concert", kind="crowd", frames=[])
+def test_admin_filters_and_searches_sessions(clients, teacher_a, teacher_b):
+    session_with_frames(teacher_a, name="Algebra", frames=[])
+    session_with_frames(teacher_b, name="Concert", kind="crowd", frames=[])
     admin = clients["admin"]
     page = admin.get(CHANGELIST).content.decode()
     assert "Algebra" in page and "Concert" in page
@@ -58,9 +56,9 @@ def test_status_is_read_only_and_sessions_end_through_the_service(
     from sessions_app.models import EmotionSession
     from sessions_app.services import sessions as session_services
 
-    running = make_session(teacher_a, name="Running A", frames=[], ended_after_s=None)
-    other = make_session(teacher_a, name="Running B", frames=[], ended_after_s=None)
-    done = make_session(teacher_a, name="Done", frames=[])
+    running = session_with_frames(teacher_a, name="Running A", frames=[], ended_after_s=None)
+    other = session_with_frames(teacher_a, name="Running B", frames=[], ended_after_s=None)
+    done = session_with_frames(teacher_a, name="Done", frames=[])
     admin = clients["admin"]
     change_url = f"{CHANGELIST}{running.pk}/change/"
     page = admin.get(change_url).content.decode()

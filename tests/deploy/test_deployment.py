@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 CHECK = Path(sys.executable).parent / "check-jsonschema"
 
 
@@ -33,7 +34,7 @@ def test_the_validator_catches_a_broken_compose_file(tmp_path):
     assert validate(bad).returncode != 0
 
 
-def test_compose_services_healthchecks_volume_and_scaling():
+def test_compose_services_have_healthchecks_a_volume_and_scale():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"proxy", "web", "worker", "beat", "redis", "postgres"}

@@ -1,4 +1,7 @@
-"""Exports: CSV/JSON contents against the stored rows, CSV parse-back, audit log, constant memory on 100k faces."""
+"""Exports (``sessions_app.reports.exports``): CSV/JSON contents against the stored rows, CSV parse-back, audit log,
+constant memory on 100k faces."""
+
+from __future__ import annotations
 
 import asyncio
 import csv
@@ -13,11 +16,9 @@ import pytest
 
 from sessions_app.models import PROBABILITY_FIELDS, ExportRecord, Face
 from sessions_app.reports import exports
+from tests.helpers import FRAMES, PROBS, big_session_create, session_with_frames
 
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import FRAMES, PROBS, big_session_create, make_session
-
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
 def _download(client, session, fmt: str) -> tuple[object, bytes]:
@@ -65,7 +66,7 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     name that needs CSV quoting and for awkward floats."""
     from sessions_app.services.frames import frame_result_store
 
-    session = make_session(teacher_a, name="Quoting", frames=[(1.25, "NHS"), (2.0, "")])
+    session = session_with_frames(teacher_a, name="Quoting", frames=[(1.25, "NHS"), (2.0, "")])
     frame_result_store(
         session=session,
         source='upload:1,"x"',
@@ -101,7 +102,7 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
     assert float(rows[-1]["processing_ms"]) == 1 / 3 and float(rows[-1]["p_disgust"]) == 2 / 3
 
 
-def test_json_export_contents(clients, fixture_session):
+def test_json_export_matches_the_stored_rows(clients, fixture_session):
     response, body = _download(clients["admin"], fixture_session, "json")
     assert response["Content-Type"] == "application/json"
     doc = json.loads(body)
@@ -122,8 +123,8 @@ def test_json_export_contents(clients, fixture_session):
     assert stored == {}
 
 
-def test_json_export_of_empty_session(clients, teacher_a):
-    session = make_session(teacher_a, name="Empty", frames=[])
+def test_exports_of_an_empty_session_have_no_rows(clients, teacher_a):
+    session = session_with_frames(teacher_a, name="Empty", frames=[])
     _, body = _download(clients["teacher_a"], session, "json")
     assert json.loads(body)["frames"] == []
     _, body = _download(clients["teacher_a"], session, "csv")
@@ -145,7 +146,7 @@ def test_exports_are_audited(clients, fixture_session, teacher_a, admin_user):
 
 
 def test_audit_log_keeps_the_username_after_the_user_is_deleted(clients, fixture_session, teacher_b, admin_user):
-    session_b = make_session(teacher_b, name="B's lesson", frames=[])
+    session_b = session_with_frames(teacher_b, name="B's lesson", frames=[])
     _download(clients["teacher_b"], session_b, "csv")
     teacher_b.delete()  # deletes B's sessions too: both user and session of the entry become NULL
     record = ExportRecord.objects.get()
@@ -156,21 +157,6 @@ def test_audit_log_keeps_the_username_after_the_user_is_deleted(clients, fixture
     row = page.content.decode().split('class="field-username"')[1].split("</td>")[0]
     assert "teacher_b" in row
     assert "teacher_b" in clients["admin"].get("/admin/sessions_app/exportrecord/", {"q": "teacher_b"}).content.decode()
-
-
-def test_migration_copies_usernames_of_existing_entries(fixture_session, teacher_a):
-    from importlib import import_module
-
-    from django.apps import apps
-
-    migration = import_module("sessions_app.migrations.0003_exportrecord_username")
-    old = ExportRecord.objects.create(user=teacher_a, session=fixture_session, session_label="x", format="csv")
-    orphan = ExportRecord.objects.create(user=None, session=fixture_session, session_label="y", format="json")
-    assert old.username == "" and orphan.username == ""
-    migration.copy_usernames(apps, None)
-    old.refresh_from_db()
-    orphan.refresh_from_db()
-    assert (old.username, orphan.username) == ("teacher_a", "")
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def test_pages_require_login(client, teacher, make_session):
         assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/"), url
 
 
-def test_login_logout_flow(client, teacher):
+def test_teachers_log_in_see_the_menu_without_admin_and_log_out(client, teacher):
     resp = client.post("/accounts/login/", {"username": "teacher1", "password": "pw-teacher-1"})
     assert resp.status_code == 302 and resp["Location"] == "/"
     page = client.get("/").content.decode()
@@ -100,7 +100,7 @@ def test_foreign_sessions_are_404_and_admin_watches_without_camera(
     assert client.get(f"/sessions/{s.pk}/upload/").status_code == 404  # admins watch, they do not stream
 
 
-def test_dashboard_timeline_and_end(teacher_client, teacher, make_session):
+def test_dashboard_shows_the_timeline_and_ends_the_session(teacher_client, teacher, make_session):
     s = make_session(teacher)
     add_frames(s, n=4, faces=3)
     page = teacher_client.get(f"/sessions/{s.pk}/").content.decode()

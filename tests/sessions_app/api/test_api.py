@@ -1,34 +1,27 @@
-"""REST API v1: permission matrix, contents against the hand-computed fixture, bad input, errors, throttling."""
+"""REST API v1 (``sessions_app.api``): permission matrix, contents against the hand-computed fixture, bad input,
+errors. (Rate limits: ``tests/sessions_app/test_throttling.py``; schema and docs: ``test_schema.py``.)"""
 
-import secrets
+from __future__ import annotations
 
 import pytest
 from django.test import Client
 
 from sessions_app.api import views as api_views
-from sessions_app.models import EmotionSession, ExportRecord
-from sessions_app.services.sessions import session_end, session_end_if_running
-
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import (
+from sessions_app.models import EmotionSession
+from sessions_app.services.sessions import session_end
+from tests.helpers import (
     EXPECTED_DISTRIBUTION,
     EXPECTED_TIMELINE_5,
     EXPECTED_TIMELINE_10,
     PASSWORD,
     assert_timeline_equal,
-    make_session,
+    error_of,
+    session_with_frames,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 BASE = "/api/v1/sessions/"
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    return body["error"]
 
 
 SESSION_ENDPOINTS = [
@@ -46,8 +39,8 @@ MATRIX = {"anonymous": 401, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 
 @pytest.mark.parametrize(("method", "path"), SESSION_ENDPOINTS)
 @pytest.mark.parametrize("role", list(MATRIX))
-def test_permission_matrix_per_session(clients, teacher_a, role, method, path):
-    session = make_session(teacher_a, ended_after_s=None)  # running, so "end" can succeed
+def test_session_endpoints_follow_the_permission_matrix(clients, teacher_a, role, method, path):
+    session = session_with_frames(teacher_a, ended_after_s=None)  # running, so "end" can succeed
     response = getattr(clients[role], method)(BASE + path.format(id=session.pk))
     assert response.status_code == MATRIX[role]
     if MATRIX[role] != 200:
@@ -65,7 +58,9 @@ CREATE_MATRIX = {"anonymous": 401, "teacher_a": 201, "teacher_b": 201, "admin": 
 
 
 @pytest.mark.parametrize("role", list(CREATE_MATRIX))
-def test_permission_matrix_create(clients, role, teacher_a, teacher_b, admin_user):
+def test_create_refuses_anonymous_users_and_makes_the_requester_the_owner(
+    clients, role, teacher_a, teacher_b, admin_user
+):
     response = clients[role].post(BASE, {"name": f"made by {role}"})
     assert response.status_code == CREATE_MATRIX[role], response.content
     if role == "anonymous":
@@ -77,20 +72,10 @@ def test_permission_matrix_create(clients, role, teacher_a, teacher_b, admin_use
         assert response.json()["owner"] == owner.username
 
 
-@pytest.mark.parametrize("role", ["anonymous", "teacher_a", "teacher_b", "admin"])
-def test_permission_matrix_docs_and_schema(clients, role):
-    """The schema and Swagger UI describe the API only (no data): public, like the login page."""
-    docs = clients[role].get("/api/docs/")
-    assert docs.status_code == 200 and "swagger-ui" in docs.content.decode()
-    schema = clients[role].get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert schema.status_code == 200
-    assert "/api/v1/sessions/" in schema.json()["paths"]
-
-
 @pytest.mark.parametrize(("path", "data"), [("", {"name": "x"}), ("{id}/end/", {})])
 def test_browser_session_writes_need_csrf_token_403(teacher_a, path, data):
     """Session-cookie POSTs without a CSRF token are refused with 403 permission_denied (documented)."""
-    session = make_session(teacher_a, ended_after_s=None)
+    session = session_with_frames(teacher_a, ended_after_s=None)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(teacher_a)
     response = browser.post(BASE + path.format(id=session.pk), data)
@@ -105,7 +90,7 @@ def test_browser_session_writes_need_csrf_token_403(teacher_a, path, data):
 def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
     """Two end requests race: the second passes the visibility lookup while the session is still running, then
     the first one ends it. Only one request may answer 200."""
-    session = make_session(teacher_a, ended_after_s=None)
+    session = session_with_frames(teacher_a, ended_after_s=None)
     lookup = api_views.visible_session_or_404
 
     def lookup_then_lose_the_race(**kwargs):
@@ -119,19 +104,9 @@ def test_end_race_the_loser_gets_409(clients, teacher_a, monkeypatch):
     assert error_of(response)["code"] == "conflict"
 
 
-def test_session_end_if_running_reports_who_ended_it(teacher_a):
-    session = make_session(teacher_a, ended_after_s=None)
-    stale = EmotionSession.objects.get(pk=session.pk)
-    assert session_end_if_running(session=session) is True
-    first_end = session.ended_at
-    assert session_end_if_running(session=stale) is False  # stale copy still says "running"
-    assert stale.status == "ended" and stale.ended_at == first_end  # refreshed, first end kept
-    assert session_end(session=stale).ended_at == first_end  # the idempotent form still works
-
-
 def test_list_is_scoped(clients, teacher_a, teacher_b):
-    mine = make_session(teacher_a, name="A1", frames=[])
-    theirs = make_session(teacher_b, name="B1", frames=[])
+    mine = session_with_frames(teacher_a, name="A1", frames=[])
+    theirs = session_with_frames(teacher_b, name="B1", frames=[])
     ids = {role: [s["id"] for s in clients[role].get(BASE).json()["results"]] for role in MATRIX if role != "anonymous"}
     assert ids["teacher_a"] == [mine.pk]
     assert ids["teacher_b"] == [theirs.pk]
@@ -142,10 +117,10 @@ def test_list_is_scoped(clients, teacher_a, teacher_b):
     assert clients["teacher_b"].get(BASE, {"owner": teacher_a.pk}).json()["count"] == 0
 
 
-def test_list_filters_and_ordering(clients, teacher_a, teacher_b):
-    s1 = make_session(teacher_a, name="b-class", frames=[])
-    s2 = make_session(teacher_a, name="a-crowd", kind="crowd", frames=[])
-    s3 = make_session(teacher_b, name="c-class", frames=[])
+def test_list_filters_and_orders_sessions(clients, teacher_a, teacher_b):
+    s1 = session_with_frames(teacher_a, name="b-class", frames=[])
+    s2 = session_with_frames(teacher_a, name="a-crowd", kind="crowd", frames=[])
+    s3 = session_with_frames(teacher_b, name="c-class", frames=[])
     EmotionSession.objects.filter(pk=s1.pk).update(created_at="2024-03-01T10:00:00Z")
     EmotionSession.objects.filter(pk=s2.pk).update(created_at="2024-03-05T10:00:00Z")
     EmotionSession.objects.filter(pk=s3.pk).update(created_at="2024-03-09T10:00:00Z")
@@ -167,7 +142,7 @@ def test_list_filters_and_ordering(clients, teacher_a, teacher_b):
     assert ids(ordering="created_at", page_size=2, page=2) == [s3.pk]
 
 
-def test_retrieve_contents(clients, fixture_session):
+def test_retrieve_returns_the_session_and_its_counters(clients, fixture_session):
     body = clients["teacher_a"].get(f"{BASE}{fixture_session.pk}/").json()
     assert body["id"] == fixture_session.pk
     assert body["name"] == "Fixture class"
@@ -178,7 +153,7 @@ def test_retrieve_contents(clients, fixture_session):
     assert body["links"]["report"].endswith(f"/reports/sessions/{fixture_session.pk}/")
 
 
-def test_create_and_end(clients, teacher_a):
+def test_a_created_session_can_be_ended_once(clients, teacher_a):
     response = clients["teacher_a"].post(BASE, {"name": "Period 3", "kind": "crowd", "target_fps": 1.5})
     assert response.status_code == 201, response.content
     body = response.json()
@@ -202,7 +177,7 @@ def test_create_and_end(clients, teacher_a):
         ({"name": "x" * 201}, "name"),
     ],
 )
-def test_create_bad_input(clients, data, field):
+def test_create_refuses_bad_input_with_400(clients, data, field):
     response = clients["teacher_a"].post(BASE, data)
     assert response.status_code == 400
     error = error_of(response)
@@ -210,7 +185,7 @@ def test_create_bad_input(clients, data, field):
 
 
 def test_report_bucket_too_small_for_a_long_session_is_400(clients, teacher_a):
-    session = make_session(teacher_a, name="Marathon", frames=[(10.0, "HHH")], ended_after_s=30 * 3600)
+    session = session_with_frames(teacher_a, name="Marathon", frames=[(10.0, "HHH")], ended_after_s=30 * 3600)
     url = f"{BASE}{session.pk}/report/"
     response = clients["teacher_a"].get(url, {"bucket": 1})  # 108000 points
     assert response.status_code == 400
@@ -220,7 +195,7 @@ def test_report_bucket_too_small_for_a_long_session_is_400(clients, teacher_a):
     assert clients["teacher_a"].get(url).json()["bucket_s"] == 900  # automatic: 120 points
 
 
-def test_timeline_contents(clients, fixture_session):
+def test_timeline_endpoint_matches_the_hand_computation(clients, fixture_session):
     url = f"{BASE}{fixture_session.pk}/timeline/"
     body = clients["teacher_a"].get(url, {"bucket": 5}).json()
     assert (body["session_id"], body["bucket_s"], body["min_faces"]) == (fixture_session.pk, 5, 3)
@@ -229,7 +204,7 @@ def test_timeline_contents(clients, fixture_session):
     assert clients["teacher_a"].get(url).json()["bucket_s"] == 5  # default
 
 
-def test_report_contents(clients, fixture_session):
+def test_report_endpoint_matches_the_hand_computation(clients, fixture_session):
     body = clients["teacher_a"].get(f"{BASE}{fixture_session.pk}/report/", {"bucket": 5}).json()
     assert body["session"] == {"id": fixture_session.pk, "name": "Fixture class", "kind": "classroom"}
     assert body["faces"] == 24 and body["max_face_count"] == 4
@@ -240,7 +215,7 @@ def test_report_contents(clients, fixture_session):
     assert body["summary"][0] == 'The classroom session "Fixture class" lasted 25 s.'
 
 
-def test_faces_contents_and_time_range(clients, fixture_session):
+def test_faces_endpoint_lists_every_face_and_filters_by_time_range(clients, fixture_session):
     url = f"{BASE}{fixture_session.pk}/faces/"
     body = clients["teacher_a"].get(url, {"page_size": 100}).json()
     assert body["count"] == 24
@@ -319,7 +294,7 @@ def test_export_format_is_not_drf_format_override(clients, fixture_session):
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
 
 
-def test_token_auth(teacher_a, fixture_session):
+def test_token_auth_gives_one_token_per_user_and_refuses_bad_credentials(teacher_a, fixture_session):
     anonymous = Client()
     response = anonymous.post("/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD})
     assert response.status_code == 200, response.content
@@ -334,81 +309,3 @@ def test_token_auth(teacher_a, fixture_session):
     assert wrong.status_code == 400 and error_of(wrong)["code"] == "invalid"
     bad_token = Client(HTTP_AUTHORIZATION="Token " + "0" * 40).get(BASE)
     assert bad_token.status_code == 401 and error_of(bad_token)["code"] == "authentication_failed"
-
-
-def test_auth_throttle_ignores_client_supplied_x_forwarded_for(teacher_a):
-    """Without trusted proxies (API_NUM_PROXIES=0, the default) the client IP is the socket address: a new
-    X-Forwarded-For on every request does not buy a new budget. (Every guess is for another username, so the
-    per-username login lockout does not answer first.)"""
-    anonymous = Client()
-    statuses = [
-        anonymous.post(
-            "/api/v1/auth/token/",
-            {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"},
-            HTTP_X_FORWARDED_FOR=f"203.0.113.{i}",
-        ).status_code
-        for i in range(11)
-    ]
-    assert statuses == [400] * 10 + [429]
-    refused = anonymous.post(
-        "/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD}, HTTP_X_FORWARDED_FOR="198.51.100.7"
-    )
-    assert refused.status_code == 429 and error_of(refused)["code"] == "throttled"
-
-
-def test_auth_throttle_behind_one_trusted_proxy(teacher_a, settings):
-    """API_NUM_PROXIES=1: the address the proxy appended (last X-Forwarded-For entry) is the client; what the
-    client itself put in front does not matter."""
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
-    proxy = Client(REMOTE_ADDR="10.0.0.2")
-
-    def post(xff: str) -> int:
-        return proxy.post(
-            "/api/v1/auth/token/",
-            {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"},
-            HTTP_X_FORWARDED_FOR=xff,
-        ).status_code
-
-    assert [post(f"{i}.{i}.{i}.{i}, 198.51.100.7") for i in range(11)] == [400] * 10 + [429]
-    assert post("198.51.100.8") == 400  # another client behind the same proxy has its own budget
-
-
-def test_auth_is_throttled(teacher_a):
-    """Default rate 10/min per client IP: the 11th request is refused, with a Retry-After header."""
-    anonymous = Client()
-    statuses = [
-        anonymous.post(
-            "/api/v1/auth/token/", {"username": f"guess-{secrets.token_hex(4)}", "password": "wrong"}
-        ).status_code
-        for _ in range(10)
-    ]
-    assert statuses == [400] * 10
-    response = anonymous.post("/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD})
-    assert response.status_code == 429
-    error = error_of(response)
-    assert error["code"] == "throttled"
-    assert 1 <= error["details"]["retry_after_s"] <= 60
-    assert int(response["Retry-After"]) >= 1
-
-
-def test_export_is_throttled_per_user(clients, fixture_session, settings):
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "export": "2/hour"},
-    }
-    url = f"{BASE}{fixture_session.pk}/export/"
-    assert [clients["teacher_a"].get(url).status_code for _ in range(2)] == [200, 200]
-    refused = clients["teacher_a"].get(url)
-    assert refused.status_code == 429 and error_of(refused)["code"] == "throttled"
-    assert clients["admin"].get(url).status_code == 200  # another user has their own budget
-    assert ExportRecord.objects.filter(user__username="teacher_a").count() == 2  # refused exports are not logged
-
-
-def test_docs_and_schema_are_served_without_cdn(clients):
-    docs = clients["teacher_a"].get("/api/docs/")
-    assert docs.status_code == 200
-    html = docs.content.decode()
-    assert "swagger-ui" in html and "cdn.jsdelivr" not in html and "unpkg.com" not in html
-    schema = clients["anonymous"].get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert schema.status_code == 200
-    assert "/api/v1/sessions/{session_id}/export/" in schema.json()["paths"]

@@ -8,6 +8,11 @@ from channels.testing import WebsocketCommunicator
 
 from fer_platform.asgi import application
 
+# A handshake that passes the check reaches a consumer, and Channels closes stale database connections around each
+# consumer event in asgiref's shared thread, whose connection earlier async tests leave open: without database
+# access these tests failed whenever they ran after the consumer tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("close_async_thread_db_connections")]
+
 
 async def _handshake(origin: str | None, host: str, extra: list[tuple[bytes, bytes]] = ()) -> bool:
     headers = [(b"host", host.encode()), *extra]

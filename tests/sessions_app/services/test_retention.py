@@ -10,9 +10,7 @@ from django.utils import timezone
 
 from sessions_app.models import EmotionSession, ExportRecord, Face, Frame, TimelineBucket
 from sessions_app.services.retention import sessions_purge
-
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import make_session
+from tests.helpers import session_with_frames
 
 
 def _beat_task(name: str):
@@ -23,7 +21,7 @@ def _beat_task(name: str):
     return app.tasks[name]
 
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
 def _age(session, *, days: float, ended: bool = True):
@@ -36,13 +34,13 @@ def _age(session, *, days: float, ended: bool = True):
 @pytest.fixture
 def aged(teacher_a, teacher_b, settings):
     settings.FER_RETENTION_DAYS = 30
-    old = make_session(teacher_a, name="old")
+    old = session_with_frames(teacher_a, name="old")
     _age(old, days=40)
-    recent = make_session(teacher_b, name="recent")
+    recent = session_with_frames(teacher_b, name="recent")
     _age(recent, days=10)
-    stale_running = make_session(teacher_a, name="never ended", ended_after_s=None)
+    stale_running = session_with_frames(teacher_a, name="never ended", ended_after_s=None)
     _age(stale_running, days=31, ended=False)
-    boundary = make_session(teacher_a, name="ended 29.9 days ago")  # started 30+ days ago, ended within 30
+    boundary = session_with_frames(teacher_a, name="ended 29.9 days ago")  # started 30+ days ago, ended within 30
     EmotionSession.objects.filter(pk=boundary.pk).update(
         created_at=timezone.now() - dt.timedelta(days=31), ended_at=timezone.now() - dt.timedelta(days=29.9)
     )
@@ -64,7 +62,7 @@ def test_purge_deletes_expired_results_only(aged):
     assert sessions_purge().sessions == 0  # idempotent
 
 
-def test_dry_run_and_disabled_retention(aged, settings):
+def test_dry_run_and_disabled_retention_delete_nothing(aged, settings):
     result = sessions_purge(dry_run=True)
     assert (result.sessions, result.faces) == (2, 48)
     assert EmotionSession.objects.count() == 4
@@ -88,7 +86,7 @@ def test_beat_schedule_runs_the_registered_task(settings):
     assert entry["schedule"] > 0
 
 
-def test_management_command(aged):
+def test_purge_sessions_command_dry_runs_purges_by_days_and_reports_retention_off(aged):
     out = StringIO()
     call_command("purge_sessions", "--dry-run", stdout=out)
     assert out.getvalue().startswith("Would purge 2 sessions (18 frames, 48 faces, 18 timeline buckets)")

@@ -12,12 +12,10 @@ from django.urls import include, path
 from pypdf import PdfReader
 
 from sessions_app.models import EmotionSession, ExportRecord
-from sessions_app.reports import computations as report_views
+from sessions_app.reports import computations
+from tests.helpers import session_with_frames
 
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import make_session
-
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 #: role -> expected status for teacher A's session pages (anonymous users are sent to the login page)
 MATRIX = {"anonymous": 302, "teacher_a": 200, "teacher_b": 404, "admin": 200}
@@ -25,7 +23,7 @@ MATRIX = {"anonymous": 302, "teacher_a": 200, "teacher_b": 404, "admin": 200}
 
 @pytest.mark.parametrize("page", ["", "pdf/"])
 @pytest.mark.parametrize("role", list(MATRIX))
-def test_report_permission_matrix(clients, fixture_session, role, page):
+def test_report_pages_follow_the_permission_matrix(clients, fixture_session, role, page):
     response = clients[role].get(f"/reports/sessions/{fixture_session.pk}/{page}")
     assert response.status_code == MATRIX[role]
     if role == "anonymous":
@@ -36,8 +34,8 @@ def test_report_permission_matrix(clients, fixture_session, role, page):
         assert missing.status_code == response.status_code
 
 
-def test_overview_permission_matrix(clients, fixture_session, teacher_b):
-    other = make_session(teacher_b, name="B's lesson", frames=[])
+def test_overview_lists_only_the_sessions_a_user_may_see(clients, fixture_session, teacher_b):
+    other = session_with_frames(teacher_b, name="B's lesson", frames=[])
     assert clients["anonymous"].get("/reports/").status_code == 302
     pages = {role: clients[role].get("/reports/").content.decode() for role in ("teacher_a", "teacher_b", "admin")}
     assert "Fixture class" in pages["teacher_a"] and "B&#x27;s lesson" not in pages["teacher_a"]
@@ -97,8 +95,8 @@ def test_report_links_are_reversed_not_hard_coded(clients, fixture_session):
 def test_chart_of_a_30_hour_session_stays_readable(clients, teacher_a):
     """30 hours: at most 7 tick labels and 120 columns (automatic bucket 15 min); a 1-second bucket is refused."""
     frames = [(h * 3600.0 + m * 60.0, "HHH") for h in range(30) for m in (0, 20, 40)]
-    session = make_session(teacher_a, name="Marathon", frames=frames, ended_after_s=30 * 3600)
-    chart = report_views.timeline_chart(
+    session = session_with_frames(teacher_a, name="Marathon", frames=frames, ended_after_s=30 * 3600)
+    chart = computations.timeline_chart(
         [
             {"start_s": k * 900, "end_s": (k + 1) * 900, "probabilities": None}
             for k in range(120)  # every bucket of 30 hours
@@ -120,7 +118,7 @@ def test_chart_of_a_30_hour_session_stays_readable(clients, teacher_a):
 
 
 def test_report_hides_aggregates_below_min_faces(clients, teacher_a):
-    session = make_session(teacher_a, name="Tutoring", frames=[(1.0, "H"), (2.0, "S")])
+    session = session_with_frames(teacher_a, name="Tutoring", frames=[(1.0, "H"), (2.0, "S")])
     html = clients["teacher_a"].get(f"/reports/sessions/{session.pk}/").content.decode()
     assert 'data-testid="too-few-faces"' in html
     assert 'data-testid="p-' not in html
@@ -184,10 +182,10 @@ def test_pdf_shares_the_export_rate_limit(clients, fixture_session, settings):
     assert clients["admin"].get(url).status_code == 200
 
 
-def test_overview_sorting_and_filters(clients, teacher_a, teacher_b):
-    short = make_session(teacher_a, name="short", frames=[(1.0, "NNN")], ended_after_s=10)
-    long = make_session(teacher_b, name="long", kind="crowd", frames=[(1.0, "HHHHHH")], ended_after_s=600)
-    mid = make_session(teacher_a, name="mid", frames=[(1.0, "SSSS")], ended_after_s=60)
+def test_overview_sorts_and_filters_sessions(clients, teacher_a, teacher_b):
+    short = session_with_frames(teacher_a, name="short", frames=[(1.0, "NNN")], ended_after_s=10)
+    long = session_with_frames(teacher_b, name="long", kind="crowd", frames=[(1.0, "HHHHHH")], ended_after_s=600)
+    mid = session_with_frames(teacher_a, name="mid", frames=[(1.0, "SSSS")], ended_after_s=60)
     for session, day in ((short, "2024-05-01"), (long, "2024-05-02"), (mid, "2024-05-03")):
         EmotionSession.objects.filter(pk=session.pk).update(
             created_at=f"{day}T10:00:00Z",
@@ -214,7 +212,7 @@ def test_overview_sorting_and_filters(clients, teacher_a, teacher_b):
     assert names(owner="teacher_a", sort="date") == ["short", "mid"]
     assert names(date_from="2024-05-02", date_to="2024-05-02") == ["long"]
     # dominant emotion: alphabetical (happy, neutral, sad), sessions with too few faces last either way
-    few = make_session(teacher_a, name="few", frames=[(1.0, "HS")], ended_after_s=5)
+    few = session_with_frames(teacher_a, name="few", frames=[(1.0, "HS")], ended_after_s=5)
     EmotionSession.objects.filter(pk=few.pk).update(created_at="2024-05-04T10:00:00Z")
 
     def all_names(**params):
@@ -237,10 +235,10 @@ def test_overview_query_count_does_not_grow_with_the_sessions(clients, teacher_a
             assert clients["admin"].get("/reports/").status_code == 200
         return len(captured)
 
-    make_session(teacher_a, name="first", frames=[(1.0, "HHH")])
+    session_with_frames(teacher_a, name="first", frames=[(1.0, "HHH")])
     few = queries()
     for i in range(5):
-        make_session(teacher_a, name=f"more {i}", frames=[(1.0, "SSS")])
+        session_with_frames(teacher_a, name=f"more {i}", frames=[(1.0, "SSS")])
     assert queries() == few
 
 

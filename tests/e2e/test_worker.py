@@ -10,15 +10,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from django.test import Client
 
 from inference.imageio import FRAME_HEADER
 from sessions_app.models import EmotionSession, Face, Frame
-from sessions_app.services.events import session_group_name
 from sessions_app.services.frames import frame_analyze_enqueue
-from tests.sessions_app.test_consumers import cookie, events, open_ws
+from tests.helpers import cookie, events, listen, next_event, open_ws
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,7 +25,9 @@ pytestmark = [
 ]
 
 
-async def test_stream_real_photos_through_worker(teacher, make_session, photos, celery_worker):
+async def test_real_photos_streamed_through_the_worker_get_their_faces_counted(
+    teacher, make_session, photos, celery_worker
+):
     s = await sync_to_async(make_session)(teacher, target_fps=2.0)
     comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
     source = (await events(comm, 1))[0]["source"]
@@ -86,7 +86,9 @@ async def test_flood_through_worker_accounts_for_every_frame(teacher, make_sessi
     assert await sync_to_async(Frame.objects.filter(session=s).count)() == len(processed)
 
 
-async def test_skewed_client_clock_through_worker(teacher, make_session, group_photo, celery_worker):
+async def test_skewed_client_clock_is_served_normally_through_the_worker(
+    teacher, make_session, group_photo, celery_worker
+):
     """A browser whose clock is 40 s behind: its frames are analysed (not dropped as stale) and stored at the right
     place of the session's timeline (offset on the server's clock), one client-clock second apart."""
     path, count = group_photo
@@ -114,40 +116,26 @@ async def test_skewed_client_clock_through_worker(teacher, make_session, group_p
     assert (s.frames_received, s.frames_processed, s.frames_dropped) == (2, 2, 0)
 
 
-def _listen(session_id):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(session_group_name(session_id), channel)
-    return layer, channel
-
-
-def _next_event(layer, channel, timeout=60):
-    async def recv():
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-
-    return async_to_sync(recv)()
-
-
 def test_stale_task_expires_and_bad_bytes_do_not_kill_the_worker(teacher, make_session, group_photo, celery_worker):
     path, count = group_photo
     s = make_session(teacher)
-    layer, channel = _listen(s.pk)
+    layer, channel = listen(s.pk)
     now_ms = time.time() * 1000
     frame_analyze_enqueue(
         session_id=s.pk, source="camera:x", sequence=1, captured_at_ms=now_ms, data=path.read_bytes(), expires_s=0.001
     )
     time.sleep(0.05)
-    ev = _next_event(layer, channel)
+    ev = next_event(layer, channel, timeout=60)
     assert (ev["type"], ev["sequence"], ev["reason"]) == ("frame.dropped", 1, "expired")
     frame_analyze_enqueue(
         session_id=s.pk, source="camera:x", sequence=2, captured_at_ms=now_ms, data=b"\xff\xd8\xffjunk", expires_s=30
     )
-    ev = _next_event(layer, channel)
+    ev = next_event(layer, channel, timeout=60)
     assert (ev["type"], ev["sequence"], ev["code"]) == ("frame.error", 2, "undecodable")
     frame_analyze_enqueue(
         session_id=s.pk, source="camera:x", sequence=3, captured_at_ms=now_ms, data=path.read_bytes(), expires_s=30
     )
-    ev = _next_event(layer, channel)
+    ev = next_event(layer, channel, timeout=60)
     assert ev["type"] == "frame.result" and ev["sequence"] == 3 and abs(ev["face_count"] - count) <= 1
     assert celery_worker["proc"].poll() is None
     s.refresh_from_db()
@@ -173,7 +161,7 @@ def test_photo_and_video_uploads_land_in_the_timeline(teacher, make_session, pho
     group = next(p for p, n in photos.items() if n == 3)
     client = Client()
     client.force_login(teacher)
-    layer, channel = _listen(s.pk)
+    layer, channel = listen(s.pk)
     resp = client.post(
         f"/sessions/{s.pk}/upload/",
         {"file": SimpleUploadedFile("p.jpg", portrait.read_bytes(), "image/jpeg")},
@@ -184,7 +172,7 @@ def test_photo_and_video_uploads_land_in_the_timeline(teacher, make_session, pho
     assert resp.status_code == 302
     resp = client.post(f"/sessions/{s.pk}/upload/", {"file": SimpleUploadedFile("x.txt", b"hello " * 50, "text/plain")})
     assert resp.status_code == 400 and b"not a JPEG/PNG photo or a readable video" in resp.content
-    got = [_next_event(layer, channel) for _ in range(1 + 6)]
+    got = [next_event(layer, channel, timeout=60) for _ in range(1 + 6)]
     assert all(ev["type"] == "frame.result" for ev in got)
     by_source = {}
     for ev in got:

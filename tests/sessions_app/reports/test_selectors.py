@@ -1,37 +1,24 @@
-"""Report computations (sessions_app.reports) against the hand-computed fixture session."""
+"""Report queries (``sessions_app.reports.selectors``): the session report and the overview rows against the
+hand-computed fixture session."""
+
+from __future__ import annotations
 
 import datetime as dt
-import math
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from inference.labels import LABELS
 from sessions_app import selectors
 from sessions_app.reports import computations
 from sessions_app.reports import selectors as reports
-from sessions_app.reports.computations import choose_bucket_s, dominant_segments, format_duration, largest_changes
 from sessions_app.services.frames import frame_result_store
+from tests.helpers import EXPECTED_DISTRIBUTION, EXPECTED_TIMELINE_5, assert_timeline_equal, session_with_frames
 
-from .reports_fixtures import *  # noqa: F403
-from .reports_fixtures import (
-    EXPECTED_DISTRIBUTION,
-    EXPECTED_TIMELINE_5,
-    EXPECTED_TIMELINE_10,
-    assert_timeline_equal,
-    make_session,
-)
-
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 
-def test_timeline_matches_hand_computation(fixture_session):
-    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=5), EXPECTED_TIMELINE_5)
-    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=10), EXPECTED_TIMELINE_10)
-
-
-def test_report_numbers(fixture_session):
+def test_report_numbers_match_the_hand_computation(fixture_session):
     report = reports.session_report(session=fixture_session, bucket_s=5)
     assert report.duration_s == 25.0
     assert (report.frames_processed, report.frames_dropped, report.frames_rejected) == (9, 2, 1)
@@ -44,7 +31,7 @@ def test_report_numbers(fixture_session):
     assert_timeline_equal(report.timeline, EXPECTED_TIMELINE_5)
 
 
-def test_segments_by_hand(fixture_session):
+def test_segments_match_the_hand_computation(fixture_session):
     report = reports.session_report(session=fixture_session, bucket_s=5)
     assert [(s["start_s"], s["end_s"], s["dominant"]) for s in report.segments] == [
         (0, 5, "neutral"),
@@ -62,7 +49,7 @@ def test_segments_by_hand(fixture_session):
     ]
 
 
-def test_largest_changes_by_hand(fixture_session):
+def test_largest_changes_match_the_hand_computation(fixture_session):
     changes = reports.session_report(session=fixture_session, bucket_s=5).changes
     # [15,20) -> [20,25): TV = 0.5 * (0.5/6 + 3.5/6 + (0.2 - 0.1/6) + 1.9/6 + 0.2 + 0.6) = 59/60
     # [5,10) -> [15,20) (the hidden bucket in between is skipped): TV = 0.5 * (0.5/6 + 3.5/6 + 3.5/6 + 0.5/6) = 2/3
@@ -77,7 +64,7 @@ def test_largest_changes_by_hand(fixture_session):
     assert (changes[2]["rose"], changes[2]["fell"]) == ("happy", "neutral")
 
 
-def test_summary_sentences(fixture_session):
+def test_summary_describes_the_session_in_sentences(fixture_session):
     summary = reports.session_report(session=fixture_session, bucket_s=5).summary
     assert summary == [
         'The classroom session "Fixture class" lasted 25 s.',
@@ -93,7 +80,7 @@ def test_summary_sentences(fixture_session):
 
 
 def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
-    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HS")])
+    session = session_with_frames(teacher_a, name="Two faces", frames=[(1.0, "HS")])
     report = reports.session_report(session=session)
     assert report.distribution == {"faces": 2, "probabilities": None, "dominant": None}
     assert all(item["probabilities"] is None and item["dominant"] is None for item in report.timeline)
@@ -105,56 +92,31 @@ def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
 
 def test_min_faces_is_a_setting(teacher_a, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 2
-    session = make_session(teacher_a, name="Two faces", frames=[(1.0, "HH")])
+    session = session_with_frames(teacher_a, name="Two faces", frames=[(1.0, "HH")])
     report = reports.session_report(session=session)
     assert report.distribution["dominant"] == "happy"
     assert report.min_faces == 2
 
 
-def test_empty_session_report(teacher_a):
-    session = make_session(teacher_a, name="Empty", frames=[], ended_after_s=3)
+def test_an_empty_session_has_an_empty_report(teacher_a):
+    session = session_with_frames(teacher_a, name="Empty", frames=[], ended_after_s=3)
     report = reports.session_report(session=session)
     assert (report.frames_stored, report.faces, report.mean_face_count, report.max_face_count) == (0, 0, None, None)
     assert report.timeline == [] and report.segments == [] and report.changes == []
     assert report.summary[0] == 'The classroom session "Empty" lasted 3 s.'
 
 
-def test_bucket_validation(fixture_session):
+def test_report_refuses_a_bucket_out_of_range(fixture_session):
     with pytest.raises(ValueError):
         reports.session_report(session=fixture_session, bucket_s=0)
     with pytest.raises(ValueError):
         reports.session_report(session=fixture_session, bucket_s=computations.MAX_BUCKET_S + 1)
 
 
-@pytest.mark.parametrize(
-    ("duration", "bucket"),
-    [
-        (0, 1),
-        (120, 1),
-        (121, 2),
-        (600, 5),
-        (3600, 30),
-        (8 * 3600, 300),
-        (30 * 3600, 900),
-        (200 * 3600, 7200),  # past 120 hours the bucket grows beyond an hour ...
-        (10**7, 86400),
-        (10**9, 97 * 86400),  # ... and past 120 days by whole days
-    ],
-)
-def test_choose_bucket(duration, bucket):
-    assert choose_bucket_s(duration) == bucket
-
-
-@pytest.mark.parametrize("duration", [1, 119, 121, 3601, 30 * 3600, 121 * 3600, 10**6, 10**7, 10**8, 10**9 + 7])
-@pytest.mark.parametrize("target", [6, 120])
-def test_choose_bucket_bounds_the_number_of_points(duration, target):
-    assert math.ceil(duration / choose_bucket_s(duration, target_points=target)) <= target
-
-
 def test_report_of_a_very_long_session_stays_bounded(teacher_a):
     """A session left running for 200 hours: the automatic timeline has at most 120 points."""
     frames = [(h * 3600.0 + 1, "HHH") for h in range(0, 200, 7)]
-    session = make_session(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
+    session = session_with_frames(teacher_a, name="Forgotten", frames=frames, ended_after_s=200 * 3600)
     report = reports.session_report(session=session)
     assert report.bucket_s == 7200
     assert len(report.timeline) <= computations.TARGET_POINTS
@@ -162,25 +124,13 @@ def test_report_of_a_very_long_session_stays_bounded(teacher_a):
         reports.session_report(session=session, bucket_s=60)  # 12000 points
 
 
-def test_session_faces_time_range(fixture_session):
-    def offsets(**kwargs):
-        return [face.frame.offset_s for face in selectors.session_faces(session=fixture_session, **kwargs)]
-
-    everything = offsets()
-    assert len(everything) == 24 and everything == sorted(everything)
-    assert offsets(from_s=5, to_s=11) == [5.0] * 3 + [7.5] * 4  # from_s inclusive, to_s exclusive
-    assert offsets(from_s=21) == [21.0] * 3
-    assert offsets(to_s=0.5) == []
-    assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
-
-
 def test_overview_dominant_is_computed_in_the_database_like_the_report(teacher_a, teacher_b, fixture_session):
     others = [
-        make_session(teacher_a, name="happy", frames=[(1.0, "HHH"), (2.0, "N")]),
-        make_session(teacher_b, name="sad", frames=[(1.0, "SSS")]),
-        make_session(teacher_a, name="two faces", frames=[(1.0, "HH")]),
-        make_session(teacher_a, name="no frames", frames=[]),
-        make_session(teacher_a, name="tie", frames=[]),
+        session_with_frames(teacher_a, name="happy", frames=[(1.0, "HHH"), (2.0, "N")]),
+        session_with_frames(teacher_b, name="sad", frames=[(1.0, "SSS")]),
+        session_with_frames(teacher_a, name="two faces", frames=[(1.0, "HH")]),
+        session_with_frames(teacher_a, name="no frames", frames=[]),
+        session_with_frames(teacher_a, name="tie", frames=[]),
     ]
     tie = others[-1]  # three faces, each half sad and half happy: the first label in FER2013 order wins
     frame_result_store(
@@ -216,32 +166,13 @@ def test_overview_rows_run_no_query_per_session(teacher_a):
             reports.overview_rows(sessions=list(reports.overview_sessions(user=teacher_a, sort="dominant")))
         return len(captured)
 
-    make_session(teacher_a, name="one", frames=[(1.0, "HHH")])
+    session_with_frames(teacher_a, name="one", frames=[(1.0, "HHH")])
     few = queries_for_overview()
     for i in range(5):
-        make_session(teacher_a, name=f"more {i}", frames=[(1.0, "SSS"), (3.0, "NNN")])
+        session_with_frames(teacher_a, name=f"more {i}", frames=[(1.0, "SSS"), (3.0, "NNN")])
     assert queries_for_overview() == few == 1
 
 
 def test_overview_sessions_rejects_unknown_sort(teacher_a):
     with pytest.raises(ValueError):
         reports.overview_sessions(user=teacher_a, sort="password")
-
-
-def test_pure_segments_break_at_gaps():
-    timeline = [
-        {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {}},
-        {"start_s": 5, "end_s": 10, "dominant": "happy", "probabilities": {}},
-        {"start_s": 20, "end_s": 25, "dominant": "happy", "probabilities": {}},
-    ]
-    assert [(s["start_s"], s["end_s"], s["buckets"]) for s in dominant_segments(timeline)] == [(0, 10, 2), (20, 25, 1)]
-
-
-def test_pure_largest_changes_ignores_no_change():
-    same = {"start_s": 0, "end_s": 5, "dominant": "happy", "probabilities": {label: 1 / 7 for label in LABELS}}
-    assert largest_changes([same, {**same, "start_s": 5, "end_s": 10}]) == []
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0 s"), (59.6, "1 min"), (125, "2 min 5 s"), (3720, "1 h 2 min")])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text

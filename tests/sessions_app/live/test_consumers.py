@@ -1,6 +1,6 @@
 """WebSocket consumers through the real ASGI stack (origin check, session-cookie auth, routing), real Redis channel
 layer and real Celery broker. No worker runs here: frames go to a queue nobody consumes, so in-flight frames stay in
-flight and backpressure is observable. (Results coming back from a real worker: ``test_worker_e2e.py``.)"""
+flight and backpressure is observable. (Results coming back from a real worker: ``tests/e2e/test_worker.py``.)"""
 
 from __future__ import annotations
 
@@ -13,21 +13,15 @@ import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
-from fer_platform.asgi import application
 from fer_platform.celery import app as celery_app
 from inference.imageio import FRAME_HEADER
 from sessions_app.models import EmotionSession, Frame
 from sessions_app.services.frames import frame_analysis_record, frame_outcome_claim, frame_result_store
 from sessions_app.services.sessions import session_end
+from tests.helpers import cookie, events, jpeg, open_ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_async_thread_db_connections")]
-
-
-def jpeg(w=96, h=72) -> bytes:
-    img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", img)[1].tobytes()
 
 
 def with_header(seq: int, data: bytes) -> bytes:
@@ -46,7 +40,7 @@ def idle_queue(settings):
         with celery_app.connection_for_write() as conn:
             try:
                 return conn.default_channel.queue_declare(name, passive=True).message_count
-            except Exception:  # noqa: BLE001 - queue never declared: empty
+            except Exception:  # queue never declared: empty
                 return 0
 
     yield length
@@ -55,31 +49,11 @@ def idle_queue(settings):
         conn.default_channel.queue_delete(name)
 
 
-def cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
-async def open_ws(path: str, sessionid: str | None = None) -> WebsocketCommunicator:
-    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
-    if sessionid:
-        headers.append((b"cookie", f"sessionid={sessionid}".encode()))
-    comm = WebsocketCommunicator(application, path, headers=headers)
-    connected, _ = await comm.connect(timeout=10)
-    assert connected
-    return comm
-
-
 async def expect_close(comm: WebsocketCommunicator, code: int, error: str) -> None:
     first = json.loads(await comm.receive_from(timeout=5))
     assert first["type"] == "error" and first["code"] == error
     out = await comm.receive_output(timeout=5)
     assert out == {"type": "websocket.close", "code": code}
-
-
-async def events(comm: WebsocketCommunicator, n: int, timeout=5) -> list[dict]:
-    return [json.loads(await comm.receive_from(timeout=timeout)) for _ in range(n)]
 
 
 async def test_anonymous_unknown_foreign_and_ended_sessions_are_refused(

@@ -1,4 +1,4 @@
-"""Unit tests of the per-connection stream state machine (``sessions_app.streaming``): plain Python, fake clocks."""
+"""The per-connection stream state machine (``sessions_app.live.streaming``): plain Python, fake clocks."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_overdue_frames_are_lost_or_forgotten_and_counted_once(clocks):
     assert state.take_counter_delta() == {"received": 3, "dropped": 2, "rejected": 0}
 
 
-def test_dispatch_failure_and_close(clocks):
+def test_failed_dispatch_and_close_count_their_frames_as_dropped_once(clocks):
     state = make(clocks, max_in_flight=1)
     offer(state, clocks, 0)
     offer(state, clocks, 1)  # pending

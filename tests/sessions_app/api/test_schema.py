@@ -1,10 +1,13 @@
-"""OpenAPI schema: generated and validated by drf-spectacular with warnings as errors; every endpoint documented."""
+"""OpenAPI schema: generated and validated by drf-spectacular with warnings as errors; every endpoint documented;
+the schema and the Swagger UI served to everyone, without a CDN."""
+
+from __future__ import annotations
 
 import pytest
 import yaml
 from django.core.management import call_command
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
 
 ENDPOINTS = {
     "/api/v1/auth/token/": {"post"},
@@ -72,3 +75,23 @@ def test_parameters_and_units_are_documented(schema):
     assert "pixels" in components["Face"]["properties"]["x"]["description"]
     assert components["Probabilities"]["properties"]["happy"]["maximum"] == 1
     assert set(components["Error"]["properties"]) == {"error"}
+
+
+@pytest.mark.parametrize("role", ["anonymous", "teacher_a", "teacher_b", "admin"])
+def test_docs_and_schema_are_public(clients, role):
+    """The schema and Swagger UI describe the API only (no data): public, like the login page."""
+    docs = clients[role].get("/api/docs/")
+    assert docs.status_code == 200 and "swagger-ui" in docs.content.decode()
+    schema = clients[role].get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert "/api/v1/sessions/" in schema.json()["paths"]
+
+
+def test_docs_and_schema_are_served_without_cdn(clients):
+    docs = clients["teacher_a"].get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html and "cdn.jsdelivr" not in html and "unpkg.com" not in html
+    schema = clients["anonymous"].get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert "/api/v1/sessions/{session_id}/export/" in schema.json()["paths"]

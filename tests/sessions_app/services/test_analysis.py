@@ -1,0 +1,91 @@
+"""Frame analysis, the body of the worker's Celery task (``sessions_app.services.analysis``): the recogniser as
+settings say, its real output stored, its failures answered with ``frame.error``; on real PostgreSQL and the real
+Redis channel layer."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from sessions_app import selectors
+from sessions_app.models import Face, Frame, TimelineBucket
+from sessions_app.services.frames import frame_analysis_record
+from tests.helpers import face_result, listen, next_event, record_analysis, store_frame
+
+pytestmark = pytest.mark.django_db
+
+
+def test_worker_recognizer_is_served_as_settings_say(settings, monkeypatch):
+    """The worker's recogniser takes flip TTA and the detector from settings (the one source of FER_* values)."""
+    from inference.detector import HaarFaceDetector
+    from sessions_app.services import analysis
+
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_FLIP_TTA, settings.FER_DETECTOR = False, "haar"
+    recognizer = analysis.recognizer_get()
+    assert recognizer.classifier.flip_tta is False and isinstance(recognizer.detector, HaarFaceDetector)
+    assert analysis.recognizer_get() is recognizer  # loaded once per process
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_FLIP_TTA, settings.FER_DETECTOR = True, "blazeface"
+    assert analysis.recognizer_get().classifier.flip_tta is True
+
+
+def test_real_recognizer_output_is_stored(teacher, make_session, group_photo):
+    from sessions_app.services.analysis import recognizer_get
+
+    path, count = group_photo
+    image = cv2.imread(str(path))
+    results = recognizer_get().analyze(image)
+    s = make_session(teacher)
+    frame = store_frame(s, 0.0, results, sequence=0)
+    assert abs(frame.face_count - count) <= 1
+    for f, r in zip(Face.objects.filter(frame=frame).order_by("id"), results, strict=True):
+        assert f.box == tuple(r.box) and f.label == r.label
+        assert np.allclose(f.probabilities, r.probabilities, atol=1e-6)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_session, group_photo, monkeypatch):
+    """An exception inside ``analyze()`` answers the frame with ``frame.error`` (``analysis_failed``) at once, so the
+    client's in-flight slot is freed; nothing is stored and the task returns normally (the worker lives on)."""
+    import base64
+
+    from sessions_app.services import analysis
+
+    class Broken:
+        def analyze(self, image):
+            raise RuntimeError("onnxruntime exploded")
+
+    s = make_session(teacher)
+    layer, channel = listen(s.pk)
+    monkeypatch.setattr(analysis, "recognizer_get", lambda: Broken())
+    data = base64.b64encode(group_photo[0].read_bytes()).decode()
+    analysis.frame_analyze(session_id=s.pk, source="camera:e", sequence=4, captured_at_ms=0.0, data_b64=data)
+    ev = next_event(layer, channel)
+    assert (ev["type"], ev["source"], ev["sequence"], ev["code"]) == ("frame.error", "camera:e", 4, "analysis_failed")
+    assert "onnxruntime exploded" in ev["detail"]
+    assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
+    assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 0, "dropped": 0, "rejected": 1}
+    # malformed recogniser output: the transaction rolls back, a storage_failed error answers the frame
+    assert record_analysis(s, 5, faces=[face_result("happy") | {"label": "bored"}]) is None
+    ev = next_event(layer, channel)
+    assert (ev["type"], ev["sequence"], ev["code"]) == ("frame.error", 5, "storage_failed")
+    assert not Frame.objects.filter(session=s).exists()
+    assert selectors.session_counters(session_id=s.pk)["rejected"] == 2
+    # a frame of a deleted session is dropped quietly
+    sid = s.pk
+    s.delete()
+    assert (
+        frame_analysis_record(
+            session_id=sid,
+            source="camera:e",
+            sequence=6,
+            captured_at_ms=0.0,
+            width=1,
+            height=1,
+            processing_ms=1.0,
+            faces=[],
+        )
+        is None
+    )

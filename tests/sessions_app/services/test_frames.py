@@ -1,0 +1,187 @@
+"""Frame services (``sessions_app.services.frames``): storage, result events, validation and the one outcome of
+each frame, on real PostgreSQL and the real Redis channel layer and cache."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+
+from inference.imageio import FRAME_HEADER, FrameRejected
+from inference.labels import LABELS
+from sessions_app import selectors
+from sessions_app.models import Face, Frame, TimelineBucket
+from sessions_app.services.events import session_group_name
+from sessions_app.services.frames import frame_dropped_record, frame_error_record, frame_outcome_claim, frame_validate
+from sessions_app.services.sessions import session_counters_add
+from tests.helpers import face_result, jpeg, listen, next_event, no_event, record_analysis, store_frame
+
+pytestmark = pytest.mark.django_db
+
+
+def test_frame_result_store_writes_everything(teacher, make_session):
+    s = make_session(teacher)
+    frame = store_frame(s, 3.4, [face_result("happy"), face_result("sad", box=(100, 50, 60, 60))], sequence=0)
+    assert frame.face_count == 2
+    assert frame.offset_s == pytest.approx(3.4)
+    faces = list(Face.objects.filter(frame=frame).order_by("id"))
+    assert [f.label for f in faces] == ["happy", "sad"]
+    assert faces[1].box == (100, 50, 60, 60)
+    assert faces[0].p_happy == pytest.approx(0.7)
+    bucket = TimelineBucket.objects.get(session=s, second=3)
+    assert (bucket.frames, bucket.faces) == (1, 2)
+    assert bucket.sum_p_happy == pytest.approx(0.75) and bucket.sum_p_sad == pytest.approx(0.75)
+    s.refresh_from_db()
+    assert s.frames_processed == 1
+
+
+def test_duplicate_sequence_is_ignored(teacher, make_session):
+    s = make_session(teacher)
+    first = store_frame(s, 1.0, [face_result("happy")], sequence=7)
+    again = store_frame(s, 1.0, [face_result("sad"), face_result("sad")], sequence=7)
+    assert again.pk == first.pk
+    assert Frame.objects.filter(session=s).count() == 1 and Face.objects.filter(session=s).count() == 1
+    bucket = TimelineBucket.objects.get(session=s)
+    assert (bucket.frames, bucket.faces) == (1, 1)
+    s.refresh_from_db()
+    assert s.frames_processed == 1
+    store_frame(s, 1.0, [face_result("sad")], sequence=7, source="camera:other")  # same sequence, other source: stored
+    assert Frame.objects.filter(session=s).count() == 2
+
+
+def test_malformed_faces_store_nothing(teacher, make_session):
+    s = make_session(teacher)
+    bad = face_result("happy")
+    bad["probabilities"] = {"happy": 1.0}
+    with pytest.raises((ValueError, KeyError)):
+        store_frame(s, 0.5, [face_result("sad"), bad], sequence=1)
+    with pytest.raises(ValueError):
+        store_frame(s, 0.5, [face_result("sad") | {"label": "bored"}], sequence=2)
+    assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
+
+
+def test_result_event_is_published_after_commit(teacher, make_session, django_capture_on_commit_callbacks):
+    layer = get_channel_layer()
+    s = make_session(teacher)
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(session_group_name(s.pk), channel)
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            store_frame(s, 2.0, [face_result("surprise")], sequence=3)
+        assert len(callbacks) == 1
+        event = async_to_sync(layer.receive)(channel)
+    finally:
+        async_to_sync(layer.group_discard)(session_group_name(s.pk), channel)
+    assert event["type"] == "frame.result" and event["sequence"] == 3 and event["face_count"] == 1
+    assert event["faces"][0]["label"] == "surprise" and event["faces"][0]["box"] == [10, 20, 30, 40]
+    assert set(event["faces"][0]["probabilities"]) == set(LABELS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_stores_keep_bucket_sums_exact(teacher, make_session):
+    """Eight threads store frames into the same 1-second bucket at once: F() increments lose nothing."""
+    s = make_session(teacher)
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(5):
+                store_frame(s, 0.5, [face_result("happy")] * 2, sequence=n * 100 + i)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    bucket = TimelineBucket.objects.get(session=s, second=0)
+    assert (bucket.frames, bucket.faces) == (40, 80)
+    assert bucket.sum_p_happy == pytest.approx(80 * 0.7)
+    s.refresh_from_db()
+    assert s.frames_processed == 40
+
+
+# ---------------------------------------------------------------------------------------------- frame_validate
+def png(w=32, h=16) -> bytes:
+    return cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes()
+
+
+def test_frame_validate_accepts_jpeg_png_and_header(group_photo):
+    path, _ = group_photo
+    data = path.read_bytes()
+    msg = frame_validate(data)
+    assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (500, 334, None, None)
+    header = FRAME_HEADER.pack(b"FRM1", 42, 1_700_000_000_123.0)
+    msg = frame_validate(header + png())
+    assert (msg.width, msg.height, msg.sequence, msg.captured_at_ms) == (32, 16, 42, 1_700_000_000_123.0)
+    assert msg.data == png()
+
+
+@pytest.mark.parametrize(
+    "payload,code",
+    [
+        ("hello", "binary_expected"),
+        (b"", "empty"),
+        (b"GIF89a" + b"\0" * 100, "not_an_image"),
+        (b"%PDF-1.4 not an image", "not_an_image"),
+        (b"FRM1\x00", "bad_header"),
+    ],
+)
+def test_frame_validate_rejects_non_image_payloads_with_their_code(payload, code):
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(payload)
+    assert info.value.code == code
+
+
+def test_frame_validate_rejects_truncated_too_large_and_too_big_images(settings):
+    data = jpeg(64, 48, quality=80)
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(data[: len(data) // 2])
+    assert info.value.code == "truncated"
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(png()[:30])
+    assert info.value.code == "truncated"
+    settings.FER_MAX_FRAME_BYTES = 1000
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(jpeg(320, 240, quality=95))
+    assert info.value.code == "too_large"
+    settings.FER_MAX_FRAME_BYTES = 1_000_000
+    with pytest.raises(FrameRejected) as info:
+        frame_validate(jpeg(2000, 20, quality=80))
+    assert info.value.code == "too_big_dimensions"
+    assert frame_validate(jpeg(1920, 1080, quality=30)).width == 1920
+
+
+# ------------------------------------------------------------------------- outcomes: the worker and the stream race
+@pytest.mark.django_db(transaction=True)
+def test_each_frame_has_exactly_one_outcome(teacher, make_session):
+    """The worker and the stream's lost-frame housekeeping race for a frame's outcome: only the first counts."""
+    s = make_session(teacher)
+    layer, channel = listen(s.pk)
+    # the worker answers first: the stream's later "lost" claim fails (the result is counted, once)
+    frame = record_analysis(s, 1)
+    assert frame is not None and frame.offset_s == pytest.approx(1.5, abs=0.01)
+    assert next_event(layer, channel)["type"] == "frame.result"
+    assert not frame_outcome_claim(session=s, source="camera:w", sequence=1, outcome="lost")
+    # the stream declared frame 2 lost first: its late result is neither stored nor published nor counted
+    assert frame_outcome_claim(session=s, source="camera:w", sequence=2, outcome="lost")
+    session_counters_add(session_id=s.pk, dropped=1)  # what the stream counts for a lost frame
+    assert record_analysis(s, 2) is None
+    # an expired task or an error for a lost frame is not counted either
+    assert frame_outcome_claim(session=s, source="camera:w", sequence=3, outcome="lost")
+    session_counters_add(session_id=s.pk, dropped=1)
+    assert not frame_dropped_record(session_id=s.pk, source="camera:w", sequence=3, reason="expired")
+    assert not frame_error_record(session_id=s.pk, source="camera:w", sequence=3, code="x", detail="y")
+    assert no_event(layer, channel)
+    assert list(Frame.objects.filter(session=s).values_list("sequence", flat=True)) == [1]
+    assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 1, "dropped": 2, "rejected": 0}
+    assert record_analysis(s, 1) is None  # a redelivered task is not counted twice either

@@ -1,0 +1,107 @@
+"""Session selectors (``sessions_app.selectors``): who sees which session, timeline, distribution, summary and
+faces, on real PostgreSQL; the timeline and faces also against the hand-computed fixture session."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from inference.labels import LABELS, VALENCE
+from sessions_app import selectors
+from sessions_app.models import EmotionSession
+from tests.helpers import EXPECTED_TIMELINE_5, EXPECTED_TIMELINE_10, assert_timeline_equal, face_result, store_frame
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("isolated_cache_and_fast_passwords")]
+
+
+def test_teachers_see_only_their_own_sessions_staff_see_all_and_only_owners_stream(
+    teacher, other_teacher, staff_user, make_session
+):
+    mine, theirs = make_session(teacher), make_session(other_teacher)
+    assert list(selectors.session_list_for_user(user=teacher)) == [mine]
+    assert set(selectors.session_list_for_user(user=staff_user)) == {mine, theirs}
+    assert selectors.session_get_for_user(user=teacher, session_id=mine.pk) == mine
+    assert selectors.session_get_for_user(user=staff_user, session_id=mine.pk) == mine
+    for bad in (theirs.pk, 999999, "abc", None):
+        with pytest.raises(EmotionSession.DoesNotExist):
+            selectors.session_get_for_user(user=teacher, session_id=bad)
+    from django.contrib.auth.models import AnonymousUser
+
+    assert not selectors.session_list_for_user(user=AnonymousUser()).exists()
+    assert selectors.session_can_stream(user=teacher, session=mine)
+    assert not selectors.session_can_stream(user=staff_user, session=mine)
+
+
+def test_timeline_distribution_and_summary_follow_the_min_faces_rule(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    store_frame(s, 0.2, [face_result("happy")] * 2, sequence=0)
+    store_frame(s, 1.5, [face_result("happy"), face_result("sad")], sequence=1)
+    store_frame(s, 4.99, [], sequence=2)
+    store_frame(s, 5.0, [face_result("sad")], sequence=3)  # bucket [5,10): 1 face < 3 -> no aggregates
+    store_frame(s, 12.0, [face_result("neutral")] * 3, sequence=4)
+    tl = selectors.session_timeline(session=s, bucket_s=5)
+    assert [(b["start_s"], b["end_s"], b["frames"], b["faces"]) for b in tl] == [
+        (0, 5, 3, 4),
+        (5, 10, 1, 1),
+        (10, 15, 1, 3),
+    ]
+    first = tl[0]
+    assert first["mean_face_count"] == pytest.approx(4 / 3, abs=1e-3)
+    assert first["probabilities"]["happy"] == pytest.approx((3 * 0.7 + 0.05) / 4)
+    assert first["probabilities"]["sad"] == pytest.approx((0.7 + 3 * 0.05) / 4)
+    assert first["dominant"] == "happy"
+    means = [first["probabilities"][lb] for lb in LABELS]
+    assert first["valence"] == pytest.approx(sum(m * v for m, v in zip(means, VALENCE, strict=True)), abs=1e-5)
+    assert tl[1]["probabilities"] is None and tl[1]["dominant"] is None and tl[1]["valence"] is None
+    assert tl[2]["dominant"] == "neutral"
+    one_s = selectors.session_timeline(session=s, bucket_s=1)
+    assert [b["start_s"] for b in one_s] == [0, 1, 4, 5, 12]
+    with pytest.raises(ValueError):
+        selectors.session_timeline(session=s, bucket_s=0)
+    dist = selectors.session_distribution(session=s)
+    assert dist["faces"] == 8 and dist["dominant"] == "happy"
+    assert sum(dist["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    summary = selectors.session_summary(session=s)
+    assert summary["frames"] == 5 and summary["faces"] == 8 and summary["frame_span_s"] == pytest.approx(11.8)
+
+
+def test_summary_duration_is_the_sessions_wall_clock_duration(teacher, make_session):
+    """Duration = session start to end (or to now while running), not the span between the first and last frame:
+    a 40 s session with one frame lasted 40 s, not 0 s."""
+    s = make_session(teacher)
+    store_frame(s, 3.0, [face_result("happy")], sequence=0)
+    now = s.created_at + dt.timedelta(seconds=25)
+    running = selectors.session_summary(session=s, now=now)
+    assert running["duration_s"] == pytest.approx(25.0) and running["frame_span_s"] == 0.0
+    EmotionSession.objects.filter(pk=s.pk).update(status="ended", ended_at=s.created_at + dt.timedelta(seconds=40))
+    s.refresh_from_db()
+    ended = selectors.session_summary(session=s, now=now + dt.timedelta(hours=1))
+    assert ended["duration_s"] == pytest.approx(40.0) and ended["frames"] == 1
+    assert selectors.session_duration_s(session=s) == pytest.approx(40.0)
+
+
+def test_distribution_is_hidden_below_min_faces(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    assert selectors.session_distribution(session=s) == {"faces": 0, "probabilities": None, "dominant": None}
+    store_frame(s, 0.0, [face_result("fear")] * 2, sequence=0)
+    assert selectors.session_distribution(session=s)["probabilities"] is None
+
+
+def test_timeline_matches_hand_computation(fixture_session):
+    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=5), EXPECTED_TIMELINE_5)
+    assert_timeline_equal(selectors.session_timeline(session=fixture_session, bucket_s=10), EXPECTED_TIMELINE_10)
+
+
+def test_session_faces_are_filtered_by_time_range(fixture_session):
+    def offsets(**kwargs):
+        return [face.frame.offset_s for face in selectors.session_faces(session=fixture_session, **kwargs)]
+
+    everything = offsets()
+    assert len(everything) == 24 and everything == sorted(everything)
+    assert offsets(from_s=5, to_s=11) == [5.0] * 3 + [7.5] * 4  # from_s inclusive, to_s exclusive
+    assert offsets(from_s=21) == [21.0] * 3
+    assert offsets(to_s=0.5) == []
+    assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
