@@ -46,7 +46,7 @@ lint: check-locks venv
 	@status=0; \
 	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
 	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
-	echo "mypy $(MYPY_PATHS)"; $(VENV)/bin/mypy $(MYPY_PATHS) || status=1; \
+	echo "mypy $(MYPY_PATHS)"; DJANGO_DEBUG=true $(VENV)/bin/mypy $(MYPY_PATHS) || status=1; \
 	exit $$status
 
 check-locks:

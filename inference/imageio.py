@@ -229,7 +229,8 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        low, high = float(image.min()), float(image.max())
+        image = ((image - low) * (255.0 / max(high - low, 1e-12))).round().astype(np.uint8)  # min-max to 0..255
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:

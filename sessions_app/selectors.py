@@ -167,12 +167,10 @@ def session_counters(*, session_id: int) -> dict[str, int]:
     """Current frame counters of a session: ``{"received", "processed", "dropped", "rejected"}``; zeros if gone."""
     row = (
         EmotionSession.objects.filter(pk=session_id)
-        .values("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
+        .values_list("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
         .first()
     )
-    if row is None:
-        return {"received": 0, "processed": 0, "dropped": 0, "rejected": 0}
-    return {k.removeprefix("frames_"): v for k, v in row.items()}
+    return dict(zip(("received", "processed", "dropped", "rejected"), row or (0, 0, 0, 0), strict=True))
 
 
 def session_list_expired(*, days: int, now: dt.datetime | None = None) -> QuerySet[EmotionSession]:
