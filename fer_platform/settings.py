@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "fer_platform.middleware.AnonymousBodyLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # last, as django-axes requires: turns a locked-out login into the lockout page
@@ -236,6 +237,11 @@ FER_MAX_REQUEST_BYTES = env.int("FER_MAX_REQUEST_BYTES", default=FER_MAX_UPLOAD_
 # Uploads up to 10 MB (every photo the frame limits allow) stay in memory; bigger bodies (videos) are spooled to a
 # temporary file deleted at the end of the request, so memory stays bounded whatever the upload.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000_000
+#: Largest request body accepted from a client that is not logged in (the login form, token requests), checked
+#: before anything reads it.
+FER_MAX_ANONYMOUS_BODY_BYTES = env.int("FER_MAX_ANONYMOUS_BODY_BYTES", default=65_536)
+#: Largest uploaded photo, pixels per side, read from the image header before decoding (decompression bombs).
+FER_MAX_UPLOAD_IMAGE_SIDE = env.int("FER_MAX_UPLOAD_IMAGE_SIDE", default=8192)
 #: Largest non-file request body Django parses in memory (forms, JSON); Django's default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 #: Largest WebSocket message daphne accepts before dropping the socket: twice the frame limit plus the header, so a

@@ -240,7 +240,7 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     fh = open(log, "w")  # closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fer_platform.asgi:application"],
+        [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)],
         cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 60

@@ -147,11 +147,15 @@ class StreamState:
         (``None``: the server numbers frames and uses the receive time). Returns the ``Step`` to carry out: a
         ``duplicate_sequence`` error, a drop (``rate_limited``, ``replaced``), and/or a frame to dispatch."""
         self.stats["sent"] += 1
-        seq = sequence if sequence is not None else self.next_sequence
-        self.next_sequence = max(self.next_sequence, seq + 1)
-        if seq in self.in_flight or (self.pending is not None and self.pending.sequence == seq):
+        if sequence is not None and sequence < self.next_sequence:
+            # Sequences of a stream only grow (one WebSocket delivers in order): a used number, in flight or
+            # answered long ago, would collide with its stored frame and never be answered.
             self._count_rejected()
-            return Step(error=("duplicate_sequence", f"sequence {seq} already in flight", seq))
+            return Step(
+                error=("duplicate_sequence", f"sequence {sequence} was already used; sequences must grow", sequence)
+            )
+        seq = sequence if sequence is not None else self.next_sequence
+        self.next_sequence = seq + 1
         now = self._monotonic()
         frame = StreamFrame(
             sequence=seq,

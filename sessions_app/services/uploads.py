@@ -51,7 +51,8 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
     uploaded_file.seek(0)
     if sniff_format(head) is not None:
         try:
-            image = decode_image(uploaded_file.read())
+            side = settings.FER_MAX_UPLOAD_IMAGE_SIDE
+            image = decode_image(uploaded_file.read(), max_width=side, max_height=side)
         except ImageDecodeError as exc:
             raise UploadRejected(str(exc)) from exc
         data, _, _ = _fit_jpeg(image)

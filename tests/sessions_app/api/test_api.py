@@ -309,3 +309,20 @@ def test_token_auth_gives_one_token_per_user_and_refuses_bad_credentials(teacher
     assert wrong.status_code == 400 and error_of(wrong)["code"] == "invalid"
     bad_token = Client(HTTP_AUTHORIZATION="Token " + "0" * 40).get(BASE)
     assert bad_token.status_code == 401 and error_of(bad_token)["code"] == "authentication_failed"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b""),
+        ("multipart/form-data; boundary=xyz", b""),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\n"),
+        ("application/json", b"{not json"),
+        ("application/x-www-form-urlencoded", b""),
+    ],
+)
+def test_empty_or_malformed_create_bodies_get_a_json_400(clients, content_type, body):
+    response = clients["teacher_a"].post(BASE, data=body, content_type=content_type)
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert error_of(response)["code"] in {"invalid", "parse_error"}
+    assert not EmotionSession.objects.filter(owner__username="teacher_a", name="").exists()

@@ -84,13 +84,28 @@ def test_duplicate_sequence_and_invalid_messages_are_rejected(clocks):
     state = make(clocks)
     offer(state, clocks, 7)
     step = offer(state, clocks, 7)
-    assert step.error == ("duplicate_sequence", "sequence 7 already in flight", 7) and not step.dispatch
+    assert step.error == ("duplicate_sequence", "sequence 7 was already used; sequences must grow", 7)
+    assert not step.dispatch
     state.reject()
     assert state.stats == {"sent": 3, "processed": 0, "dropped": 0, "rejected": 2}
     assert state.take_counter_delta() == {"received": 1, "dropped": 0, "rejected": 2}
     no_header = state.offer(sequence=None, client_captured_at_ms=None, data=b"jpeg")
     assert no_header.dispatch[0].sequence == 8  # the server numbers frames after the highest client sequence
     assert no_header.dispatch[0].captured_at_ms == clocks.wall_ms()
+
+
+def test_a_sequence_reused_after_its_answer_is_refused_at_once(clocks):
+    """A reused number would meet its stored frame and never be answered: it is refused when it arrives, so the
+    client hears about every frame and sent = processed + dropped + rejected still holds."""
+    state = make(clocks)
+    offer(state, clocks, 3)
+    state.answered(3, "result")
+    assert state.stats["processed"] == 1 and not state.in_flight
+    for reused in (3, 1):
+        step = offer(state, clocks, reused)
+        assert step.error[0] == "duplicate_sequence" and step.error[2] == reused and not step.dispatch
+    stats = state.stats
+    assert stats["sent"] == stats["processed"] + stats["dropped"] + stats["rejected"] == 3
 
 
 @pytest.mark.parametrize("skew_s", [-60.0, -30.0, -10.5, 0.0, 45.0, -7200.0])

@@ -1,0 +1,114 @@
+"""Bounded memory of the web process for hostile uploads, through the real daphne (``manage.py serve``): a
+decompression-bomb PNG is refused from its header, an anonymous 60 MB upload is refused before it is parsed, and
+the web process's RSS stays within 100 MB of where it was."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import struct
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zlib
+from urllib.parse import urlparse
+
+import psutil
+import pytest
+
+from sessions_app.models import Frame
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+MB = 1024 * 1024
+
+
+def _png_bomb(side: int = 20000) -> bytes:
+    """A valid PNG of ``side`` x ``side`` black RGB pixels (1.2 GB decoded, ~1 MB encoded)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * side)
+    idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _web_process(url: str) -> psutil.Process:
+    port = urlparse(url).port
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+class _Browser:
+    """A cookie-keeping HTTP client that logs in through the form, as a browser does (stdlib only)."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def csrf(self) -> str:
+        return next(c.value for c in self.jar if c.name == "csrftoken")
+
+    def get(self, path: str) -> str:
+        return self.opener.open(self.base + path, timeout=60).read().decode()
+
+    def login(self, username: str, password: str) -> None:
+        self.get("/accounts/login/")
+        body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": self.csrf()})
+        self.opener.open(self.base + "/accounts/login/", body.encode(), timeout=60)
+        assert any(c.name == "sessionid" for c in self.jar), "login failed"
+
+    def upload(self, path: str, filename: str, data: bytes) -> tuple[int, str]:
+        boundary = uuid.uuid4().hex
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n{self.csrf()}\r\n',
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n",
+        ]
+        body = "".join(parts).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(
+            self.base + path,
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Referer": self.base + path},
+        )
+        try:
+            with self.opener.open(request, timeout=120) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def test_a_20000_px_png_upload_is_refused_from_its_header_and_memory_stays_flat(
+    daphne_server, django_user_model, make_session
+):
+    user = django_user_model.objects.create_user(username="bomber", password="bomb-password-1")
+    session = make_session(user)
+    web = _web_process(daphne_server)
+    browser = _Browser(daphne_server)
+    browser.login("bomber", "bomb-password-1")
+    bomb = _png_bomb()
+    assert len(bomb) < 2 * MB
+    before = web.memory_info().rss
+    status, page = browser.upload(f"/sessions/{session.pk}/upload/", "bomb.png", bomb)
+    after = web.memory_info().rss
+    assert status in (200, 400) and re.search(r"too large: 20000x20000", page), page[-2000:]
+    assert after - before < 100 * MB, (before // MB, after // MB)
+    assert not Frame.objects.filter(session=session).exists()
+
+
+def test_an_anonymous_upload_is_refused_before_it_is_parsed(daphne_server, django_user_model, make_session):
+    session = make_session(django_user_model.objects.create_user(username="owner", password="owner-password-1"))
+    web = _web_process(daphne_server)
+    anonymous = _Browser(daphne_server)
+    anonymous.get("/accounts/login/")  # a CSRF cookie, as an attacker's page would have
+    before = web.memory_info().rss
+    status, page = anonymous.upload(f"/sessions/{session.pk}/upload/", "big.mp4", b"\x00" * (40 * MB))
+    assert status == 413 and "log in first" in page
+    assert web.memory_info().rss - before < 100 * MB
