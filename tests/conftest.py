@@ -13,7 +13,6 @@ and the report/API/export roles ``teacher_a``, ``teacher_b``, ``admin_user`` (pa
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -23,7 +22,18 @@ from pathlib import Path
 import pytest
 
 from tests import environment
-from tests.helpers import FACES_DIR, PASSWORD, REPO, face_photos, free_port, session_with_frames
+from tests.helpers import (
+    CHROMIUM,
+    FACES_DIR,
+    PASSWORD,
+    REPO,
+    face_photos,
+    free_port,
+    session_with_frames,
+    stop_process,
+    subprocess_env,
+    write_y4m,
+)
 
 TEST_QUEUE = environment.TEST_QUEUE
 
@@ -153,33 +163,6 @@ def close_async_thread_db_connections(django_db_setup, django_db_blocker):
 
 
 # ------------------------------------------------------------------------------------------ real processes
-def _test_env() -> dict[str, str]:
-    """Environment for subprocesses: the pytest-django test database and this run's Redis and queue."""
-    from django.conf import settings
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.fail('worker/browser tests need PostgreSQL: eval "$(scripts/services.sh)" first')
-    env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env["REDIS_URL"] = settings.REDIS_URL
-    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
-    env["DJANGO_SETTINGS_MODULE"] = "fer_platform.settings"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _wait_for_other_db_sessions_to_end(django_db_blocker, timeout: float = 10.0) -> None:
     """After a subprocess exits, PostgreSQL ends its backends asynchronously: wait so the test DB can be dropped."""
     from django.db import connection
@@ -206,7 +189,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     from fer_platform.celery import app
 
     with django_db_blocker.unblock():
-        env = _test_env()
+        env = subprocess_env()
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     fh = open(log, "w")  # closed at teardown
@@ -219,11 +202,11 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     deadline = time.monotonic() + 60
     while "ready." not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            stop_process(proc)
             pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     yield {"proc": proc, "log": log}
-    _stop(proc)
+    stop_process(proc)
     fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
     with app.connection_for_write() as conn:
@@ -235,7 +218,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real daphne subprocess on a free port serving the ASGI app on the test database; yields its base URL."""
     with django_db_blocker.unblock():
-        env = _test_env()
+        env = subprocess_env()
     port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     fh = open(log, "w")  # closed at teardown
@@ -250,10 +233,30 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
+                stop_process(proc)
                 pytest.fail(f"daphne did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
     yield f"http://127.0.0.1:{port}"
-    _stop(proc)
+    stop_process(proc)
     fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
+
+
+@pytest.fixture
+def chromium_args(tmp_path, group_photo):
+    """Headless Chromium flags with a fake camera showing the 7-face group photo (640x480, 10 fps)."""
+    if not CHROMIUM.exists():
+        subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], check=False, timeout=600)
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium is missing: run scripts/ensure_chromium.sh")
+    y4m = write_y4m(group_photo[0], tmp_path / "camera.y4m")
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+    ]

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -326,3 +327,52 @@ def error_of(response) -> dict:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
     return body["error"]
+
+
+#: Debian's Chromium, driven by Playwright (never a downloaded browser).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 60, width: int = 640, height: int = 480) -> Path:
+    """A YUV4MPEG2 (4:2:0) clip of ``frames`` identical frames: the photo scaled to fit, on a grey background."""
+    image = cv2.imread(str(photo))
+    scale = min(width / image.shape[1], height / image.shape[0])
+    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    y0, x0 = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
+    yuv = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()  # planar Y, U, V
+    with open(out, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n")
+            fh.write(yuv)
+    return out
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for subprocesses: the pytest-django test database and this run's Redis and queue."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail('worker/browser tests need PostgreSQL: eval "$(scripts/services.sh)" first')
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["REDIS_URL"] = settings.REDIS_URL
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["DJANGO_SETTINGS_MODULE"] = "fer_platform.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate ``proc``, kill it after 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -7,56 +7,14 @@ from __future__ import annotations
 
 import re
 import statistics
-import subprocess
-from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from inference.labels import LABELS
 from sessions_app.models import EmotionSession, Frame
-from tests.helpers import REPO
+from tests.helpers import CHROMIUM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def write_y4m(photo: Path, out: Path, frames: int = 60, width: int = 640, height: int = 480) -> Path:
-    """A YUV4MPEG2 (4:2:0) clip of ``frames`` identical frames: the photo scaled to fit, on a grey background."""
-    image = cv2.imread(str(photo))
-    scale = min(width / image.shape[1], height / image.shape[0])
-    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), cv2.INTER_AREA)
-    canvas = np.full((height, width, 3), 128, np.uint8)
-    y0, x0 = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-    canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
-    yuv = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()  # planar Y, U, V
-    with open(out, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n")
-            fh.write(yuv)
-    return out
-
-
-@pytest.fixture
-def chromium_args(tmp_path, group_photo):
-    if not CHROMIUM.exists():
-        subprocess.run([str(REPO / "scripts" / "ensure_chromium.sh")], check=False, timeout=600)
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: run scripts/ensure_chromium.sh")
-    y4m = write_y4m(group_photo[0], tmp_path / "camera.y4m")
-    return [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-    ]
 
 
 def test_teacher_streams_camera_and_sees_the_dashboard(
