@@ -221,6 +221,10 @@ FER_MAX_FRAME_WIDTH = env.int("FER_MAX_FRAME_WIDTH", default=1920)
 FER_MAX_FRAME_HEIGHT = env.int("FER_MAX_FRAME_HEIGHT", default=1080)
 #: Frames of one stream allowed in flight (queued or being analysed) before newer frames replace waiting ones.
 FER_MAX_IN_FLIGHT = env.int("FER_MAX_IN_FLIGHT", default=2)
+#: Live frames admitted to analysis and not yet answered, across all cameras and web processes (Redis): frames
+#: beyond it wait at the edge in their stream's pending slot instead of queueing. About 2 per worker process keeps
+#: every worker busy while a frame waits at most ~one analysis time in the queue.
+FER_ANALYSIS_SLOTS = env.int("FER_ANALYSIS_SLOTS", default=4)
 #: Seconds after which a queued frame task is stale and expires unprocessed (counted as dropped).
 FER_FRAME_TASK_EXPIRES_S = env.float("FER_FRAME_TASK_EXPIRES_S", default=10.0)
 #: Aggregates are shown only when they describe at least this many faces.

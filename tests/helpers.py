@@ -376,3 +376,13 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def process_listening_on(port: int):
+    """The ``psutil.Process`` accepting TCP connections on ``port`` (the web process under test)."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"nothing listens on port {port}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
 import time
 
@@ -57,6 +58,8 @@ FLUSH_INTERVAL_S = 2.0
 #: Seconds between checks of the session's status in the database: an ``ended`` event published while Redis was down
 #: is lost, so a running session's sockets also learn of its end from the database.
 STATUS_CHECK_S = 10.0
+#: Mean seconds before a frame the system could not admit is offered again (jittered 0.5x-1.5x).
+ADMISSION_RETRY_S = 0.06
 
 
 def _load_session(user, session_id) -> tuple[EmotionSession | None, int | None]:
@@ -254,6 +257,14 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: StreamFrame) -> None:
+        """Queue ``frame`` for analysis if the system admits it (``frame_admission_acquire``); else it waits in the
+        pending slot and is offered again after ``ADMISSION_RETRY_S`` (jittered, so waiting cameras take turns)."""
+        token = frame_services.frame_admission_token(self.session.pk, self.source, frame.sequence)
+        admitted = await sync_to_async(frame_services.frame_admission_acquire, thread_sensitive=False)(token=token)
+        if not admitted:
+            await self._apply(self.state.admission_refused(frame))
+            self._schedule_retry()
+            return
         try:
             await sync_to_async(frame_services.frame_analyze_enqueue, thread_sensitive=False)(
                 session_id=self.session.pk,
@@ -263,9 +274,19 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 data=frame.data,
                 expires_s=frame.expires_s,
             )
-        except Exception:
+        except Exception:  # the broker is down: tell the client, keep the socket
             logger.exception("could not queue frame %s of %s", frame.sequence, self.source)
+            await sync_to_async(frame_services.frame_admission_release, thread_sensitive=False)(token=token)
             await self._apply(self.state.dispatch_failed(frame.sequence))
+
+    def _schedule_retry(self) -> None:
+        if getattr(self, "_retry", None) is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_later())
+
+    async def _retry_later(self) -> None:
+        await asyncio.sleep(ADMISSION_RETRY_S * (0.5 + random.random()))
+        if self.state is not None:
+            await self._apply(self.state.retry_pending())
 
     # ------------------------------------------------------------------------------------- group events (own)
     async def frame_result(self, event: dict) -> None:
@@ -308,6 +329,9 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             won = await sync_to_async(frame_services.frame_outcome_claim, thread_sensitive=False)(
                 session=self.session, source=self.source, sequence=sequence, outcome="lost"
             )
+            if won:
+                token = frame_services.frame_admission_token(self.session.pk, self.source, sequence)
+                await sync_to_async(frame_services.frame_admission_release, thread_sensitive=False)(token=token)
             await self._apply(self.state.declare_lost(sequence) if won else self.state.forget(sequence))
 
     async def _housekeeping(self) -> None:
@@ -332,6 +356,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         await self._leave()
         if getattr(self, "_flusher", None) is not None:
             self._flusher.cancel()
+        if getattr(self, "_retry", None) is not None:
+            self._retry.cancel()
         if getattr(self, "state", None) is not None:
             self.state.close()
             await self._flush()

@@ -250,6 +250,30 @@ class StreamState:
         self._free_slot(step, sequence)
         return step
 
+    def admission_refused(self, frame: StreamFrame) -> Step:
+        """The system is at capacity (``services.frames.frame_admission_acquire`` said no): ``frame`` of a previous
+        ``Step.dispatch`` was not queued. It goes back to the pending slot, unless a newer frame already waits there
+        (then it is dropped as ``replaced``, latest frame wins), and its in-flight slot is freed; the consumer offers
+        it again shortly with ``retry_pending``."""
+        step = Step()
+        if self.in_flight.pop(frame.sequence, None) is None:
+            return step
+        if self.pending is None or self.pending.sequence < frame.sequence:
+            if self.pending is not None:
+                self._drop(step, self.pending.sequence, "replaced")
+            self.pending = replace(frame, expires_s=None)
+        else:
+            self._drop(step, frame.sequence, "replaced")
+        return step
+
+    def retry_pending(self) -> Step:
+        """Dispatch the pending frame if a slot of this stream is free (``stale`` when it is too old by now)."""
+        step = Step()
+        if self.pending is not None and len(self.in_flight) < self.max_in_flight:
+            frame, self.pending = self.pending, None
+            self._dispatch(step, frame, self._monotonic())
+        return step
+
     def expire_pending(self) -> Step:
         """Drop the pending frame as ``stale`` when it has waited longer than ``expires_s`` (server clock)."""
         step = Step()

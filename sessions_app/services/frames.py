@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 from celery import current_app
@@ -45,6 +46,72 @@ __all__ = [
 
 #: Celery name of the frame analysis task (``sessions_app.tasks.analyze_frame``).
 ANALYZE_FRAME_TASK = "sessions_app.analyze_frame"
+
+#: Redis sorted set of the live frames admitted to analysis and not yet answered (member: token, score: admission
+#: time), shared by every daphne process; one per live queue (the workers consuming it are the capacity).
+ADMISSION_KEY_PREFIX = "fer:admission:"
+
+
+def _admission_key() -> str:
+    return ADMISSION_KEY_PREFIX + settings.FER_LIVE_QUEUE
+# Atomic "admit if fewer than N in flight": forget admissions older than the reclaim age (a crashed process's), then
+# add the token only while the set is below capacity.
+_ADMIT_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+_redis_client = None
+_admit_script = None
+
+
+def _admission_redis():
+    """The process's Redis client for admission (``settings.REDIS_URL``) and the registered admit script."""
+    global _redis_client, _admit_script
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        _admit_script = _redis_client.register_script(_ADMIT_LUA)
+    return _redis_client, _admit_script
+
+
+def frame_admission_token(session_id: int, source: str, sequence: int) -> str:
+    """The admission token of a live frame: ``"<session id>:<source>:<sequence>"``."""
+    return f"{int(session_id)}:{source}:{int(sequence)}"
+
+
+def frame_admission_acquire(*, token: str) -> bool:
+    """Admit one live frame to analysis if the whole system has room: fewer than ``settings.FER_ANALYSIS_SLOTS`` live
+    frames admitted and not yet answered, across all cameras and daphne processes (one atomic Redis script).
+
+    Bounded admission keeps the broker queue short under overload, so frames that are analysed are fresh and
+    frame-to-result latency stays near (slots / worker throughput) instead of growing with the number of cameras;
+    frames not admitted wait in their stream's pending slot (latest frame wins) and are offered again. Admissions
+    older than ``FER_FRAME_TASK_EXPIRES_S + 10`` s (a process that died) are reclaimed. Fails open (admits, logged)
+    when Redis cannot be reached: the broker, on the same Redis, then refuses the frame anyway.
+    """
+    client, script = _admission_redis()
+    now = time.time()
+    reclaim_before = now - float(settings.FER_FRAME_TASK_EXPIRES_S) - 10.0
+    try:
+        return bool(script(keys=[_admission_key()], args=[reclaim_before, int(settings.FER_ANALYSIS_SLOTS), now, token]))
+    except Exception:
+        logger.warning("admission check failed: admitted", exc_info=True)
+        return True
+
+
+def frame_admission_release(*, token: str) -> None:
+    """Give the analysis slot of a live frame back (its answer is known: result, error, expiry, lost). Idempotent;
+    a no-op for frames that never held one (uploads). Never raises."""
+    client, _ = _admission_redis()
+    try:
+        client.zrem(_admission_key(), token)
+    except Exception:
+        logger.warning("admission release of %s failed (reclaimed later)", token, exc_info=True)
 
 
 def frame_validate(data: object, *, max_bytes: int | None = None) -> FrameMessage:
@@ -277,6 +344,7 @@ def frame_analysis_record(
     if session is None:
         logger.info("session %s vanished before frame %s:%s was stored", session_id, source, sequence)
         return None
+    frame_admission_release(token=frame_admission_token(session_id, source, sequence))
     if not frame_outcome_claim(session=session, source=source, sequence=sequence, outcome="result"):
         logger.info("frame %s:%s of session %s came back after it was declared lost", source, sequence, session_id)
         return None
@@ -313,6 +381,7 @@ def frame_dropped_record(
     ``claim``: claim the frame's outcome first (``frame_outcome_claim``); when the stream already declared it lost
     (or the session is gone), nothing is counted or published. Returns whether the drop was recorded.
     """
+    frame_admission_release(token=frame_admission_token(session_id, source, sequence))
     if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome=reason):
         return False
     session_counters_add(session_id=session_id, dropped=1)
@@ -340,6 +409,7 @@ def frame_error_record(
     ``"storage_failed"``; ``detail``: human-readable, cut to 300 characters. ``claim``: as in
     ``frame_dropped_record``. Returns whether the error was recorded.
     """
+    frame_admission_release(token=frame_admission_token(session_id, source, sequence))
     if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome="error"):
         return False
     session_counters_add(session_id=session_id, rejected=1)

@@ -14,10 +14,10 @@ import uuid
 import zlib
 from urllib.parse import urlparse
 
-import psutil
 import pytest
 
 from sessions_app.models import Frame
+from tests.helpers import process_listening_on
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -35,14 +35,6 @@ def _png_bomb(side: int = 20000) -> bytes:
     idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def _web_process(url: str) -> psutil.Process:
-    port = urlparse(url).port
-    for conn in psutil.net_connections("tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-            return psutil.Process(conn.pid)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 class _Browser:
@@ -90,7 +82,7 @@ def test_a_20000_px_png_upload_is_refused_from_its_header_and_memory_stays_flat(
 ):
     user = django_user_model.objects.create_user(username="bomber", password="bomb-password-1")
     session = make_session(user)
-    web = _web_process(daphne_server)
+    web = process_listening_on(urlparse(daphne_server).port)
     browser = _Browser(daphne_server)
     browser.login("bomber", "bomb-password-1")
     bomb = _png_bomb()
@@ -105,7 +97,7 @@ def test_a_20000_px_png_upload_is_refused_from_its_header_and_memory_stays_flat(
 
 def test_an_anonymous_upload_is_refused_before_it_is_parsed(daphne_server, django_user_model, make_session):
     session = make_session(django_user_model.objects.create_user(username="owner", password="owner-password-1"))
-    web = _web_process(daphne_server)
+    web = process_listening_on(urlparse(daphne_server).port)
     anonymous = _Browser(daphne_server)
     anonymous.get("/accounts/login/")  # a CSRF cookie, as an attacker's page would have
     before = web.memory_info().rss

@@ -7,11 +7,10 @@ import http.client
 import time
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.helpers import big_session_create, session_with_frames
+from tests.helpers import big_session_create, process_listening_on, session_with_frames
 
 pytestmark = [
     pytest.mark.e2e,
@@ -19,16 +18,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("isolated_cache_and_fast_passwords"),
 ]
-
-
-def _daphne_process(port: int) -> psutil.Process:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "daphne" in " ".join(child.cmdline()) and str(port) in child.cmdline():
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError("daphne process not found")
 
 
 def _download(base: str, path: str, token: str, on_piece=None) -> tuple[int, int, int]:
@@ -52,7 +41,7 @@ def test_large_csv_export_streams_flat_under_daphne(daphne_server, teacher_a, te
     small = session_with_frames(teacher_a, name="Warm-up")
     big = big_session_create(teacher_a, frames=10_000, faces_per_frame=10)
     foreign = session_with_frames(teacher_b, name="Foreign")
-    daphne = _daphne_process(urlsplit(daphne_server).port)
+    daphne = process_listening_on(urlsplit(daphne_server).port)
 
     # warm up: imports, connections, first request
     status, _, lines = _download(daphne_server, f"/api/v1/sessions/{small.pk}/export/?format=csv", token)

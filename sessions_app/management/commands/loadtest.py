@@ -105,7 +105,7 @@ class _Memory:
         for proc in psutil.process_iter(["cmdline", "memory_info"]):
             cmd = " ".join(proc.info.get("cmdline") or [])
             rss = (proc.info.get("memory_info").rss if proc.info.get("memory_info") else 0) / 1e6
-            if "daphne" in cmd and f"-p {self.port}" in cmd:
+            if ("daphne" in cmd or "manage.py serve" in cmd) and f"-p {self.port}" in cmd:
                 web += rss
             elif "celery" in cmd and "fer_platform" in cmd and " worker" in cmd:
                 workers += rss

@@ -269,3 +269,28 @@ async def test_overdue_frame_already_answered_by_the_worker_is_not_declared_lost
     await asyncio.sleep(0.2)
     s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
     assert (s.frames_received, s.frames_processed, s.frames_dropped) == (1, 1, 0)
+
+
+async def test_under_overload_frames_wait_at_the_edge_instead_of_queueing(teacher, make_session, idle_queue, settings):
+    """One analysis slot for the whole system and no worker: the first camera's frame is queued; the second
+    camera's frames are not (the broker queue stays at 1), they wait in that stream's pending slot, latest frame
+    wins, and the last waiting one is dropped as stale once too old; every frame is answered."""
+    settings.FER_ANALYSIS_SLOTS = 1
+    settings.FER_FRAME_TASK_EXPIRES_S = 1.0
+    sessions = [await sync_to_async(make_session)(teacher, target_fps=2.0) for _ in range(2)]
+    cams = []
+    for s in sessions:
+        comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+        await events(comm, 1)
+        cams.append(comm)
+    frame = jpeg()
+    await cams[0].send_to(bytes_data=with_header(0, frame))
+    await asyncio.sleep(0.3)
+    for seq in range(3):
+        await cams[1].send_to(bytes_data=with_header(seq, frame))
+        await asyncio.sleep(0.05)
+    answers = await events(cams[1], 3, timeout=8)  # 2 replaced while waiting, then the last one goes stale
+    assert sorted((ev["sequence"], ev["reason"]) for ev in answers) == [(0, "replaced"), (1, "replaced"), (2, "stale")]
+    assert await sync_to_async(idle_queue)() == 1  # only camera 1's admitted frame reached the broker
+    for comm in cams:
+        await comm.disconnect()

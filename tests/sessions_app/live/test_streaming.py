@@ -187,3 +187,21 @@ def test_failed_dispatch_and_close_count_their_frames_as_dropped_once(clocks):
     state.close()  # the pending frame will never be sent
     assert state.stats["dropped"] == 2 and state.pending is None
     assert state.take_counter_delta() == {"received": 2, "dropped": 2, "rejected": 0}
+
+
+def test_a_frame_the_system_cannot_admit_waits_in_the_pending_slot_and_the_latest_wins(clocks):
+    state = make(clocks, max_in_flight=2)
+    first = offer(state, clocks, 0).dispatch[0]
+    step = state.admission_refused(first)
+    assert not step.dropped and state.pending.sequence == 0 and not state.in_flight
+    second = offer(state, clocks, 1)  # latest frame wins the pending slot; a free slot dispatches it at once
+    assert second.dropped == [(0, "replaced")] and [f.sequence for f in second.dispatch] == [1]
+    refused_late = state.admission_refused(second.dispatch[0])
+    assert state.pending.sequence == 1 and not refused_late.dropped
+    retried = state.retry_pending()
+    assert [f.sequence for f in retried.dispatch] == [1] and state.pending is None and 1 in state.in_flight
+    clocks.advance(11.0)  # past expires_s: a frame refused for that long is stale, not sent
+    state.admission_refused(retried.dispatch[0])
+    assert state.retry_pending().dropped == [(1, "stale")]
+    stats = state.stats
+    assert stats["sent"] == 2 and stats["dropped"] == 2

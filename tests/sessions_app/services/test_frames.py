@@ -185,3 +185,54 @@ def test_each_frame_has_exactly_one_outcome(teacher, make_session):
     assert list(Frame.objects.filter(session=s).values_list("sequence", flat=True)) == [1]
     assert selectors.session_counters(session_id=s.pk) == {"received": 0, "processed": 1, "dropped": 2, "rejected": 0}
     assert record_analysis(s, 1) is None  # a redelivered task is not counted twice either
+
+
+@pytest.fixture
+def admission(settings):
+    """A live queue (hence an admission set) of this test alone, with 2 analysis slots, on the real Redis."""
+    import secrets
+
+    from sessions_app.services import frames
+
+    settings.FER_LIVE_QUEUE = f"fer-test-admission-{secrets.token_hex(4)}"
+    settings.FER_ANALYSIS_SLOTS = 2
+    client, _ = frames._admission_redis()
+    yield client, frames._admission_key()
+    client.delete(frames._admission_key())
+
+
+def test_admission_holds_the_whole_system_to_its_slots_until_answers_give_them_back(admission):
+    from sessions_app.services.frames import frame_admission_acquire, frame_admission_release, frame_admission_token
+
+    client, key = admission
+    tokens = [frame_admission_token(1, "camera:a", n) for n in range(3)]
+    assert [frame_admission_acquire(token=t) for t in tokens] == [True, True, False]
+    frame_admission_release(token=tokens[0])
+    frame_admission_release(token=tokens[0])  # idempotent
+    assert frame_admission_acquire(token=tokens[2]) is True
+    assert sorted(m.decode() for m in client.zrange(key, 0, -1)) == sorted(tokens[1:])
+
+
+def test_admissions_of_a_crashed_process_are_reclaimed(admission, settings):
+    import time
+
+    from sessions_app.services.frames import frame_admission_acquire
+
+    client, key = admission
+    old = time.time() - settings.FER_FRAME_TASK_EXPIRES_S - 11
+    client.zadd(key, {"9:camera:dead:1": old, "9:camera:dead:2": old})
+    assert frame_admission_acquire(token="1:camera:a:0") is True
+    assert client.zcard(key) == 1
+
+
+def test_the_worker_gives_the_slot_back_with_each_outcome(admission, teacher, make_session):
+    from sessions_app.services.frames import frame_admission_acquire, frame_admission_token
+
+    client, key = admission
+    s = make_session(teacher)
+    for seq in range(3):
+        assert frame_admission_acquire(token=frame_admission_token(s.pk, "camera:w", seq)) is (seq < 2)
+    record_analysis(s, 0)
+    frame_error_record(session_id=s.pk, source="camera:w", sequence=1, code="undecodable", detail="x")
+    assert client.zcard(key) == 0
+    assert frame_admission_acquire(token=frame_admission_token(s.pk, "camera:w", 2)) is True
