@@ -104,3 +104,41 @@ def test_an_anonymous_upload_is_refused_before_it_is_parsed(daphne_server, djang
     status, page = anonymous.upload(f"/sessions/{session.pk}/upload/", "big.mp4", b"\x00" * (40 * MB))
     assert status == 413 and "log in first" in page
     assert web.memory_info().rss - before < 100 * MB
+
+
+def test_a_websocket_message_over_the_frame_limit_gets_too_large_and_the_socket_stays(
+    daphne_server, teacher, make_session, settings
+):
+    """daphne's own limit is 1 MiB by default, which would drop the socket; ``manage.py serve`` lets messages up to
+    twice ``FER_MAX_FRAME_BYTES`` through, so the consumer answers the documented ``too_large`` error."""
+    import asyncio
+    import json
+
+    import websockets
+
+    from tests.helpers import cookie
+
+    session = make_session(teacher)
+    port = urlparse(daphne_server).port
+    session_cookie = f"sessionid={cookie(teacher)}"
+
+    async def talk() -> list[dict]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/sessions/{session.pk}/stream/",
+            additional_headers={"Cookie": session_cookie},
+            origin=daphne_server,
+            max_size=2**22,
+        ) as ws:
+            ready = json.loads(await ws.recv())
+            oversized = b"\xff\xd8\xff" + b"\x00" * int(1.5 * MB) + b"\xff\xd9"
+            assert len(oversized) > settings.FER_MAX_FRAME_BYTES
+            await ws.send(oversized)
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            await ws.send(b"not an image")  # still open and answering
+            again = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            return [ready, error, again]
+
+    ready, error, again = asyncio.run(talk())
+    assert ready["type"] == "ready"
+    assert (error["type"], error["code"]) == ("error", "too_large")
+    assert (again["type"], again["code"]) == ("error", "not_an_image")
