@@ -13,7 +13,6 @@ and the report/API/export roles ``teacher_a``, ``teacher_b``, ``admin_user`` (pa
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from tests.helpers import (
     face_photos,
     free_port,
     session_with_frames,
+    start_process,
     stop_process,
     subprocess_env,
     write_y4m,
@@ -192,22 +192,14 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         env = subprocess_env()
     app.control.purge()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    fh = open(log, "w")  # closed at teardown
-    proc = subprocess.Popen(
+    proc = start_process(
         [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo",
          "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
-        cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        env, log, ready="ready.",
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while "ready." not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
     yield {"proc": proc, "log": log}
     stop_process(proc)
-    fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
     with app.connection_for_write() as conn:
         for suffix in (".1.live", ".2.uploads"):
@@ -221,24 +213,10 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
         env = subprocess_env()
     port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    fh = open(log, "w")  # closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop_process(proc)
-                pytest.fail(f"daphne did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    cmd = [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)]
+    proc = start_process(cmd, env, log, port=port)
     yield f"http://127.0.0.1:{port}"
     stop_process(proc)
-    fh.close()
     _wait_for_other_db_sessions_to_end(django_db_blocker)
 
 

@@ -386,3 +386,29 @@ def process_listening_on(port: int):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             return psutil.Process(conn.pid)
     raise AssertionError(f"nothing listens on port {port}")
+
+
+def start_process(cmd: list[str], env: dict[str, str], log: Path, *, port: int | None = None, ready: str = ""):
+    """Start ``cmd`` in the repository with its output in ``log`` and wait (60 s at most) until it listens on
+    ``port`` or ``ready`` appears in its log; fail the test with the log's tail if it dies or takes too long.
+
+    Returns the ``subprocess.Popen``; its log file stays open for the child's lifetime.
+    """
+    import time
+
+    fh = open(log, "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        if ready and ready in log.read_text():
+            return proc
+        if port:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return proc
+            except OSError:
+                pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            pytest.fail(f"{' '.join(cmd[:4])} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)

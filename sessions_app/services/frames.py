@@ -98,7 +98,8 @@ def frame_admission_acquire(*, token: str) -> bool:
     now = time.time()
     reclaim_before = now - float(settings.FER_FRAME_TASK_EXPIRES_S) - 10.0
     try:
-        return bool(script(keys=[_admission_key()], args=[reclaim_before, int(settings.FER_ANALYSIS_SLOTS), now, token]))
+        slots = int(settings.FER_ANALYSIS_SLOTS)
+        return bool(script(keys=[_admission_key()], args=[reclaim_before, slots, now, token]))
     except Exception:
         logger.warning("admission check failed: admitted", exc_info=True)
         return True

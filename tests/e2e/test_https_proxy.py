@@ -16,24 +16,11 @@ import time
 
 import pytest
 
-from tests.helpers import CHROMIUM, REPO, free_port, stop_process, subprocess_env
+from tests.helpers import CHROMIUM, REPO, free_port, start_process, stop_process, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 HOST = "fer.test"
-
-
-def _wait(port: int, proc: subprocess.Popen, log, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop_process(proc)
-                pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +44,8 @@ def https_site(django_db_setup, django_db_blocker, tmp_path_factory):
         "API_NUM_PROXIES": "1",
     }
     web_log = tmp / "daphne.log"
-    with open(web_log, "w") as fh:
-        web = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(web_port), "--proxy-headers"],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    _wait(web_port, web, web_log, "daphne")
+    serve = [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(web_port), "--proxy-headers"]
+    web = start_process(serve, env, web_log, port=web_port)
     caddy_env = dict(os.environ) | {
         "SITE_ADDRESS": f"{HOST}:{https_port}",
         "CADDY_TLS": "tls internal",
@@ -73,13 +56,8 @@ def https_site(django_db_setup, django_db_blocker, tmp_path_factory):
         "XDG_DATA_HOME": str(tmp / "data"),  # a CA of this test run only
         "XDG_CONFIG_HOME": str(tmp / "config"),
     }
-    caddy_log = tmp / "caddy.log"
-    with open(caddy_log, "w") as fh:
-        proxy = subprocess.Popen(
-            [caddy, "run", "--config", str(REPO / "deploy" / "Caddyfile"), "--adapter", "caddyfile"],
-            env=caddy_env, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    _wait(https_port, proxy, caddy_log, "caddy")
+    caddy_cmd = [caddy, "run", "--config", str(REPO / "deploy" / "Caddyfile"), "--adapter", "caddyfile"]
+    proxy = start_process(caddy_cmd, caddy_env, tmp / "caddy.log", port=https_port)
     ca = tmp / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
     yield {"url": site, "port": https_port, "ca": ca, "web_log": web_log}
     stop_process(proxy)

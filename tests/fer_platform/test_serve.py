@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
-from tests.helpers import REPO, free_port
+from tests.helpers import free_port, start_process, stop_process
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +22,11 @@ def served(tmp_path_factory):
     env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('serve')}/db.sqlite3"
     env["FER_MAX_REQUEST_BYTES"] = "5000000"
     log = tmp_path_factory.mktemp("serve-log") / "daphne.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"serve did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        yield {"port": port, "proc": proc, "log": log}
-        proc.terminate()
-        proc.wait(timeout=15)
+    proc = start_process(
+        [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)], env, log, port=port
+    )
+    yield {"port": port, "proc": proc, "log": log}
+    stop_process(proc)
 
 
 def _post(port: int, length: int, send: int, chunked: bool = False) -> bytes:
