@@ -124,6 +124,11 @@ class BlazeFaceDetector:
     LEVEL_STEP = 3.0  #: scale ratio of consecutive pyramid levels (one level sees faces of ~18-110 px)
     SMALL_FACE_INPUT = 28  #: faces under this many level pixels use ``small_score_threshold``
     MAX_LEVEL_SIDE = 2304  #: longest side of the first (largest) pyramid level, in pixels (1.2 x 1920)
+    #: Levels larger than ``BLOCK`` px run in ``BLOCK``-px square blocks overlapping by ``BLOCK_OVERLAP`` px (more
+    #: than the largest face a non-last level keeps, 81 px), which bounds the network's working memory (measured:
+    #: ~170 MB per megapixel of network input, so a 2160x1216 level in one call took a worker to 677 MB RSS).
+    BLOCK = 768
+    BLOCK_OVERLAP = 96
     #: Follow stage: each window is ``FOLLOW_WINDOW`` px square with the previous face spanning
     #: ``FOLLOW_FACE_FRACTION`` of it (so a face may move about one face side between frames and stay inside).
     FOLLOW_WINDOW = 64
@@ -254,26 +259,43 @@ class BlazeFaceDetector:
             level = cv2.resize(rgb, (lw, lh), interpolation=interp) if (lw, lh) != (width, height) else rgb
             ph, pw = max(self.INPUT, -(-lh // 16) * 16), max(self.INPUT, -(-lw // 16) * 16)
             level = cv2.copyMakeBorder(level, 0, ph - lh, 0, pw - lw, cv2.BORDER_CONSTANT, value=0)
-            raw, probability, anchors = self._run(level[None])
-            raw, probability = raw[0], probability[0]
-            size = raw[:, 2]
-            threshold = np.where(size < self.SMALL_FACE_INPUT, self.small_score_threshold, self.score_threshold)
-            keep = (probability >= threshold) & (size >= 0.8 * self.MIN_FACE_INPUT)
-            if level_index < len(scales) - 1:
-                keep &= size <= 1.5 * self.LEVEL_STEP * self.MIN_FACE_INPUT
-            idx = np.nonzero(keep)[0]
-            if len(idx) == 0:
-                continue
-            r = raw[idx].astype(np.float64)
-            cx, cy = (r[:, 0] + anchors[idx, 0]) / scale, (r[:, 1] + anchors[idx, 1]) / scale
-            boxes.append(self._to_haar(cx, cy, r[:, 2] / scale, r[:, 3] / scale))
-            scores.append(probability[idx])
+            largest = None if level_index == len(scales) - 1 else 1.5 * self.LEVEL_STEP * self.MIN_FACE_INPUT
+            # large levels run in overlapping blocks, which bounds the network's working memory
+            step = self.BLOCK - self.BLOCK_OVERLAP
+            for y0 in _positions(ph, self.BLOCK, step):
+                for x0 in _positions(pw, self.BLOCK, step):
+                    block = level[y0 : y0 + self.BLOCK, x0 : x0 + self.BLOCK]
+                    found = self._decode(block, scale, x0, y0, largest)
+                    if found is not None:
+                        boxes.append(found[0])
+                        scores.append(found[1])
         if not boxes:
             return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
         boxes, scores = weighted_nms(np.concatenate(boxes), np.concatenate(scores), self.iou_threshold)
         keep = suppress_contained(boxes, scores, self.overlap_threshold)
         boxes, scores = boxes[keep] / resize, scores[keep]
         return _finish(boxes, scores, image.shape[1], image.shape[0])
+
+    def _decode(
+        self, block: np.ndarray, scale: float, x0: int, y0: int, largest: float | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Faces in one block of a level (``uint8 (h, w, 3)``, sides multiples of 16) at level offset
+        ``(x0, y0)``: Haar-geometry boxes in working-image pixels and scores, or ``None``; faces are kept in the
+        level's size band (``largest`` level pixels at most, ``None``: no upper bound)."""
+        raw, probability, anchors = self._run(block[None])
+        raw, probability = raw[0], probability[0]
+        size = raw[:, 2]
+        threshold = np.where(size < self.SMALL_FACE_INPUT, self.small_score_threshold, self.score_threshold)
+        keep = (probability >= threshold) & (size >= 0.8 * self.MIN_FACE_INPUT)
+        if largest is not None:
+            keep &= size <= largest
+        idx = np.nonzero(keep)[0]
+        if len(idx) == 0:
+            return None
+        r = raw[idx].astype(np.float64)
+        cx = (r[:, 0] + anchors[idx, 0] + x0) / scale
+        cy = (r[:, 1] + anchors[idx, 1] + y0) / scale
+        return self._to_haar(cx, cy, r[:, 2] / scale, r[:, 3] / scale), probability[idx]
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes: ``int32 (K, 4)`` ``(x, y, w, h)`` in pixels of ``image``, left to right (see
@@ -340,6 +362,16 @@ class BlazeFaceDetector:
         out = np.round(clip_boxes(out, width, height)).astype(np.int32)
         scores[(out[:, 2] <= 0) | (out[:, 3] <= 0)] = 0.0
         return out, scores
+
+
+def _positions(length: int, block: int, step: int) -> list[int]:
+    """Block origins along one axis: every ``step`` pixels, plus a last block flush with the end."""
+    if length <= block:
+        return [0]
+    positions = list(range(0, length - block + 1, step))
+    if positions[-1] != length - block:
+        positions.append(length - block)
+    return positions
 
 
 def _finish(boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
