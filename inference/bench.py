@@ -2,8 +2,10 @@
 
 Measured:
 - ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (``flip_tta``:
-  mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``), one intra-op thread, batch 1
-  and batch 32 real face crops; median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per face.
+  mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``; ``classifier_int8``: the
+  int8 copy of ``scripts/quantize_classifier.py`` is served), one intra-op thread, batch 1 and batch 32 real face
+  crops (both flips in one call); median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per
+  face; ``_b32_1thread_float``: as served but with the float model.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
@@ -132,6 +134,8 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     b32 = _median_ms(lambda: clf.predict_proba(batch32), repeats) / 32
     single = EmotionClassifier(model_path, threads=1, flip_tta=False)
     b32_single = _median_ms(lambda: single.predict_proba(batch32), repeats) / 32
+    float_clf = EmotionClassifier(model_path, threads=1, quantized=False)
+    b32_float = _median_ms(lambda: float_clf.predict_proba(batch32), repeats) / 32
     analyze_ms = _median_ms(lambda: recognizer.analyze(frame), repeats)
 
     analyzer = StreamAnalyzer(recognizer)
@@ -156,6 +160,8 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         "classify_ms_per_face_b1_1thread": round(b1, 4),
         "classify_ms_per_face_b32_1thread": round(b32, 4),
         "classify_ms_per_face_b32_1thread_no_tta": round(b32_single, 4),
+        "classifier_int8": clf.quantized,
+        "classify_ms_per_face_b32_1thread_float": round(b32_float, 4),
         "analyze_ms_per_frame": round(analyze_ms, 3),
         "stream_frames": len(frames),
         "stream_ms_per_frame": round(statistics.fmean(stream_times[1:]), 3),
@@ -219,7 +225,8 @@ def format_bench(result: dict) -> str:
             f"{result['baseline_faces_in_frame']}); flip TTA {'on' if result['flip_tta'] else 'off'}; {result['cpu']}",
             f"classify, 1 thread: {result['classify_ms_per_face_b1_1thread']:.3f} ms/face at batch 1, "
             f"{result['classify_ms_per_face_b32_1thread']:.3f} ms/face at batch 32 "
-            f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA)",
+            f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA, "
+            f"{result['classify_ms_per_face_b32_1thread_float']:.3f} float model; int8 {result['classifier_int8']})",
             f"detect: {result['detect_ms_per_frame']:.1f} ms/frame ({result['detector']}), Haar fallback "
             f"{result['detect_ms_per_frame_haar']:.1f} ms/frame ({result['faces_in_frame_haar']} faces)",
             f"analyze: {result['analyze_ms_per_frame']:.1f} ms/frame; seed-style baseline "

@@ -120,7 +120,7 @@ class BlazeFaceDetector:
     INPUT = 128  #: the network's training input side in pixels (the last pyramid level fits the image in it)
     #: Smallest face side, in level pixels, found reliably (measured on crowds/ultralight_imgs_26.jpg: all 77 faces
     #: at ~20 px, three quarters at ~14 px).
-    MIN_FACE_INPUT = 18
+    MIN_FACE_INPUT = 16
     LEVEL_STEP = 3.0  #: scale ratio of consecutive pyramid levels (one level sees faces of ~18-110 px)
     SMALL_FACE_INPUT = 28  #: faces under this many level pixels use ``small_score_threshold``
     MAX_LEVEL_SIDE = 2304  #: longest side of the first (largest) pyramid level, in pixels (1.2 x 1920)
@@ -145,7 +145,7 @@ class BlazeFaceDetector:
         min_size: int = 16,
         max_side: int = 1920,
         score_threshold: float = 0.75,
-        small_score_threshold: float = 0.65,
+        small_score_threshold: float = 0.6,
         iou_threshold: float = 0.3,
         overlap_threshold: float = 0.5,
         threads: int = 1,
