@@ -9,9 +9,9 @@ in pixels:
   to ONNX with free input height and width by ``scripts/convert_blazeface.py`` (outputs checked against TFLite
   within 1e-4); it ships as ``inference/models/blazeface_short_range.onnx`` (licence beside it) and runs on ONNX
   Runtime, like the emotion model. The fully convolutional network runs on whole pyramid levels, the first
-  upscaled so that faces of ``min_size`` (16 px by default) are seen at 18 px. ``follow`` re-finds known faces in
-  small windows around them (the streaming follow stage, ``inference.stream``). Measured on ``shared/data/faces``
-  (README "Face detection").
+  scaled so that faces of ``min_size`` (16 px by default) are seen at 16 px (an upscale for a smaller
+  ``min_size``). ``follow`` re-finds known faces in small windows around them (the streaming follow stage,
+  ``inference.stream``). Measured on ``shared/data/faces`` (README "Face detection").
 - ``HaarFaceDetector``: ``haarcascade_frontalface_alt2.xml`` on a histogram-equalised image (Viola & Jones,
   "Rapid object detection using a boosted cascade of simple features", CVPR 2001; cascade by Lienhart et al.,
   shipped in ``opencv-python-headless``). Kept as the no-extra-weights fallback (``FER_DETECTOR=haar``).
@@ -89,7 +89,7 @@ class BlazeFaceDetector:
     The network is fully convolutional (``scripts/convert_blazeface.py`` exports it with free input height and
     width), so each pyramid level is one ONNX Runtime call on the whole resized image, with the anchor grid
     extended over it (no overlapping tiles, no work done twice). The first level is scaled so that a face of
-    ``min_size`` pixels becomes ``MIN_FACE_INPUT`` pixels (an upscale for ``min_size`` below 18); each next level
+    ``min_size`` pixels becomes ``MIN_FACE_INPUT`` pixels (an upscale for ``min_size`` below 16); each next level
     is ``LEVEL_STEP`` times smaller, down to one that fits the whole image in 128 px. Each level keeps only the
     faces of the size band it sees well (from ``0.8 * MIN_FACE_INPUT`` to ``1.5 * LEVEL_STEP * MIN_FACE_INPUT``
     level pixels; the last level keeps every size), then all levels are merged with MediaPipe's weighted NMS and a
@@ -110,7 +110,7 @@ class BlazeFaceDetector:
             box is dropped in favour of the higher-scoring one.
         threads: ONNX Runtime intra-op threads (1 suits one-process-per-core workers).
 
-    The defaults (``min_size`` 16, thresholds 0.75 / 0.65) were chosen on ``shared/data/faces`` (README "Face
+    The defaults (``min_size`` 16, thresholds 0.75 / 0.6) were chosen on ``shared/data/faces`` (README "Face
     detection": exact counts on the hand-counted photos, no false positive on frames without faces).
 
     Raises:
@@ -119,13 +119,13 @@ class BlazeFaceDetector:
 
     INPUT = 128  #: the network's training input side in pixels (the last pyramid level fits the image in it)
     #: Smallest face side, in level pixels, found reliably (measured on crowds/ultralight_imgs_26.jpg: all 77 faces
-    #: at ~20 px, three quarters at ~14 px).
+    #: at ~20 px, three quarters at ~14 px; 16 and 18 compared on all of shared/data/faces, README).
     MIN_FACE_INPUT = 16
-    LEVEL_STEP = 3.0  #: scale ratio of consecutive pyramid levels (one level sees faces of ~18-110 px)
+    LEVEL_STEP = 3.0  #: scale ratio of consecutive pyramid levels (one level sees faces of ~16-110 px)
     SMALL_FACE_INPUT = 28  #: faces under this many level pixels use ``small_score_threshold``
     MAX_LEVEL_SIDE = 2304  #: longest side of the first (largest) pyramid level, in pixels (1.2 x 1920)
     #: Levels larger than ``BLOCK`` px run in ``BLOCK``-px square blocks overlapping by ``BLOCK_OVERLAP`` px (more
-    #: than the largest face a non-last level keeps, 81 px), which bounds the network's working memory (measured:
+    #: than the largest face a non-last level keeps, 72 px), which bounds the network's working memory (measured:
     #: ~170 MB per megapixel of network input, so a 2160x1216 level in one call took a worker to 677 MB RSS).
     BLOCK = 768
     BLOCK_OVERLAP = 96
