@@ -67,7 +67,7 @@ def test_small_faces_in_a_720p_frame(name, min_found, faces_dir):
     frame = np.zeros((720, 1280, 3), np.uint8)
     frame[: 3 * 214] = np.tile(tile, (3, 4, 1))
     boxes = DETECTORS[name]().detect(frame)
-    # measured: BlazeFace finds 83 of 84, Haar 67 (README "Face detection")
+    # measured: BlazeFace finds 84 of 84, Haar 67
     assert min_found <= len(boxes) <= 84 + 2
     assert np.median(boxes[:, 2]) <= 40
     assert (boxes[:, 1] < 3 * 214).all()  # nothing in the black band below the tiles
