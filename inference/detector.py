@@ -194,7 +194,9 @@ class BlazeFaceDetector:
         """Network on ``uint8 (N, H, W, 3)`` RGB (``H``, ``W`` multiples of 16): raw ``(cx, cy, w, h)``
         regressions ``float32 (N, A, 4)`` in input pixels relative to the anchors, face probabilities
         ``float32 (N, A)`` and the anchor centres ``float32 (A, 2)``."""
-        x = batch.astype(np.float32) * (1 / 127.5) - 1.0  # MediaPipe: [-1, 1]
+        x = batch.astype(np.float32)
+        x *= 1 / 127.5
+        x -= 1.0  # MediaPipe: [-1, 1]
         regressors, logits = self._session.run(None, {self._input: x})
         probability = 1.0 / (1.0 + np.exp(-np.clip(logits[:, :, 0], -80.0, 80.0)))
         return regressors[:, :, :4], probability, self._anchor_grid(batch.shape[1], batch.shape[2])
@@ -258,7 +260,8 @@ class BlazeFaceDetector:
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             level = cv2.resize(rgb, (lw, lh), interpolation=interp) if (lw, lh) != (width, height) else rgb
             ph, pw = max(self.INPUT, -(-lh // 16) * 16), max(self.INPUT, -(-lw // 16) * 16)
-            level = cv2.copyMakeBorder(level, 0, ph - lh, 0, pw - lw, cv2.BORDER_CONSTANT, value=0)
+            if (ph, pw) != (lh, lw):
+                level = cv2.copyMakeBorder(level, 0, ph - lh, 0, pw - lw, cv2.BORDER_CONSTANT, value=0)
             largest = None if level_index == len(scales) - 1 else 1.5 * self.LEVEL_STEP * self.MIN_FACE_INPUT
             # large levels run in overlapping blocks, which bounds the network's working memory
             step = self.BLOCK - self.BLOCK_OVERLAP
