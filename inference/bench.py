@@ -10,8 +10,9 @@ Measured:
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
 - ``stream_ms_per_frame``: ``StreamAnalyzer.analyze`` (default settings) over ``STREAM_FRAMES`` 640x480 frames cut
-  from that photo scaled to 704x528 by a window drifting slowly (up to ~3 px per frame, a smooth camera sway), the
-  state passed through ``to_dict``/``from_dict`` each frame as a worker would; mean over all frames after the first
+  from that photo scaled to 704x528 by a window drifting slowly (at most ~1.6 px per frame each way, a smooth
+  camera sway), the state passed through ``to_dict``/``from_dict`` each frame as a worker would; mean over all
+  frames after the first
   (keyframes included: steady state). ``stream_follow_ms_per_frame``: median over the follow-only frames;
   ``stream_keyframes``: how many of the frames ran the full detector; ``stream_speedup_vs_baseline``.
 - ``crowd_analyze_ms_per_frame`` / ``crowd_faces_in_frame``: ``analyze`` on a 1280x720 frame made from
@@ -21,10 +22,11 @@ Measured:
 - ``baseline_analyze_ms_per_frame``: what the seed demo apps do on the same frame: OpenCV's
   ``haarcascade_frontalface_default.xml`` (scaleFactor 1.1, minNeighbors 5, minSize 30) then one Keras
   ``model.predict`` call per face (the same trained weights); median.
-All times are CPU time of the process (``time.process_time``), so a busy machine inflates them less than wall
-time; the baseline runs with TensorFlow's thread pools at one thread.
 - ``worker_rss_mb``: resident memory (VmRSS) of a fresh process that loaded the serving model and the detector
   and analysed the full-size photo with ``analyze`` and two ``StreamAnalyzer`` frames (TensorFlow never imported).
+
+All times are CPU time of the process (``time.process_time``), so a busy machine inflates them less than wall
+time; the baseline runs with TensorFlow's thread pools at one thread.
 """
 
 from __future__ import annotations
