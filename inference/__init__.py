@@ -8,9 +8,12 @@ Public API (lazily imported, see ``__getattr__``):
 
 - ``LABELS``: the seven FER2013 labels in dataset order 0..6.
 - ``EmotionClassifier``: ``uint8 (N, 48, 48)`` grey face crops -> ``float32 (N, 7)`` probabilities.
-- ``FaceDetector`` (= ``BlazeFaceDetector``, the default), ``HaarFaceDetector``, ``default_detector()``: BGR/grey
-  image -> ``int32 (K, 4)`` bounding boxes ``(x, y, w, h)`` in pixels.
-- ``EmotionRecognizer``: ``analyze(image) -> list[FaceResult]`` (detector + classifier).
+- ``FaceDetector``: the detector interface (a ``typing.Protocol``: ``detect(image) -> int32 (K, 4)`` bounding boxes
+  ``(x, y, w, h)`` in pixels); ``BlazeFaceDetector`` (the default), ``HaarFaceDetector``, ``default_detector()``.
+- ``EmotionRecognizer``: ``analyze(image) -> list[FaceResult]`` (detector + classifier; small faces marked
+  ``too_small``).
+- ``StreamAnalyzer``: ``analyze(frame, state) -> (list[FaceResult], state)`` for a stream of frames (detect on
+  keyframes, follow the faces in between); ``StreamState`` is small JSON (``to_dict``/``from_dict``).
 """
 
 from inference.labels import LABELS, NUM_CLASSES, VALENCE
@@ -26,18 +29,22 @@ __all__ = [
     "default_detector",
     "EmotionRecognizer",
     "FaceResult",
+    "StreamAnalyzer",
+    "StreamState",
     "default_model_path",
 ]
 
 _LAZY = {
     "EmotionClassifier": "inference.classifier",
     "default_model_path": "inference.classifier",
-    "FaceDetector": "inference.detector",
+    "FaceDetector": "inference.boxes",
     "BlazeFaceDetector": "inference.detector",
     "HaarFaceDetector": "inference.detector",
     "default_detector": "inference.detector",
     "EmotionRecognizer": "inference.recognizer",
     "FaceResult": "inference.recognizer",
+    "StreamAnalyzer": "inference.stream",
+    "StreamState": "inference.stream",
 }
 
 

@@ -2,18 +2,31 @@
 
 Measured:
 - ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (``flip_tta``:
-  mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``), one intra-op thread, batch 1
-  and batch 32 real face crops; median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per face.
+  mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``; ``classifier_int8``: the
+  int8 copy of ``scripts/quantize_classifier.py`` is served), one intra-op thread, batch 1 and batch 32 real face
+  crops (both flips in one call); median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per
+  face; ``_b32_1thread_float``: as served but with the float model.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
+- ``stream_ms_per_frame``: ``StreamAnalyzer.analyze`` (default settings) over ``STREAM_FRAMES`` 640x480 frames cut
+  from that photo scaled to 704x528 by a window drifting slowly (at most ~1.6 px per frame each way, a smooth
+  camera sway), the state passed through ``to_dict``/``from_dict`` each frame as a worker would; mean over all
+  frames after the first
+  (keyframes included: steady state). ``stream_follow_ms_per_frame``: median over the follow-only frames;
+  ``stream_keyframes``: how many of the frames ran the full detector; ``stream_speedup_vs_baseline``.
+- ``crowd_analyze_ms_per_frame`` / ``crowd_faces_in_frame``: ``analyze`` on a 1280x720 frame made from
+  ``crowds/ultralight_imgs_26.jpg`` (77 people); median. ``crowd_too_small``: faces marked ``too_small``.
 - ``detect_ms_per_frame`` / ``detect_ms_per_frame_haar``: detection alone on that frame with the default detector
   and with the Haar fallback, and the faces each finds (``faces_in_frame``, ``faces_in_frame_haar``).
 - ``baseline_analyze_ms_per_frame``: what the seed demo apps do on the same frame: OpenCV's
   ``haarcascade_frontalface_default.xml`` (scaleFactor 1.1, minNeighbors 5, minSize 30) then one Keras
   ``model.predict`` call per face (the same trained weights); median.
 - ``worker_rss_mb``: resident memory (VmRSS) of a fresh process that loaded the serving model and the detector
-  and analysed one frame (TensorFlow never imported there).
+  and analysed the full-size photo with ``analyze`` and two ``StreamAnalyzer`` frames (TensorFlow never imported).
+
+All times are CPU time of the process (``time.process_time``), so a busy machine inflates them less than wall
+time; the baseline runs with TensorFlow's thread pools at one thread.
 """
 
 from __future__ import annotations
@@ -33,8 +46,12 @@ from inference.classifier import MODELS_DIR, EmotionClassifier, crop_face, defau
 from inference.detector import HaarFaceDetector, default_detector
 from inference.imageio import read_image
 from inference.recognizer import EmotionRecognizer
+from inference.stream import StreamAnalyzer
 
-DEFAULT_PHOTO = Path(__file__).resolve().parent.parent.parent / "shared/data/faces/group_photos/ultralight_imgs_9.jpg"
+FACES_DIR = Path(__file__).resolve().parent.parent.parent / "shared/data/faces"
+DEFAULT_PHOTO = FACES_DIR / "group_photos/ultralight_imgs_9.jpg"
+CROWD_PHOTO = FACES_DIR / "crowds/ultralight_imgs_26.jpg"
+STREAM_FRAMES = 90
 KERAS_MODEL = MODELS_DIR / "fer_cnn.keras"
 
 
@@ -43,17 +60,44 @@ def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1000)
+        times.append((time.process_time() - t0) * 1000)
     return statistics.median(times)
+
+
+def stream_frames(photo: np.ndarray, count: int = STREAM_FRAMES) -> list[np.ndarray]:
+    """``count`` 640x480 BGR frames: a window drifting smoothly over ``photo`` scaled to 704x528 (offsets
+    ``32 + 24 sin(t / 15)``, ``24 + 16 cos(t / 20)`` px at frame ``t``: at most ~1.6 px per frame each way)."""
+    big = cv2.resize(photo, (704, 528), interpolation=cv2.INTER_AREA)
+    frames = []
+    for t in range(count):
+        dx = int(round(32 + 24 * np.sin(t / 15)))
+        dy = int(round(24 + 16 * np.cos(t / 20)))
+        frames.append(np.ascontiguousarray(big[dy : dy + 480, dx : dx + 640]))
+    return frames
+
+
+def _stream(analyzer: StreamAnalyzer, frames: list[np.ndarray]) -> tuple[list[float], list[bool], list[int]]:
+    """Per-frame CPU ms, keyframe flags and face counts of one pass over ``frames`` (state through JSON dicts)."""
+    state, times, keys, counts = None, [], [], []
+    for frame in frames:
+        t0 = time.process_time()
+        faces, new_state = analyzer.analyze(frame, state)
+        state = new_state.to_dict()
+        times.append((time.process_time() - t0) * 1000)
+        keys.append(new_state.keyframe)
+        counts.append(len(faces))
+    return times, keys, counts
 
 
 def _worker_rss_mb(model_path: str, image_path: str) -> float:
     code = (
         "import sys; sys.path.insert(0, sys.argv[3]);"
         "from inference.recognizer import EmotionRecognizer; from inference.imageio import read_image;"
-        "r = EmotionRecognizer.from_path(sys.argv[1]); r.analyze(read_image(sys.argv[2]));"
+        "from inference.stream import StreamAnalyzer;"
+        "r = EmotionRecognizer.from_path(sys.argv[1]); image = read_image(sys.argv[2]); r.analyze(image);"
+        "s = StreamAnalyzer(r); state = s.analyze(image)[1]; s.analyze(image, state);"
         "assert not any(m.startswith('tensorflow') for m in sys.modules);"
         "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
     )
@@ -92,7 +136,19 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     b32 = _median_ms(lambda: clf.predict_proba(batch32), repeats) / 32
     single = EmotionClassifier(model_path, threads=1, flip_tta=False)
     b32_single = _median_ms(lambda: single.predict_proba(batch32), repeats) / 32
+    float_clf = EmotionClassifier(model_path, threads=1, quantized=False)
+    b32_float = _median_ms(lambda: float_clf.predict_proba(batch32), repeats) / 32
     analyze_ms = _median_ms(lambda: recognizer.analyze(frame), repeats)
+
+    analyzer = StreamAnalyzer(recognizer)
+    frames = stream_frames(read_image(photo))
+    _stream(analyzer, frames[:5])  # warm-up
+    stream_times, stream_keys, stream_counts = _stream(analyzer, frames)
+    follow_times = [t for t, k in zip(stream_times, stream_keys) if not k]
+
+    crowd = cv2.resize(read_image(CROWD_PHOTO), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    crowd_faces = recognizer.analyze(crowd)
+    crowd_ms = _median_ms(lambda: recognizer.analyze(crowd), max(3, repeats // 4), warmup=1)
 
     result = {
         "photo": str(photo),
@@ -106,7 +162,19 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         "classify_ms_per_face_b1_1thread": round(b1, 4),
         "classify_ms_per_face_b32_1thread": round(b32, 4),
         "classify_ms_per_face_b32_1thread_no_tta": round(b32_single, 4),
+        "classifier_int8": clf.quantized,
+        "classify_ms_per_face_b32_1thread_float": round(b32_float, 4),
         "analyze_ms_per_frame": round(analyze_ms, 3),
+        "stream_frames": len(frames),
+        "stream_ms_per_frame": round(statistics.fmean(stream_times[1:]), 3),
+        "stream_follow_ms_per_frame": round(statistics.median(follow_times), 3) if follow_times else None,
+        "stream_keyframes": int(sum(stream_keys)),
+        "stream_faces_per_frame": [min(stream_counts), max(stream_counts)],
+        "crowd_photo": str(CROWD_PHOTO),
+        "crowd_frame": [1280, 720],
+        "crowd_faces_in_frame": len(crowd_faces),
+        "crowd_too_small": sum(f.too_small for f in crowd_faces),
+        "crowd_analyze_ms_per_frame": round(crowd_ms, 3),
     }
 
     # Seed-style baseline, same frame, same weights, Keras model.predict per face.
@@ -134,6 +202,7 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         baseline_analyze_ms_per_frame=round(baseline_ms, 3),
         baseline_faces_in_frame=baseline_faces,
         speedup_vs_baseline=round(baseline_ms / analyze_ms, 2),
+        stream_speedup_vs_baseline=round(baseline_ms / result["stream_ms_per_frame"], 2),
         worker_rss_mb=round(_worker_rss_mb(model_path, str(photo)), 1),
         cpu=_cpu(),
     )
@@ -158,11 +227,17 @@ def format_bench(result: dict) -> str:
             f"{result['baseline_faces_in_frame']}); flip TTA {'on' if result['flip_tta'] else 'off'}; {result['cpu']}",
             f"classify, 1 thread: {result['classify_ms_per_face_b1_1thread']:.3f} ms/face at batch 1, "
             f"{result['classify_ms_per_face_b32_1thread']:.3f} ms/face at batch 32 "
-            f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA)",
+            f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA, "
+            f"{result['classify_ms_per_face_b32_1thread_float']:.3f} float model; int8 {result['classifier_int8']})",
             f"detect: {result['detect_ms_per_frame']:.1f} ms/frame ({result['detector']}), Haar fallback "
             f"{result['detect_ms_per_frame_haar']:.1f} ms/frame ({result['faces_in_frame_haar']} faces)",
             f"analyze: {result['analyze_ms_per_frame']:.1f} ms/frame; seed-style baseline "
             f"{result['baseline_analyze_ms_per_frame']:.1f} ms/frame; speedup x{result['speedup_vs_baseline']:.1f}",
+            f"stream ({result['stream_frames']} frames, {result['stream_keyframes']} keyframes): "
+            f"{result['stream_ms_per_frame']:.1f} ms/frame (follow-only frames "
+            f"{result['stream_follow_ms_per_frame']} ms); speedup x{result['stream_speedup_vs_baseline']:.1f}",
+            f"crowd 1280x720: {result['crowd_faces_in_frame']} faces ({result['crowd_too_small']} too small) in "
+            f"{result['crowd_analyze_ms_per_frame']:.1f} ms",
             f"worker RSS (model + detector loaded): {result['worker_rss_mb']:.0f} MB",
             json.dumps(result),
         ]

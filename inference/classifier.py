@@ -7,6 +7,8 @@ image into such a crop.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +30,27 @@ class ModelLoadError(RuntimeError):
 #: lifts the shipped model from 67.8 % to 69.0 % PublicTest accuracy (its model card) for twice the classification
 #: work. The web platform passes ``settings.FER_FLIP_TTA``.
 DEFAULT_FLIP_TTA = True
+
+
+#: Whether classifiers serve the int8 copy of their model (``quantized_path``) when one made from the very same float
+#: file exists (``scripts/quantize_classifier.py``; it refuses to write one losing more than 0.3 PublicTest points).
+DEFAULT_QUANTIZED = True
+
+log = logging.getLogger(__name__)
+
+
+def quantized_path(model_path: str | os.PathLike) -> Path:
+    """Where ``scripts/quantize_classifier.py`` writes the int8 copy of a model: ``<stem>.int8.onnx`` beside it."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.int8.onnx")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_model_path() -> Path:
@@ -128,37 +151,68 @@ class EmotionClassifier:
         threads: intra-op threads (1 suits one-process-per-core workers).
         flip_tta: average each face's probabilities with those of its mirror image (test-time augmentation:
             doubles the work per face); ``None`` = ``DEFAULT_FLIP_TTA`` (on).
+        quantized: serve the int8 copy ``quantized_path(model_path)`` instead of the float model; ``None`` =
+            ``DEFAULT_QUANTIZED`` (yes, when the copy exists and its ``source_sha256`` metadata is the float
+            file's SHA-256, else the float model with a logged warning for a stale copy); ``True`` requires it;
+            ``False`` serves the float model. ``served_path`` says which file runs.
 
     Raises:
-        ModelLoadError: missing or unusable model file.
+        ModelLoadError: missing or unusable model file (or ``quantized=True`` without a matching int8 copy).
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, threads: int = 1, flip_tta: bool | None = None):
-        import onnxruntime as ort
-
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        threads: int = 1,
+        flip_tta: bool | None = None,
+        quantized: bool | None = None,
+    ):
         self.model_path = Path(model_path) if model_path else default_model_path()
         if not self.model_path.is_file():
             raise ModelLoadError(f"{self.model_path}: model file not found")
+        self.served_path = self.model_path
+        self._session = None
+        want = DEFAULT_QUANTIZED if quantized is None else bool(quantized)
+        int8 = quantized_path(self.model_path)
+        if want and int8.is_file():
+            session = self._load(int8, threads)
+            source = session.get_modelmeta().custom_metadata_map.get("source_sha256")
+            if source == _sha256(self.model_path):
+                self._session, self.served_path = session, int8
+            else:
+                log.warning("%s was not made from %s: serving the float model", int8, self.model_path)
+        if self._session is None:
+            if quantized is True:
+                raise ModelLoadError(f"{int8}: no int8 copy made from {self.model_path}")
+            self._session = self._load(self.model_path, threads)
+        self.quantized = self.served_path != self.model_path
+        self._check(self._session, self.served_path)
+        self.flip_tta = DEFAULT_FLIP_TTA if flip_tta is None else bool(flip_tta)
+
+    @staticmethod
+    def _load(path: Path, threads: int):
+        """ONNX Runtime session of ``path`` (one intra-op thread by default, sequential, all optimisations)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model: {exc}") from exc
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+            raise ModelLoadError(f"{path}: not a loadable ONNX model: {exc}") from exc
+
+    def _check(self, session, path: Path) -> None:
+        """Check the model's signature and remember its input and output names."""
+        inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [FACE_SIZE, FACE_SIZE, 1] or outputs[0].shape[-1] != 7:
             raise ModelLoadError(
-                f"{self.model_path}: expected input (N, 48, 48, 1) and output (N, 7), "
-                f"got {inputs[0].shape} -> {outputs[0].shape}"
+                f"{path}: expected input (N, 48, 48, 1) and output (N, 7), got {inputs[0].shape} -> {outputs[0].shape}"
             )
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self.flip_tta = DEFAULT_FLIP_TTA if flip_tta is None else bool(flip_tta)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of face crops.

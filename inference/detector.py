@@ -1,21 +1,24 @@
-"""Face detection: BlazeFace (default) over a tile pyramid, or OpenCV's Viola-Jones Haar cascade.
+"""Face detection: BlazeFace (default) over a whole-image pyramid, or OpenCV's Viola-Jones Haar cascade.
 
-Two detectors with one interface, ``detect(image) -> int32 (K, 4)`` boxes ``(x, y, w, h)`` in pixels:
+Two detectors implement ``inference.boxes.FaceDetector``, ``detect(image) -> int32 (K, 4)`` boxes ``(x, y, w, h)``
+in pixels:
 
 - ``BlazeFaceDetector`` (default): Google's BlazeFace short-range network (Bazarevsky et al., "BlazeFace:
   Sub-millisecond Neural Face Detection on Mobile GPUs", arXiv:1907.05047), taken from the Apache-2.0
   ``mediapipe==0.10.21`` wheel (``mediapipe/modules/face_detection/face_detection_short_range.tflite``) and converted
-  to ONNX by ``scripts/convert_blazeface.py`` (outputs checked against TFLite within 1e-4); it ships as
-  ``inference/models/blazeface_short_range.onnx`` (licence beside it) and runs on ONNX Runtime, like the emotion
-  model. The network sees 128x128 inputs and finds faces of ~15-85 % of its input side, so the image is covered
-  by a pyramid of overlapping square tiles, from the whole image down to tiles ``min_size / 0.15`` pixels wide,
-  all run as one batch. Measured on the hand-counted photos in ``shared/data/faces`` (README "Face detection"):
-  exact counts on all six, more small faces found than Haar, and several times faster.
+  to ONNX with free input height and width by ``scripts/convert_blazeface.py`` (outputs checked against TFLite
+  within 1e-4); it ships as ``inference/models/blazeface_short_range.onnx`` (licence beside it) and runs on ONNX
+  Runtime, like the emotion model. The fully convolutional network runs on whole pyramid levels, the first
+  scaled so that faces of ``min_size`` (16 px by default) are seen at 16 px (an upscale for a smaller
+  ``min_size``). ``follow`` re-finds known faces in small windows around them (the streaming follow stage,
+  ``inference.stream``). Measured on ``shared/data/faces`` (README "Face detection").
 - ``HaarFaceDetector``: ``haarcascade_frontalface_alt2.xml`` on a histogram-equalised image (Viola & Jones,
   "Rapid object detection using a boosted cascade of simple features", CVPR 2001; cascade by Lienhart et al.,
   shipped in ``opencv-python-headless``). Kept as the no-extra-weights fallback (``FER_DETECTOR=haar``).
 
-``default_detector(name)`` picks one by name (``blazeface`` or ``haar``; default ``blazeface``).
+``default_detector(name)`` picks one by name (``blazeface`` or ``haar``; default ``blazeface``). The box helpers
+(``weighted_nms``, ``suppress_contained``, ``suppress_duplicates``) live in ``inference.boxes`` and are re-exported
+here for existing callers.
 """
 
 from __future__ import annotations
@@ -26,7 +29,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inference.boxes import FaceDetector, clip_boxes, suppress_contained, suppress_duplicates, weighted_nms
 from inference.classifier import MODELS_DIR, ModelLoadError, to_grey, to_rgb
+
+__all__ = [
+    "BLAZEFACE_MODEL_NAME",
+    "DETECTORS",
+    "BlazeFaceDetector",
+    "FaceDetector",
+    "HaarFaceDetector",
+    "default_detector",
+    "suppress_contained",
+    "suppress_duplicates",
+    "weighted_nms",
+]
 
 BLAZEFACE_MODEL_NAME = "blazeface_short_range.onnx"
 DETECTORS = ("blazeface", "haar")
@@ -48,59 +64,88 @@ def default_detector(name: str | None = None):
     raise ValueError(f"unknown face detector {name!r}: expected one of {', '.join(DETECTORS)}")
 
 
-def _blazeface_anchors() -> np.ndarray:
-    """BlazeFace short-range anchor centres, ``float32 (896, 2)`` as ``(x, y)`` in units of the 128-px input.
+def _blazeface_anchors(height: int = 128, width: int = 128) -> np.ndarray:
+    """BlazeFace short-range anchor centres for a ``height x width`` input, ``float32 (A, 2)`` as ``(x, y)`` in
+    units of the input side for the 128-px input, in input pixels divided by 128 otherwise.
 
     MediaPipe's ``SsdAnchorsCalculator`` options of ``face_detection_short_range.pbtxt``: 4 layers, strides
     (8, 16, 16, 16), one aspect ratio plus one interpolated scale per layer, ``fixed_anchor_size: true`` (every
-    anchor is 1x1) and ``anchor_offset 0.5``. Layers of equal stride share a grid: 16x16 cells x 2 anchors, then
-    8x8 cells x 6 anchors, row-major, anchors of a cell consecutive.
+    anchor is 1x1) and ``anchor_offset 0.5``. Layers of equal stride share a grid: ``H/8 x W/8`` cells x 2 anchors,
+    then ``H/16 x W/16`` cells x 6 anchors, row-major, anchors of a cell consecutive (16x16x2 + 8x8x6 = 896 for
+    128x128). The network is fully convolutional, so a larger input (sides multiples of 16) gives the same grid
+    extended over it.
     """
     centres = []
-    for grid, per_cell in ((16, 2), (8, 6)):
-        ys, xs = np.mgrid[0:grid, 0:grid]
-        cells = np.stack([(xs.ravel() + 0.5) / grid, (ys.ravel() + 0.5) / grid], axis=1)
+    for stride, per_cell in ((8, 2), (16, 6)):
+        ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
+        cells = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1) / 128.0
         centres.append(np.repeat(cells, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
 
 
 class BlazeFaceDetector:
-    """Faces with BlazeFace (short range) over a pyramid of overlapping square tiles.
+    """Faces with BlazeFace (short range) run convolutionally over a pyramid of whole-image levels.
+
+    The network is fully convolutional (``scripts/convert_blazeface.py`` exports it with free input height and
+    width), so each pyramid level is one ONNX Runtime call on the whole resized image, with the anchor grid
+    extended over it (no overlapping tiles, no work done twice). The first level is scaled so that a face of
+    ``min_size`` pixels becomes ``MIN_FACE_INPUT`` pixels (an upscale for ``min_size`` below 16); each next level
+    is ``LEVEL_STEP`` times smaller, down to one that fits the whole image in 128 px. Each level keeps only the
+    faces of the size band it sees well (from ``0.8 * MIN_FACE_INPUT`` to ``1.5 * LEVEL_STEP * MIN_FACE_INPUT``
+    level pixels; the last level keeps every size), then all levels are merged with MediaPipe's weighted NMS and a
+    containment pass.
 
     Args:
         model_path: BlazeFace ONNX file (default ``inference/models/blazeface_short_range.onnx``).
-        min_size: smallest face side to find, in pixels of the original image (sets the smallest tile:
-            ``min_size / MIN_FACE_FRACTION``).
-        max_side: images whose longer side exceeds this are downscaled first (boxes are mapped back).
-        score_threshold: minimum face probability (sigmoid of the network's logit), 0..1.
-        iou_threshold: detections of one face from overlapping tiles and levels with IoU above this are merged
+        min_size: smallest face side to find, in pixels of the original image (default 16).
+        max_side: images whose longer side exceeds this are downscaled first (boxes are mapped back); with
+            ``min_size`` it bounds the work: the first level is at most ``MAX_LEVEL_SIDE`` pixels on its longer
+            side, so on larger images the smallest face found grows accordingly.
+        score_threshold: minimum face probability (sigmoid of the network's logit, 0..1) of faces of at least
+            ``SMALL_FACE_INPUT`` level pixels.
+        small_score_threshold: the same for smaller faces (the network scores small real faces lower).
+        iou_threshold: detections of one face from neighbouring anchors and levels with IoU above this are merged
             (score-weighted average, as MediaPipe's weighted NMS).
         overlap_threshold: after merging, a box whose intersection covers more than this fraction of the smaller
             box is dropped in favour of the higher-scoring one.
         threads: ONNX Runtime intra-op threads (1 suits one-process-per-core workers).
 
+    The defaults (``min_size`` 16, thresholds 0.75 / 0.6) were chosen on ``shared/data/faces`` (README "Face
+    detection": exact counts on the hand-counted photos, no false positive on frames without faces).
+
     Raises:
-        ModelLoadError: the model file is missing or is not the BlazeFace network.
+        ModelLoadError: the model file is missing or is not the BlazeFace network with free input size.
     """
 
-    INPUT = 128  #: network input side in pixels
-    #: Faces are found from ~14 % to ~86 % of the input side (measured: a portrait scaled into a 128-px canvas
-    #: scores > 0.9 from 18 to 110 px); tiles are sized so that every face falls in 15-30 % of some level.
-    MIN_FACE_FRACTION = 0.15
-    TILE_STRIDE = 0.6  #: tile step as a fraction of the tile side (faces up to 40 % of a tile are never cut)
+    INPUT = 128  #: the network's training input side in pixels (the last pyramid level fits the image in it)
+    #: Smallest face side, in level pixels, found reliably (measured on crowds/ultralight_imgs_26.jpg: all 77 faces
+    #: at ~20 px, three quarters at ~14 px; 16 and 18 compared on all of shared/data/faces, README).
+    MIN_FACE_INPUT = 16
+    LEVEL_STEP = 3.0  #: scale ratio of consecutive pyramid levels (one level sees faces of ~16-110 px)
+    SMALL_FACE_INPUT = 28  #: faces under this many level pixels use ``small_score_threshold``
+    MAX_LEVEL_SIDE = 2304  #: longest side of the first (largest) pyramid level, in pixels (1.2 x 1920)
+    #: Levels larger than ``BLOCK`` px run in ``BLOCK``-px square blocks overlapping by ``BLOCK_OVERLAP`` px (more
+    #: than the largest face a non-last level keeps, 72 px), which bounds the network's working memory (measured:
+    #: ~170 MB per megapixel of network input, so a 2160x1216 level in one call took a worker to 677 MB RSS).
+    BLOCK = 768
+    BLOCK_OVERLAP = 96
+    #: Follow stage: each window is ``FOLLOW_WINDOW`` px square with the previous face spanning
+    #: ``FOLLOW_FACE_FRACTION`` of it (so a face may move about one face side between frames and stay inside).
+    FOLLOW_WINDOW = 64
+    FOLLOW_FACE_FRACTION = 0.35
     #: BlazeFace boxes are tighter and sit lower than the Haar boxes the serving crops were validated with
     #: (measured on the 21 faces of shared/data/faces: width 0.90x, centre 0.085 Haar widths lower). Boxes are
     #: mapped to Haar geometry, so both detectors give the classifier the same crop of a face.
     BOX_SCALE = 1 / 0.90
     BOX_SHIFT_Y = -0.085 / 0.90  #: centre shift as a fraction of the BlazeFace box width
-    BATCH = 4  #: tiles per ONNX Runtime call (measured: larger batches are slower per tile on CPU)
 
     def __init__(
         self,
         model_path: str | os.PathLike | None = None,
-        min_size: int = 24,
-        max_side: int = 1280,
+        min_size: int = 16,
+        max_side: int = 1920,
         score_threshold: float = 0.75,
+        small_score_threshold: float = 0.6,
         iou_threshold: float = 0.3,
         overlap_threshold: float = 0.5,
         threads: int = 1,
@@ -118,186 +163,227 @@ class BlazeFaceDetector:
             self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model ({exc})") from exc
-        shapes = {o.name: o.shape[1:] for o in self._session.get_outputs()}
-        if shapes != {"regressors": [896, 16], "classificators": [896, 1]}:
+        shapes = {o.name: o.shape[2:] for o in self._session.get_outputs()}
+        input_shape = self._session.get_inputs()[0].shape
+        if shapes != {"regressors": [16], "classificators": [1]} or len(input_shape) != 4 or input_shape[3] != 3:
             raise ModelLoadError(f"{self.model_path}: not the BlazeFace short-range network (outputs {shapes})")
+        if isinstance(input_shape[1], int) or isinstance(input_shape[2], int):
+            raise ModelLoadError(
+                f"{self.model_path}: BlazeFace with a fixed input size {input_shape[1:3]}; "
+                "re-export it with scripts/convert_blazeface.py (free height and width)"
+            )
         self._input = self._session.get_inputs()[0].name
-        self._anchors = _blazeface_anchors() * self.INPUT
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
         self.min_size = min_size
         self.max_side = max_side
         self.score_threshold = score_threshold
+        self.small_score_threshold = small_score_threshold
         self.iou_threshold = iou_threshold
         self.overlap_threshold = overlap_threshold
 
-    def _tiles(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tile pyramid of ``rgb``: ``uint8 (T, 128, 128, 3)`` tiles and ``float64 (T, 3)`` rows
-        ``(x0, y0, scale)``: tile pixel ``(u, v)`` is image pixel ``(x0 + u / scale, y0 + v / scale)``."""
-        height, width = rgb.shape[:2]
-        side = float(max(height, width))
-        smallest = max(self.INPUT, self.min_size / self.MIN_FACE_FRACTION)
-        tiles, origins = [], []
-        while True:
-            scale = self.INPUT / side
-            level = rgb
-            if scale != 1.0:
-                size = (max(1, round(width * scale)), max(1, round(height * scale)))
-                interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-                level = cv2.resize(rgb, size, interpolation=interp)
-            lh, lw = level.shape[:2]
-            if lh < self.INPUT or lw < self.INPUT:
-                level = cv2.copyMakeBorder(
-                    level, 0, max(0, self.INPUT - lh), 0, max(0, self.INPUT - lw), cv2.BORDER_CONSTANT, value=0
-                )
-            step = int(self.INPUT * self.TILE_STRIDE)
-            for y0 in _positions(level.shape[0], self.INPUT, step):
-                for x0 in _positions(level.shape[1], self.INPUT, step):
-                    tiles.append(level[y0 : y0 + self.INPUT, x0 : x0 + self.INPUT])
-                    origins.append((x0 / scale, y0 / scale, scale))
-            if side / 2 < smallest:
-                break
-            side /= 2
-        return np.stack(tiles), np.asarray(origins, dtype=np.float64)
+    def _anchor_grid(self, height: int, width: int) -> np.ndarray:
+        """Anchor centres in input pixels for a ``height x width`` input (cached per size)."""
+        key = (height, width)
+        if key not in self._anchors:
+            if len(self._anchors) > 32:
+                self._anchors.clear()
+            self._anchors[key] = _blazeface_anchors(height, width) * self.INPUT
+        return self._anchors[key]
 
-    def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Face boxes and their scores.
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network on ``uint8 (N, H, W, 3)`` RGB (``H``, ``W`` multiples of 16): raw ``(cx, cy, w, h)``
+        regressions ``float32 (N, A, 4)`` in input pixels relative to the anchors, face probabilities
+        ``float32 (N, A)`` and the anchor centres ``float32 (A, 2)``."""
+        x = batch.astype(np.float32)
+        x *= 1 / 127.5
+        x -= 1.0  # MediaPipe: [-1, 1]
+        regressors, logits = self._session.run(None, {self._input: x})
+        probability = 1.0 / (1.0 + np.exp(-np.clip(logits[:, :, 0], -80.0, 80.0)))
+        return regressors[:, :, :4], probability, self._anchor_grid(batch.shape[1], batch.shape[2])
 
-        Args:
-            image: BGR ``(H, W, 3)``, BGRA or grey ``(H, W)`` image (``uint8``/``uint16``/float in [0, 1]).
+    def _to_haar(self, cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """BlazeFace centre/size (image pixels) -> ``(x, y, w, h)`` boxes in Haar geometry (see ``BOX_SCALE``)."""
+        cy = cy + self.BOX_SHIFT_Y * w
+        w, h = w * self.BOX_SCALE, h * self.BOX_SCALE
+        return np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
 
-        Returns:
-            ``int32 (K, 4)`` boxes ``(x, y, w, h)`` in pixels of ``image`` (clipped to it), sorted left to right,
-            and their ``float32 (K,)`` face probabilities; ``K`` may be 0.
+    def _from_haar(self, boxes: np.ndarray) -> np.ndarray:
+        """Inverse of ``_to_haar``: ``(x, y, w, h)`` Haar-geometry boxes -> rows ``(cx, cy, w, h)``."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        w, h = boxes[:, 2] / self.BOX_SCALE, boxes[:, 3] / self.BOX_SCALE
+        cx = boxes[:, 0] + boxes[:, 2] / 2
+        cy = boxes[:, 1] + boxes[:, 3] / 2 - self.BOX_SHIFT_Y * w
+        return np.stack([cx, cy, w, h], axis=1)
 
-        Raises:
-            ValueError: unsupported image shape or dtype.
-        """
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """RGB working image (downscaled to ``max_side``) and its scale relative to ``image``."""
         rgb = to_rgb(image)
         height, width = rgb.shape[:2]
         resize = 1.0
         if max(height, width) > self.max_side:
             resize = self.max_side / max(height, width)
-            rgb = cv2.resize(rgb, None, fx=resize, fy=resize, interpolation=cv2.INTER_AREA)
-        tiles, origins = self._tiles(rgb)
+            size = (max(1, round(width * resize)), max(1, round(height * resize)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        return rgb, resize
+
+    def level_scales(self, height: int, width: int) -> list[float]:
+        """Pyramid level scales (level pixels per working-image pixel) for a ``height x width`` working image,
+        largest first; the last one fits the image's longer side in 128 px."""
+        longest = max(height, width)
+        scale = min(self.MIN_FACE_INPUT / max(self.min_size, 1), self.MAX_LEVEL_SIDE / longest)
+        scales = []
+        while longest * scale > self.INPUT:
+            scales.append(scale)
+            scale /= self.LEVEL_STEP
+        scales.append(self.INPUT / longest)
+        return scales
+
+    def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Face boxes and their scores (full detector).
+
+        Args:
+            image: BGR ``(H, W, 3)``, BGRA or grey ``(H, W)`` image (``uint8``/``uint16``/float in [0, 1]).
+
+        Returns:
+            ``int32 (K, 4)`` boxes ``(x, y, w, h)`` in pixels of ``image`` (clipped to it, Haar geometry), sorted
+            left to right, and their ``float32 (K,)`` face probabilities; ``K`` may be 0.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        rgb, resize = self._prepare(image)
+        height, width = rgb.shape[:2]
+        scales = self.level_scales(height, width)
         boxes, scores = [], []
-        for start in range(0, len(tiles), self.BATCH):
-            batch = tiles[start : start + self.BATCH].astype(np.float32) / 127.5 - 1.0  # MediaPipe: [-1, 1]
-            regressors, logits = self._session.run(None, {self._input: batch})
-            probability = 1.0 / (1.0 + np.exp(-np.clip(logits[:, :, 0], -80.0, 80.0)))
-            tile_idx, anchor_idx = np.nonzero(probability >= self.score_threshold)
-            if len(tile_idx) == 0:
-                continue
-            raw = regressors[tile_idx, anchor_idx, :4]  # (cx, cy, w, h) offsets in input pixels
-            centre = raw[:, :2] + self._anchors[anchor_idx]
-            x0, y0, scale = origins[start + tile_idx].T
-            w, h = raw[:, 2] / scale, raw[:, 3] / scale
-            cx, cy = x0 + centre[:, 0] / scale, y0 + centre[:, 1] / scale + self.BOX_SHIFT_Y * w
-            w, h = w * self.BOX_SCALE, h * self.BOX_SCALE
-            boxes.append(np.stack([cx - w / 2, cy - h / 2, w, h], axis=1))
-            scores.append(probability[tile_idx, anchor_idx])
+        for level_index, scale in enumerate(scales):
+            lw, lh = max(1, round(width * scale)), max(1, round(height * scale))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            level = cv2.resize(rgb, (lw, lh), interpolation=interp) if (lw, lh) != (width, height) else rgb
+            ph, pw = max(self.INPUT, -(-lh // 16) * 16), max(self.INPUT, -(-lw // 16) * 16)
+            if (ph, pw) != (lh, lw):
+                level = cv2.copyMakeBorder(level, 0, ph - lh, 0, pw - lw, cv2.BORDER_CONSTANT, value=0)
+            largest = None if level_index == len(scales) - 1 else 1.5 * self.LEVEL_STEP * self.MIN_FACE_INPUT
+            # large levels run in overlapping blocks, which bounds the network's working memory
+            step = self.BLOCK - self.BLOCK_OVERLAP
+            for y0 in _positions(ph, self.BLOCK, step):
+                for x0 in _positions(pw, self.BLOCK, step):
+                    block = level[y0 : y0 + self.BLOCK, x0 : x0 + self.BLOCK]
+                    found = self._decode(block, scale, x0, y0, largest)
+                    if found is not None:
+                        boxes.append(found[0])
+                        scores.append(found[1])
         if not boxes:
             return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
         boxes, scores = weighted_nms(np.concatenate(boxes), np.concatenate(scores), self.iou_threshold)
         keep = suppress_contained(boxes, scores, self.overlap_threshold)
         boxes, scores = boxes[keep] / resize, scores[keep]
-        boxes = _clip(boxes, width / resize, height / resize)
-        order = np.argsort(boxes[:, 0], kind="stable")
-        return np.round(boxes[order]).astype(np.int32), scores[order].astype(np.float32)
+        return _finish(boxes, scores, image.shape[1], image.shape[0])
+
+    def _decode(
+        self, block: np.ndarray, scale: float, x0: int, y0: int, largest: float | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Faces in one block of a level (``uint8 (h, w, 3)``, sides multiples of 16) at level offset
+        ``(x0, y0)``: Haar-geometry boxes in working-image pixels and scores, or ``None``; faces are kept in the
+        level's size band (``largest`` level pixels at most, ``None``: no upper bound)."""
+        raw, probability, anchors = self._run(block[None])
+        raw, probability = raw[0], probability[0]
+        size = raw[:, 2]
+        threshold = np.where(size < self.SMALL_FACE_INPUT, self.small_score_threshold, self.score_threshold)
+        keep = (probability >= threshold) & (size >= 0.8 * self.MIN_FACE_INPUT)
+        if largest is not None:
+            keep &= size <= largest
+        idx = np.nonzero(keep)[0]
+        if len(idx) == 0:
+            return None
+        r = raw[idx].astype(np.float64)
+        cx = (r[:, 0] + anchors[idx, 0] + x0) / scale
+        cy = (r[:, 1] + anchors[idx, 1] + y0) / scale
+        return self._to_haar(cx, cy, r[:, 2] / scale, r[:, 3] / scale), probability[idx]
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes: ``int32 (K, 4)`` ``(x, y, w, h)`` in pixels of ``image``, left to right (see
         ``detect_with_scores``).
 
         Raises:
-            ValueError: unsupported image shape or dtype.
+            ValueError: unsupported image shape or dtype, or an empty image.
         """
         return self.detect_with_scores(image)[0]
 
+    def follow(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Find each of ``boxes`` again near where it was (the streaming follow stage; no full detection).
 
-def _positions(length: int, tile: int, step: int) -> list[int]:
-    """Tile origins along one axis: every ``step`` pixels, plus a last tile flush with the end."""
-    if length <= tile:
+        For every box, a ``FOLLOW_WINDOW`` px square window is cut around it, scaled so that the box spans
+        ``FOLLOW_FACE_FRACTION`` of the window (the window covers ~2.9 box sides), and all windows run as one
+        batch. In each window the most probable detection whose centre lies within ``0.3`` window sides of the
+        window centre is the face's new position.
+
+        Args:
+            image: the new frame (as ``detect``).
+            boxes: ``(K, 4)`` ``(x, y, w, h)`` boxes (Haar geometry, as ``detect`` returns them) in pixels of
+                ``image``, e.g. the previous frame's faces.
+            score_threshold: a face scoring below this in its window is lost.
+
+        Returns:
+            ``int32 (K, 4)`` boxes in pixels of ``image``, clipped to it (row ``i`` follows ``boxes[i]``), and
+            ``float32 (K,)`` scores, 0 where the face was lost (that row's box is then ``boxes[i]`` clipped).
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        height, width = image.shape[:2]
+        if len(boxes) == 0:
+            return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
+        rgb = to_rgb(image)
+        window = self.FOLLOW_WINDOW
+        prior = self._from_haar(boxes)
+        tiles, transforms = [], []
+        for cx, cy, w, h in prior:
+            scale = window * self.FOLLOW_FACE_FRACTION / max(w, h, 1.0)
+            affine = np.array([[scale, 0, window / 2 - scale * cx], [0, scale, window / 2 - scale * cy]], np.float32)
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            tiles.append(cv2.warpAffine(rgb, affine, (window, window), flags=interp, borderValue=(0, 0, 0)))
+            transforms.append((cx, cy, scale))
+        raw, probability, anchors = self._run(np.stack(tiles))
+        centres = raw[:, :, :2] + anchors[None]
+        near = np.hypot(centres[:, :, 0] - window / 2, centres[:, :, 1] - window / 2) < 0.3 * window
+        probability = np.where(near, probability, 0.0)
+        best = np.argmax(probability, axis=1)
+        out, scores = boxes.copy(), np.zeros(len(boxes), np.float32)
+        for i, (cx, cy, scale) in enumerate(transforms):
+            j = best[i]
+            if probability[i, j] < score_threshold:
+                continue
+            ncx = cx + (centres[i, j, 0] - window / 2) / scale
+            ncy = cy + (centres[i, j, 1] - window / 2) / scale
+            found = self._to_haar(
+                np.array([ncx]), np.array([ncy]), np.array([raw[i, j, 2] / scale]), np.array([raw[i, j, 3] / scale])
+            )
+            out[i], scores[i] = found[0], probability[i, j]
+        out = np.round(clip_boxes(out, width, height)).astype(np.int32)
+        scores[(out[:, 2] <= 0) | (out[:, 3] <= 0)] = 0.0
+        return out, scores
+
+
+def _positions(length: int, block: int, step: int) -> list[int]:
+    """Block origins along one axis: every ``step`` pixels, plus a last block flush with the end."""
+    if length <= block:
         return [0]
-    positions = list(range(0, length - tile + 1, step))
-    if positions[-1] != length - tile:
-        positions.append(length - tile)
+    positions = list(range(0, length - block + 1, step))
+    if positions[-1] != length - block:
+        positions.append(length - block)
     return positions
 
 
-def _clip(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """``(x, y, w, h)`` boxes cut to the image ``[0, width] x [0, height]``."""
-    x1 = np.clip(boxes[:, 0], 0, width)
-    y1 = np.clip(boxes[:, 1], 0, height)
-    x2 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
-    y2 = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
-    return np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one ``(x, y, w, h)`` box with each of ``boxes`` ``(K, 4)``."""
-    ix = np.clip(np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter + 1e-9)
-
-
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted non-maximum suppression (MediaPipe ``NonMaxSuppressionCalculator``, ``WEIGHTED``; BlazeFace paper
-    section 2.2): take the highest-scoring box, replace it by the score-weighted mean of all boxes overlapping it
-    with IoU above ``iou_threshold``, remove those, repeat.
-
-    Args:
-        boxes: ``float (K, 4)`` ``(x, y, w, h)``.
-        scores: ``float (K,)``.
-
-    Returns:
-        Merged boxes ``float64 (K', 4)`` and their scores (the best score of each group), best first.
-    """
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores = boxes[order].astype(np.float64), scores[order]
-    out_boxes, out_scores = [], []
-    remaining = np.ones(len(boxes), bool)
-    for i in range(len(boxes)):
-        if not remaining[i]:
-            continue
-        group = remaining & (_iou(boxes[i], boxes) > iou_threshold)
-        group[i] = True
-        weights = scores[group][:, None]
-        out_boxes.append((boxes[group] * weights).sum(axis=0) / weights.sum())
-        out_scores.append(scores[i])
-        remaining &= ~group
-    return np.asarray(out_boxes).reshape(-1, 4), np.asarray(out_scores)
-
-
-def suppress_contained(boxes: np.ndarray, scores: np.ndarray, overlap_threshold: float = 0.5) -> np.ndarray:
-    """Indices of boxes to keep: in score order, a box whose intersection with a kept box covers more than
-    ``overlap_threshold`` of the smaller of the two is dropped (catches a face found at two pyramid levels with
-    different extents, which IoU alone misses).
-
-    Args:
-        boxes: ``float (K, 4)`` ``(x, y, w, h)``.
-        scores: ``float (K,)``.
-
-    Returns:
-        ``int64 (K',)`` indices into ``boxes``, best first.
-    """
-    kept: list[int] = []
-    for i in np.argsort(-scores, kind="stable"):
-        x, y, w, h = boxes[i]
-        duplicate = False
-        for k in kept:
-            kx, ky, kw, kh = boxes[k]
-            ix = max(0.0, min(x + w, kx + kw) - max(x, kx))
-            iy = max(0.0, min(y + h, ky + kh) - max(y, ky))
-            if ix * iy > overlap_threshold * min(w * h, kw * kh):
-                duplicate = True
-                break
-        if not duplicate:
-            kept.append(int(i))
-    return np.asarray(kept, dtype=np.int64)
-
-
-#: The default detector class.
-FaceDetector = BlazeFaceDetector
+def _finish(boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes clipped to the image, rounded to ``int32``, empty ones dropped, sorted left to right."""
+    boxes = np.round(clip_boxes(boxes, width, height))
+    keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    boxes, scores = boxes[keep], np.asarray(scores)[keep]
+    order = np.argsort(boxes[:, 0], kind="stable")
+    return boxes[order].astype(np.int32), scores[order].astype(np.float32)
 
 
 class HaarFaceDetector:
@@ -366,32 +452,3 @@ class HaarFaceDetector:
         boxes = suppress_duplicates(boxes, self.overlap_threshold)
         boxes = np.round(boxes).astype(np.int32)
         return boxes[np.argsort(boxes[:, 0], kind="stable")] if len(boxes) else boxes
-
-
-def suppress_duplicates(boxes: np.ndarray, overlap_threshold: float = 0.5) -> np.ndarray:
-    """Greedy non-maximum suppression by size: keep the largest box, drop boxes whose intersection with a kept box
-    covers more than ``overlap_threshold`` of the smaller of the two, repeat.
-
-    Args:
-        boxes: ``float (K, 4)`` boxes ``(x, y, w, h)``.
-        overlap_threshold: 0..1.
-
-    Returns:
-        The kept boxes, ``float (K', 4)``, largest first.
-    """
-    if len(boxes) < 2:
-        return boxes
-    order = np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")
-    kept: list[np.ndarray] = []
-    for box in boxes[order]:
-        x, y, w, h = box
-        duplicate = False
-        for k in kept:
-            ix = max(0.0, min(x + w, k[0] + k[2]) - max(x, k[0]))
-            iy = max(0.0, min(y + h, k[1] + k[3]) - max(y, k[1]))
-            if ix * iy > overlap_threshold * min(w * h, k[2] * k[3]):
-                duplicate = True
-                break
-        if not duplicate:
-            kept.append(box)
-    return np.stack(kept)

@@ -8,7 +8,9 @@ Without ``--wheel`` it runs ``pip download --no-deps mediapipe==0.10.21`` (PyPI 
 1. take ``mediapipe/modules/face_detection/face_detection_short_range.tflite`` and the wheel's Apache-2.0 LICENSE;
 2. convert the TFLite graph to ONNX (opset 17) with ``tf2onnx.convert.from_tflite``;
 3. make the batch dimension dynamic (the two output ``Reshape`` shapes ``[1, -1, k]`` become ``[0, -1, k]``), so
-   one ONNX Runtime call can take several tiles;
+   one ONNX Runtime call can take several windows, and the input height and width free (the network is fully
+   convolutional: an ``H x W`` input, sides multiples of 16, gives ``H/8 * W/8 * 2 + H/16 * W/16 * 6`` anchors,
+   see ``inference.detector._blazeface_anchors``), so a whole pyramid level runs as one call;
 4. check the ONNX outputs against the TFLite interpreter on real photo tiles and on noise (max abs difference
    <= 1e-4 of each output's scale, ``max(1, max |TFLite output|)``, else exit 1);
 5. write ``inference/models/blazeface_short_range.onnx`` and ``inference/models/BLAZEFACE_LICENSE``.
@@ -58,9 +60,11 @@ def main() -> int:
             licence_text = zf.read(licence).decode()
 
         model, _ = tf2onnx.convert.from_tflite(str(tflite), opset=17)
-        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+        for dim, name in zip(model.graph.input[0].type.tensor_type.shape.dim[:3], ("N", "H", "W"), strict=True):
+            dim.dim_param = name
         for output in model.graph.output:
             output.type.tensor_type.shape.dim[0].dim_param = "N"
+            output.type.tensor_type.shape.dim[1].dim_param = "anchors"
         reshape_shapes = {n.input[1] for n in model.graph.node if n.op_type == "Reshape"}
         for init in model.graph.initializer:
             if init.name in reshape_shapes:
@@ -91,6 +95,10 @@ def main() -> int:
                 error = np.abs(expected - got[name][i]).max() / max(1.0, float(np.abs(expected).max()))
                 worst[name] = max(worst[name], float(error))
         print(f"max |ONNX - TFLite| / max(1, |TFLite|) over {len(tiles)} tiles: {worst}")
+        wide = session.run(None, {"input": np.zeros((1, 480, 640, 3), np.float32)})
+        if wide[0].shape != (1, 60 * 80 * 2 + 30 * 40 * 6, 16):
+            print(f"free input size check failed: {wide[0].shape}", file=sys.stderr)
+            return 1
         if max(worst.values()) > 1e-4:
             print("conversion check failed", file=sys.stderr)
             return 1

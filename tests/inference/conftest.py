@@ -32,6 +32,16 @@ def hand_counts(faces_dir: Path) -> dict[Path, int]:
     return counts
 
 
+def crowd_references(faces_dir: Path) -> dict[Path, tuple[int, int]]:
+    """Crowd photo path -> (smaller, larger) of the two reference detector counts in reference_counts.csv."""
+    refs = {}
+    with open(faces_dir / "crowds/reference_counts.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            counts = sorted((int(row["rfb640"]), int(row["mtcnn"])))
+            refs[faces_dir / "crowds" / row["file"]] = (counts[0], counts[1])
+    return refs
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own parsed-data cache folder."""

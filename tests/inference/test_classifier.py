@@ -55,3 +55,29 @@ def test_crop_face_squares_and_pads_at_borders():
     assert to_grey(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4)
     with pytest.raises(ValueError):
         to_grey(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_int8_copy_is_served_only_while_it_matches_the_float_model(tmp_path, fixture_csv):
+    import shutil
+
+    from inference.classifier import quantized_path
+
+    shipped = default_model_path()
+    assert quantized_path(shipped).is_file()
+    assert EmotionClassifier().served_path == quantized_path(shipped)
+    assert EmotionClassifier(quantized=False).served_path == shipped
+
+    model = tmp_path / "model.onnx"
+    shutil.copy(shipped, model)
+    shutil.copy(quantized_path(shipped), quantized_path(model))
+    assert EmotionClassifier(model).quantized is True
+    shutil.copy(quantized_path(shipped), model)  # the float model was replaced: the int8 copy is stale
+    stale = EmotionClassifier(model)
+    assert stale.quantized is False and stale.served_path == model
+    with pytest.raises(ModelLoadError, match="no int8 copy made from"):
+        EmotionClassifier(model, quantized=True)
+
+    faces = load_fer2013(fixture_csv, usage="PublicTest").images
+    agree = EmotionClassifier(quantized=True).predict_proba(faces).argmax(1)
+    agree = agree == EmotionClassifier(quantized=False).predict_proba(faces).argmax(1)
+    assert agree.mean() >= 0.9

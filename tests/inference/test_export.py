@@ -16,7 +16,7 @@ def test_shipped_onnx_model_agrees_with_shipped_keras_model(keras, fixture_csv):
     faces = load_fer2013(fixture_csv).images
     keras_model = keras.models.load_model(MODELS_DIR / "fer_cnn.keras", compile=False)
     expected = keras_model.predict(faces[..., None].astype(np.float32), verbose=0)
-    got = EmotionClassifier(MODELS_DIR / "fer_cnn.onnx", flip_tta=False).predict_proba(faces)
+    got = EmotionClassifier(MODELS_DIR / "fer_cnn.onnx", flip_tta=False, quantized=False).predict_proba(faces)
     assert np.abs(got - expected).max() <= 1e-4
 
 

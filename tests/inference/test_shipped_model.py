@@ -39,11 +39,15 @@ def test_shipped_model_as_served_reaches_the_target_on_real_public_test(card, mo
         pytest.skip(f"FER2013 not found at {FER2013}")
     from inference.evaluate import evaluate
 
-    served = evaluate(str(FER2013), usage="PublicTest")  # as served: flip TTA on by default
+    served = evaluate(str(FER2013), usage="PublicTest")  # as served: flip TTA on, int8 copy when there is one
     assert served["model"] == str(MODELS_DIR / "fer_cnn.onnx") and served["flip_tta"] is True
     assert served["n"] == 3589 and served["accuracy"] >= TARGET_ACCURACY
-    assert served["accuracy"] == pytest.approx(card["public_test_flip_tta"]["accuracy"], abs=1e-3)
+    # scripts/quantize_classifier.py writes an int8 copy only within 0.3 points of the float model
+    assert served["accuracy"] >= card["public_test_flip_tta"]["accuracy"] - 0.003
 
+    monkeypatch.setattr("inference.classifier.DEFAULT_QUANTIZED", False)  # the float model the card describes
+    served_float = evaluate(str(FER2013), usage="PublicTest")
+    assert served_float["accuracy"] == pytest.approx(card["public_test_flip_tta"]["accuracy"], abs=1e-3)
     single = evaluate(str(FER2013), usage="PublicTest", flip_tta=False)
     assert single["accuracy"] == pytest.approx(card["public_test"]["accuracy"], abs=1e-3)
     assert single["confusion"] == card["public_test"]["confusion"]

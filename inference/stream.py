@@ -1,0 +1,195 @@
+"""Streaming analysis: run the full detector on keyframes, follow the faces already found in between.
+
+A web worker is stateless between frames (consecutive frames of one camera may reach different processes), so the
+per-stream state is a small ``StreamState`` of plain JSON numbers (frame counters, the tracked boxes and a
+16-number scene signature; no pixels, no embeddings) that the worker keeps, e.g. in Redis, between calls::
+
+    analyzer = StreamAnalyzer(EmotionRecognizer.default())          # once per worker process
+    state = StreamState.from_dict(json.loads(redis.get(key))) if redis.exists(key) else None
+    faces, state = analyzer.analyze(frame, state)
+    redis.set(key, json.dumps(state.to_dict()))
+
+A frame is a keyframe (full detection, ``EmotionRecognizer.analyze``) when there is no state yet, every
+``keyframe_every`` frames, when the frame size changed, when the scene signature moved by more than
+``scene_change``, or when the follow stage lost a face. Otherwise only ``BlazeFaceDetector.follow`` runs: one
+small window per known face. Trade-off: a face that enters between keyframes is found at the next keyframe, at
+most ``keyframe_every - 1`` frames late (1 s at 30 frames per second with the default 30); a smaller
+``keyframe_every`` finds newcomers sooner for more full detections. Pairing boxes across frames is
+``inference.boxes.associate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from inference.boxes import associate, suppress_contained
+from inference.classifier import to_grey
+from inference.recognizer import EmotionRecognizer, FaceResult
+
+STATE_VERSION = 1
+SIGNATURE_GRID = 4  #: the scene signature is the mean grey level of each cell of a 4x4 grid
+
+
+def scene_signature(grey: np.ndarray) -> list[float]:
+    """Tiny description of a frame: mean grey level (0..255) of each cell of a ``SIGNATURE_GRID`` square grid,
+    row-major, rounded to 0.1 (16 numbers)."""
+    cells = cv2.resize(grey, (SIGNATURE_GRID, SIGNATURE_GRID), interpolation=cv2.INTER_AREA).astype(np.float64)
+    return [round(float(v), 1) for v in cells.ravel()]
+
+
+@dataclass
+class StreamState:
+    """What a stream carries from one frame to the next (small, JSON-serialisable).
+
+    Attributes:
+        frame: frames analysed so far in this stream.
+        since_keyframe: frames analysed since the last keyframe (0 on a keyframe).
+        size: ``(width, height)`` of the last frame, pixels.
+        boxes: the faces of the last frame, ``[x, y, w, h]`` pixel lists (inside that frame).
+        signature: the last keyframe's ``scene_signature``.
+        keyframe: whether the last frame was a keyframe.
+    """
+
+    frame: int = 0
+    since_keyframe: int = 0
+    size: tuple[int, int] = (0, 0)
+    boxes: list[list[int]] = field(default_factory=list)
+    signature: list[float] = field(default_factory=list)
+    keyframe: bool = False
+
+    def to_dict(self) -> dict:
+        """``{"v": 1, "frame", "since_keyframe", "size": [w, h], "boxes": [[x, y, w, h], ...], "signature": [16
+        floats], "keyframe"}``: plain JSON numbers (about 20 bytes per face plus ~150)."""
+        return {
+            "v": STATE_VERSION,
+            "frame": int(self.frame),
+            "since_keyframe": int(self.since_keyframe),
+            "size": [int(v) for v in self.size],
+            "boxes": [[int(v) for v in box] for box in self.boxes],
+            "signature": [float(v) for v in self.signature],
+            "keyframe": bool(self.keyframe),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StreamState:
+        """The state of ``to_dict()``.
+
+        Raises:
+            ValueError: not a state of this version (wrong keys, types or shapes).
+        """
+        try:
+            if data.get("v") != STATE_VERSION:
+                raise ValueError(f"stream state version {data.get('v')!r}, expected {STATE_VERSION}")
+            boxes = [[int(v) for v in box] for box in data["boxes"]]
+            if any(len(box) != 4 for box in boxes):
+                raise ValueError("stream state boxes must be [x, y, w, h]")
+            width, height = (int(v) for v in data["size"])
+            signature = [float(v) for v in data["signature"]]
+            if signature and len(signature) != SIGNATURE_GRID**2:
+                raise ValueError(f"stream state signature must have {SIGNATURE_GRID**2} numbers")
+            return cls(
+                frame=int(data["frame"]),
+                since_keyframe=int(data["since_keyframe"]),
+                size=(width, height),
+                boxes=boxes,
+                signature=signature,
+                keyframe=bool(data.get("keyframe", False)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed stream state: {exc}") from exc
+
+
+class StreamAnalyzer:
+    """Emotion analysis of a stream of frames: full detection on keyframes, the follow stage in between.
+
+    Args:
+        recognizer: an ``EmotionRecognizer``; its detector needs a ``follow(image, boxes)`` method
+            (``BlazeFaceDetector``) for the follow stage, otherwise every frame is a keyframe.
+        keyframe_every: run the full detector at least every this many frames (1 = every frame).
+        scene_change: a frame whose ``scene_signature`` differs from the last keyframe's by more than this mean
+            absolute grey level (0..255) is a keyframe (a cut, a camera moved, lights switched).
+        follow_threshold: face probability below which the follow stage counts a face as lost (which makes the
+            frame a keyframe).
+
+    Raises:
+        ValueError: ``keyframe_every`` below 1.
+    """
+
+    def __init__(
+        self,
+        recognizer: EmotionRecognizer,
+        keyframe_every: int = 30,
+        scene_change: float = 12.0,
+        follow_threshold: float = 0.5,
+    ):
+        if keyframe_every < 1:
+            raise ValueError(f"keyframe_every must be at least 1, got {keyframe_every}")
+        self.recognizer = recognizer
+        self.keyframe_every = int(keyframe_every)
+        self.scene_change = float(scene_change)
+        self.follow_threshold = float(follow_threshold)
+
+    def analyze(
+        self, image: np.ndarray, state: StreamState | dict | None = None
+    ) -> tuple[list[FaceResult], StreamState]:
+        """Analyse the next frame of a stream.
+
+        Args:
+            image: the frame, BGR ``uint8 (H, W, 3)``, BGRA or grey (as ``EmotionRecognizer.analyze``).
+            state: the state returned for the previous frame of this stream (a ``StreamState`` or its
+                ``to_dict()``), or ``None`` for the first frame.
+
+        Returns:
+            ``(faces, new_state)``: one ``FaceResult`` per face, left to right (boxes always inside the frame),
+            and the state to pass with the next frame.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or a malformed ``state`` dict.
+        """
+        if isinstance(state, dict):
+            state = StreamState.from_dict(state)
+        grey = to_grey(image)
+        height, width = grey.shape[:2]
+        signature = scene_signature(grey)
+        boxes = None
+        if state is not None and self._may_follow(state, width, height, signature):
+            boxes = self._follow(image, state.boxes)
+        keyframe = boxes is None
+        if keyframe:
+            boxes = self.recognizer.detector.detect(image)
+        faces = self.recognizer.classify(image, boxes)
+        new_state = StreamState(
+            frame=(state.frame if state else 0) + 1,
+            since_keyframe=0 if keyframe else state.since_keyframe + 1,
+            size=(width, height),
+            boxes=[list(face.box) for face in faces],
+            signature=signature if keyframe else state.signature,
+            keyframe=keyframe,
+        )
+        return faces, new_state
+
+    def _may_follow(self, state: StreamState, width: int, height: int, signature: list[float]) -> bool:
+        """Whether this frame may skip full detection (see the class docstring)."""
+        if not hasattr(self.recognizer.detector, "follow") or tuple(state.size) != (width, height):
+            return False
+        if state.since_keyframe + 1 >= self.keyframe_every or len(state.signature) != len(signature):
+            return False
+        change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
+        return change <= self.scene_change
+
+    def _follow(self, image: np.ndarray, previous: list[list[int]]) -> np.ndarray | None:
+        """The tracked faces in ``image``, left to right, or ``None`` when one was lost (then run a keyframe)."""
+        if not previous:
+            return np.zeros((0, 4), np.int32)
+        prior = np.asarray(previous, np.float64)
+        boxes, scores = self.recognizer.detector.follow(image, prior, self.follow_threshold)
+        if (scores < self.follow_threshold).any():
+            return None
+        # two tracks that converged on one face: keep one, and treat it as a lost face (re-detect).
+        keep = suppress_contained(boxes.astype(np.float64), scores, 0.5)
+        if len(keep) < len(boxes) or len(associate(prior, boxes, min_iou=0.05)) < len(boxes):
+            return None
+        return boxes[np.argsort(boxes[:, 0], kind="stable")]

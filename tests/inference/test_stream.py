@@ -1,0 +1,119 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from inference import EmotionRecognizer, HaarFaceDetector, StreamAnalyzer, StreamState
+from inference.bench import stream_frames
+from inference.boxes import associate
+from inference.imageio import read_image
+from inference.stream import scene_signature
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return EmotionRecognizer.default()
+
+
+@pytest.fixture(scope="module")
+def frames(faces_dir):
+    return stream_frames(read_image(faces_dir / "group_photos/ultralight_imgs_9.jpg"), 40)
+
+
+def run(analyzer, frames, state=None):
+    out = []
+    for frame in frames:
+        faces, new_state = analyzer.analyze(frame, state)
+        state = json.loads(json.dumps(new_state.to_dict()))  # as a worker keeps it in Redis
+        out.append((faces, new_state))
+    return out, state
+
+
+def test_stream_detects_on_keyframes_and_follows_the_faces_in_between(recognizer, frames):
+    analyzer = StreamAnalyzer(recognizer, keyframe_every=15)
+    out, _ = run(analyzer, frames)
+    keyframes = [i for i, (_, s) in enumerate(out) if s.keyframe]
+    assert keyframes[0] == 0 and max(np.diff(keyframes + [len(out)])) <= 15
+    assert len(keyframes) <= len(out) / 5  # measured: 4 of 40 (one for a face the follow stage lost)
+    assert all(len(faces) == 8 for faces, _ in out)
+    # the followed boxes agree with a full detection of the same frame
+    for i in (7, 22, 37):
+        full = recognizer.detector.detect(frames[i])
+        followed = np.array([f.box for f in out[i][0]])
+        pairs = associate(full, followed, min_iou=0.5)
+        assert len(full) == len(followed) == len(pairs) == 8
+        for a, b in pairs:
+            assert np.abs(followed[b] - full[a]).max() <= 0.2 * full[a, 2]
+
+
+def test_stream_state_is_small_json_without_pixels(recognizer, frames):
+    _, state = run(StreamAnalyzer(recognizer), frames[:3])
+    text = json.dumps(state)
+    assert len(text) < 600
+    assert set(state) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
+    restored = StreamState.from_dict(state)
+    assert restored.to_dict() == state and restored.frame == 3 and len(restored.boxes) == 8
+    with pytest.raises(ValueError, match="stream state"):
+        StreamState.from_dict({"v": 99})
+    with pytest.raises(ValueError, match="malformed stream state"):
+        StreamState.from_dict({"v": 1, "boxes": [[1, 2, 3, 4]]})
+
+
+def test_scene_change_or_a_new_frame_size_forces_a_keyframe(recognizer, frames):
+    analyzer = StreamAnalyzer(recognizer)
+    _, state = run(analyzer, frames[:2])
+    assert StreamState.from_dict(state).keyframe is False
+    dark = (frames[2] // 4).astype(np.uint8)
+    assert np.abs(np.subtract(scene_signature(cv2.cvtColor(dark, cv2.COLOR_BGR2GRAY)), state["signature"])).mean() > 12
+    assert analyzer.analyze(dark, state)[1].keyframe
+    small = cv2.resize(frames[2], (320, 240), interpolation=cv2.INTER_AREA)
+    faces, new_state = analyzer.analyze(small, state)
+    assert new_state.keyframe and new_state.size == (320, 240)
+
+
+def test_a_face_that_leaves_makes_a_keyframe_and_is_dropped(recognizer, frames):
+    analyzer = StreamAnalyzer(recognizer)
+    _, state = run(analyzer, frames[:2])
+    covered = frames[2].copy()
+    x, y, w, h = state["boxes"][0]
+    covered[max(0, y - h // 4) : y + h + h // 4, max(0, x - w // 4) : x + w + w // 4] = 128  # leftmost face gone
+    faces, new_state = analyzer.analyze(covered, state)
+    assert new_state.keyframe and len(faces) == 7
+
+
+def test_follow_stage_never_carries_a_box_outside_the_frame(recognizer, frames):
+    analyzer = StreamAnalyzer(recognizer, keyframe_every=1000)
+    state = None
+    for t in range(25):  # the whole picture slides out of the frame to the right, 12 px per frame
+        frame = np.zeros_like(frames[0])
+        shift = 12 * t
+        frame[:, shift:] = frames[0][:, : 640 - shift]
+        faces, new_state = analyzer.analyze(frame, state)
+        state = new_state.to_dict()
+        for face in faces:
+            x, y, w, h = face.box
+            assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 640 and y + h <= 480
+
+
+def test_bad_frames_give_a_documented_result(recognizer):
+    analyzer = StreamAnalyzer(recognizer)
+    rng = np.random.default_rng(1)
+    for frame in (
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((480, 640, 3), np.uint8),
+        np.full((480, 640, 3), 255, np.uint8),
+        rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+    ):
+        faces, state = analyzer.analyze(frame, None)
+        assert faces == [] and state.boxes == [] and state.keyframe
+        faces, state = analyzer.analyze(frame, state)
+        assert faces == [] and not state.keyframe  # nothing to follow: no full detection until the next keyframe
+    with pytest.raises(ValueError, match="keyframe_every"):
+        StreamAnalyzer(recognizer, keyframe_every=0)
+
+
+def test_detectors_without_a_follow_stage_detect_every_frame(frames):
+    analyzer = StreamAnalyzer(EmotionRecognizer(detector=HaarFaceDetector()))
+    out, _ = run(analyzer, frames[:3])
+    assert all(s.keyframe for _, s in out)
