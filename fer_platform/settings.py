@@ -212,6 +212,11 @@ LOGGING = {
 FER_MODEL_PATH = env.str("FER_MODEL_PATH", default="")
 #: Face detector of the workers: "blazeface" (default, shipped ONNX network) or "haar" (OpenCV cascade).
 FER_DETECTOR = env.str("FER_DETECTOR", default="blazeface")
+#: Camera streams: run the full face detector at least every this many frames of a camera, and only follow the
+#: faces already found in between (inference.stream). 1 = full detection of every frame. A newcomer between
+#: keyframes is found at most N - 1 frames late (3.5 s at 2 fps with 8); a scene change or a lost face forces a
+#: keyframe at once.
+FER_STREAM_KEYFRAME_EVERY = env.int("FER_STREAM_KEYFRAME_EVERY", default=8)
 #: Average each face with its mirror image (flip test-time augmentation): 69.0 % vs 67.8 % PublicTest accuracy.
 FER_FLIP_TTA = env.bool("FER_FLIP_TTA", default=True)
 #: Largest accepted frame message in bytes (JPEG/PNG).

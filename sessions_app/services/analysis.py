@@ -2,6 +2,13 @@
 
 The recogniser (``inference.EmotionRecognizer``) is loaded once per worker process (``recognizer_get``); frames are
 decoded in memory only and never written anywhere.
+
+Camera frames go through the streaming pipeline (``inference.stream.StreamAnalyzer``): full detection on keyframes
+(every ``settings.FER_STREAM_KEYFRAME_EVERY`` frames, on a scene change or a lost face), the cheap follow stage in
+between. Workers are stateless between frames, so each camera's small ``StreamState`` (frame counters, the last
+face boxes and a 16-number scene signature: no pixels, no identity) is kept in the shared cache for
+``STREAM_STATE_TTL_S``. Two frames of one camera analysed at the same time by two workers may both start from the
+same state; the later write wins, which costs at most an extra keyframe.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.core.cache import cache
 
 from inference.imageio import ImageDecodeError, decode_image
 from sessions_app.services.frames import frame_analysis_record, frame_error_record
@@ -19,7 +27,11 @@ from sessions_app.services.frames import frame_analysis_record, frame_error_reco
 logger = logging.getLogger(__name__)
 
 _recognizer = None
+_stream_analyzer = None
 _recognizer_lock = threading.Lock()
+
+#: Seconds a camera's stream state is kept between frames (a camera that pauses longer starts on a keyframe).
+STREAM_STATE_TTL_S = 60
 
 
 def recognizer_get():
@@ -39,6 +51,46 @@ def recognizer_get():
     return _recognizer
 
 
+def stream_analyzer_get():
+    """The process-wide ``inference.stream.StreamAnalyzer`` around ``recognizer_get()``, with
+    ``settings.FER_STREAM_KEYFRAME_EVERY``."""
+    global _stream_analyzer
+    recognizer = recognizer_get()
+    if _stream_analyzer is None or _stream_analyzer.recognizer is not recognizer:
+        from inference.stream import StreamAnalyzer
+
+        _stream_analyzer = StreamAnalyzer(recognizer, keyframe_every=settings.FER_STREAM_KEYFRAME_EVERY)
+    return _stream_analyzer
+
+
+def stream_state_key(session_id: int, source: str) -> str:
+    """Cache key of a camera's stream state."""
+    return f"fer:stream-state:{int(session_id)}:{source}"
+
+
+def _analyze(image, *, session_id: int, source: str) -> list:
+    """Faces of ``image``: the streaming pipeline for camera frames (state in the cache), full detection else."""
+    if not source.startswith("camera:") or settings.FER_STREAM_KEYFRAME_EVERY <= 1:
+        return recognizer_get().analyze(image)
+    key = stream_state_key(session_id, source)
+    try:
+        state = cache.get(key)
+    except Exception:
+        logger.warning("stream state of %s unavailable: keyframe", source, exc_info=True)
+        state = None
+    try:
+        faces, new_state = stream_analyzer_get().analyze(image, state)
+    except ValueError:
+        if state is None:
+            raise
+        faces, new_state = stream_analyzer_get().analyze(image, None)  # an old or damaged state: start over
+    try:
+        cache.set(key, new_state.to_dict(), timeout=STREAM_STATE_TTL_S)
+    except Exception:
+        logger.warning("could not keep the stream state of %s", source, exc_info=True)
+    return faces
+
+
 def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str) -> None:
     """Decode, analyse and store one frame; never raises for a bad frame.
 
@@ -56,7 +108,7 @@ def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms
         frame_error_record(session_id=session_id, source=source, sequence=sequence, code="undecodable", detail=str(exc))
         return
     try:
-        faces = recognizer_get().analyze(image)
+        faces = _analyze(image, session_id=session_id, source=source)
     except Exception as exc:
         logger.exception("analysis of frame %s:%s of session %s failed", source, sequence, session_id)
         frame_error_record(

@@ -54,6 +54,8 @@ ADMISSION_KEY_PREFIX = "fer:admission:"
 
 def _admission_key() -> str:
     return ADMISSION_KEY_PREFIX + settings.FER_LIVE_QUEUE
+
+
 # Atomic "admit if fewer than N in flight": forget admissions older than the reclaim age (a crashed process's), then
 # add the token only while the set is below capacity.
 _ADMIT_LUA = """

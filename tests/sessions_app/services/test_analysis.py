@@ -54,7 +54,13 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     from sessions_app.services import analysis
 
     class Broken:
+        """A recogniser whose every stage raises: full detection (``analyze``) and the streaming path (detector)."""
+
         def analyze(self, image):
+            raise RuntimeError("onnxruntime exploded")
+
+        @property
+        def detector(self):
             raise RuntimeError("onnxruntime exploded")
 
     s = make_session(teacher)
@@ -89,3 +95,37 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
         )
         is None
     )
+
+
+def test_camera_frames_follow_faces_between_keyframes_with_the_state_in_the_cache(
+    teacher, make_session, group_photo, settings
+):
+    """Consecutive frames of one camera: the first is a keyframe (full detection), the next ones only follow the
+    faces found, carrying a small numbers-only state in the shared cache; the faces stay the same."""
+    import base64
+
+    from django.core.cache import cache
+
+    from sessions_app.services import analysis
+
+    settings.FER_STREAM_KEYFRAME_EVERY = 8
+    path, count = group_photo
+    photo = cv2.imread(str(path))  # 500x334, letterboxed into a 640x480 webcam frame as live.js would send it
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    scaled = cv2.resize(photo, (640, 427))
+    frame[26 : 26 + 427] = scaled
+    data = base64.b64encode(cv2.imencode(".jpg", frame)[1].tobytes()).decode()
+    s = make_session(teacher)
+    key = analysis.stream_state_key(s.pk, "camera:st")
+    cache.delete(key)
+    states = []
+    for seq in range(3):
+        analysis.frame_analyze(session_id=s.pk, source="camera:st", sequence=seq, captured_at_ms=0.0, data_b64=data)
+        states.append(cache.get(key))
+    assert [st["keyframe"] for st in states] == [True, False, False] and states[-1]["frame"] == 3
+    assert set(states[-1]) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
+    counts = list(Frame.objects.filter(session=s).order_by("sequence").values_list("face_count", flat=True))
+    assert len(counts) == 3 and all(abs(c - count) <= 1 for c in counts) and len(set(counts)) == 1
+    # an upload frame is always analysed whole and keeps no state
+    analysis.frame_analyze(session_id=s.pk, source="upload:1", sequence=0, captured_at_ms=0.0, data_b64=data)
+    assert cache.get(analysis.stream_state_key(s.pk, "upload:1")) is None
