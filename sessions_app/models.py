@@ -92,6 +92,11 @@ class Face(models.Model):
     y = models.PositiveIntegerField()
     w = models.PositiveIntegerField()
     h = models.PositiveIntegerField()
+    too_small = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Face too small to read its expression (inference.recognizer): counted, left out of emotion shares.",
+    )
     label = models.CharField(max_length=16, choices=[(label, label) for label in LABELS])
     score = models.FloatField(help_text="Probability of the label, 0..1.")
     p_angry = models.FloatField()
@@ -128,7 +133,10 @@ class TimelineBucket(models.Model):
     session = models.ForeignKey(EmotionSession, on_delete=models.CASCADE, related_name="buckets")
     second = models.PositiveIntegerField()
     frames = models.PositiveIntegerField(default=0)
-    faces = models.PositiveIntegerField(default=0)
+    faces = models.PositiveIntegerField(default=0, help_text="Faces whose expression was read (emotion sums).")
+    faces_too_small = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Faces seen but too small to read."
+    )
     sum_p_angry = models.FloatField(default=0.0)
     sum_p_disgust = models.FloatField(default=0.0)
     sum_p_fear = models.FloatField(default=0.0)

@@ -74,8 +74,9 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
     Returns only buckets that contain frames; each item is::
 
         {"start_s": int, "end_s": int,            # bucket covers [start_s, end_s) seconds since session start
-         "frames": int, "faces": int,
-         "mean_face_count": float,                # faces / frames
+         "frames": int, "faces": int,               # faces: whose expression was read
+         "faces_too_small": int,                    # seen, too small to read (not in the shares)
+         "mean_face_count": float,                # (faces + faces_too_small) / frames
          "probabilities": {label: mean p} | None, # None when faces < FER_MIN_FACES_FOR_AGGREGATES
          "dominant": label | None, "valence": float | None}   # same rule; valence in -1..1
 
@@ -85,19 +86,20 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
     if bucket_s < 1:
         raise ValueError("bucket_s must be >= 1")
     acc: dict[int, list] = {}
-    rows = session.buckets.order_by("second").values_list("second", "frames", "faces", *SUM_FIELDS)
-    for second, frames, faces, *sums in rows:
+    rows = session.buckets.order_by("second").values_list("second", "frames", "faces", "faces_too_small", *SUM_FIELDS)
+    for second, frames, faces, small, *sums in rows:
         k = second // bucket_s
         cur = acc.get(k)
         if cur is None:
-            acc[k] = [frames, faces, list(sums)]
+            acc[k] = [frames, faces, list(sums), small]
         else:
             cur[0] += frames
             cur[1] += faces
             cur[2] = [a + b for a, b in zip(cur[2], sums, strict=True)]
+            cur[3] += small
     timeline = []
     for k in sorted(acc):
-        frames, faces, sums = acc[k]
+        frames, faces, sums, small = acc[k]
         if frames <= 0:
             continue
         probabilities, dominant, valence = _shares(sums, faces)
@@ -107,7 +109,8 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
                 "end_s": (k + 1) * bucket_s,
                 "frames": frames,
                 "faces": faces,
-                "mean_face_count": round(faces / frames, 4),
+                "faces_too_small": small,
+                "mean_face_count": round((faces + small) / frames, 4),
                 "probabilities": probabilities,
                 "dominant": dominant,
                 "valence": valence,

@@ -194,6 +194,7 @@ class FaceSerializer(serializers.ModelSerializer):
             "y",
             "w",
             "h",
+            "too_small",
             "label",
             "score",
             "probabilities",

@@ -42,7 +42,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "height",
     "face_count",
 )
-FACE_COLUMNS: tuple[str, ...] = ("face_id", "x", "y", "w", "h", "label", "score", *PROBABILITY_FIELDS)
+FACE_COLUMNS: tuple[str, ...] = ("face_id", "x", "y", "w", "h", "too_small", "label", "score", *PROBABILITY_FIELDS)
 #: CSV header, in column order.
 CSV_COLUMNS: tuple[str, ...] = ("session_id", *FRAME_COLUMNS, *FACE_COLUMNS)
 
@@ -61,6 +61,7 @@ _QUERY_FIELDS = (
     "faces__y",
     "faces__w",
     "faces__h",
+    "faces__too_small",
     "faces__label",
     "faces__score",
     *(f"faces__{f}" for f in PROBABILITY_FIELDS),
@@ -92,6 +93,8 @@ def _num(value) -> str:
     if type(value) is float:
         text = repr(value)
         return text[:-2] if text.endswith(".0") else text
+    if type(value) is bool:
+        return "true" if value else "false"  # as PostgreSQL prints a boolean
     return str(value)
 
 
@@ -196,7 +199,7 @@ def json_chunks(*, session: EmotionSession, frames_per_piece: int = FRAMES_PER_P
     {"session": {"id", "name", "kind", "created_at", "ended_at", "target_fps"},
      "columns": {"offset_s": "seconds since session start", ...},
      "frames": [{"frame_id", "source", "sequence", "captured_at", "offset_s", "processing_ms", "width",
-                 "height", "face_count", "faces": [{"face_id", "x", "y", "w", "h", "label", "score",
+                 "height", "face_count", "faces": [{"face_id", "x", "y", "w", "h", "too_small", "label", "score",
                                                     "p_angry", ..., "p_neutral"}]}]}
     """
     header = {
@@ -213,6 +216,7 @@ def json_chunks(*, session: EmotionSession, frames_per_piece: int = FRAMES_PER_P
             "processing_ms": "milliseconds",
             "x, y, w, h, width, height": "pixels of the analysed frame",
             "score, p_*": "probability in [0, 1]",
+            "too_small": "face too small to read its expression: counted, not in emotion shares",
         },
     }
     head = json.dumps(header)

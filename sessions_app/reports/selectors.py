@@ -116,16 +116,22 @@ def _dominant_expression() -> Case:
 def overview_queryset(*, user) -> QuerySet[EmotionSession]:
     """Sessions visible to ``user`` annotated for the overview table, all in one query (no query per row).
 
-    Annotations: ``n_frames`` / ``n_faces`` (stored frames and faces, from the 1-second timeline buckets; NULL
-    without frames), ``mean_faces`` (faces per stored frame, NULL without frames), ``dominant`` (label or NULL,
+    Annotations: ``n_frames`` / ``n_faces`` / ``n_small`` (stored frames, faces read and faces too small to read,
+    from the 1-second timeline buckets; NULL without frames), ``mean_faces`` (all faces per stored frame, NULL
+    without frames), ``dominant`` (label or NULL,
     see ``_dominant_expression``) and ``duration`` (``ended_at`` or now, minus ``created_at``; a timedelta).
     """
     sums = {f"psum_{label}": Sum(f"buckets__{field}") for label, field in zip(LABELS, SUM_FIELDS, strict=True)}
     return (
         selectors.session_list_for_user(user=user)
-        .annotate(n_frames=Sum("buckets__frames"), n_faces=Sum("buckets__faces"), **sums)
         .annotate(
-            mean_faces=Cast("n_faces", FloatField()) / NullIf(Cast("n_frames", FloatField()), 0.0),
+            n_frames=Sum("buckets__frames"),
+            n_faces=Sum("buckets__faces"),
+            n_small=Sum("buckets__faces_too_small"),
+            **sums,
+        )
+        .annotate(
+            mean_faces=Cast(F("n_faces") + F("n_small"), FloatField()) / NullIf(Cast("n_frames", FloatField()), 0.0),
             dominant=_dominant_expression(),
             duration=ExpressionWrapper(Coalesce("ended_at", Now()) - F("created_at"), output_field=DurationField()),
         )

@@ -168,12 +168,15 @@ def frame_analyze_enqueue(
     return result.id
 
 
-def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[float]]:
-    """(box, label, score, probabilities in LABELS order) of a ``FaceResult`` or its ``to_dict()`` form."""
+def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[float], bool]:
+    """(box, label, score, probabilities in LABELS order, too_small) of a ``FaceResult`` or its ``to_dict()``
+    form (``too_small`` defaults to ``False``)."""
     if isinstance(face, dict):
         box, label, score, probs = face["box"], face["label"], face["score"], face["probabilities"]
+        too_small = bool(face.get("too_small", False))
     else:
         box, label, score, probs = face.box, face.label, face.score, face.probabilities
+        too_small = bool(getattr(face, "too_small", False))
     if isinstance(probs, dict):
         probs = [float(probs[label_]) for label_ in LABELS]
     else:
@@ -183,7 +186,7 @@ def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[floa
     x, y, w, h = (max(0, int(v)) for v in box)
     if label not in LABELS:
         raise ValueError(f"unknown label {label!r}")
-    return (x, y, w, h), str(label), float(score), probs
+    return (x, y, w, h), str(label), float(score), probs, too_small
 
 
 def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
@@ -202,6 +205,7 @@ def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
         "faces": [
             {
                 "box": [f.x, f.y, f.w, f.h],
+                "too_small": f.too_small,
                 "label": f.label,
                 "score": round(f.score, 4),
                 "probabilities": {label: round(p, 4) for label, p in zip(LABELS, f.probabilities, strict=True)},
@@ -267,16 +271,19 @@ def frame_result_store(
                 h=h,
                 label=label,
                 score=score,
+                too_small=too_small,
                 **dict(zip(PROBABILITY_FIELDS, probs, strict=True)),
             )
-            for (x, y, w, h), label, score, probs in parsed
+            for (x, y, w, h), label, score, probs, too_small in parsed
         ]
         Face.objects.bulk_create(face_rows)
-        sums = [sum(p[3][i] for p in parsed) for i in range(len(LABELS))]
+        readable = [p for p in parsed if not p[4]]  # too-small faces are counted, not read
+        sums = [sum(p[3][i] for p in readable) for i in range(len(LABELS))]
         bucket, _ = TimelineBucket.objects.get_or_create(session=session, second=second)
         TimelineBucket.objects.filter(pk=bucket.pk).update(
             frames=F("frames") + 1,
-            faces=F("faces") + len(parsed),
+            faces=F("faces") + len(readable),
+            faces_too_small=F("faces_too_small") + (len(parsed) - len(readable)),
             **{field: F(field) + s for field, s in zip(SUM_FIELDS, sums, strict=True)},
         )
         EmotionSession.objects.filter(pk=session.pk).update(frames_processed=F("frames_processed") + 1)

@@ -236,3 +236,18 @@ def test_the_worker_gives_the_slot_back_with_each_outcome(admission, teacher, ma
     frame_error_record(session_id=s.pk, source="camera:w", sequence=1, code="undecodable", detail="x")
     assert client.zcard(key) == 0
     assert frame_admission_acquire(token=frame_admission_token(s.pk, "camera:w", 2)) is True
+
+
+def test_faces_too_small_to_read_are_counted_but_left_out_of_the_emotion_shares(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 1
+    s = make_session(teacher)
+    readable = face_result("happy")
+    small = face_result("sad", box=(5, 5, 12, 12)) | {"too_small": True}
+    frame = store_frame(s, 0.2, [readable, small, small], sequence=0)
+    assert frame.face_count == 3
+    assert sorted(Face.objects.filter(frame=frame).values_list("too_small", flat=True)) == [False, True, True]
+    (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
+    assert (bucket["faces"], bucket["faces_too_small"], bucket["mean_face_count"]) == (1, 2, 3.0)
+    # the two small "sad" faces are not read: the shares are the one readable face's
+    assert bucket["dominant"] == "happy" and bucket["probabilities"]["sad"] == pytest.approx(0.05)
+    assert selectors.session_distribution(session=s)["faces"] == 1
