@@ -4,18 +4,33 @@ Recipe (every choice is a flag of ``train``):
 
 - Data: the ``Training`` split for fitting, ``PublicTest`` for validation, early stopping and checkpoint choice
   (PrivateTest is never touched). Parsed arrays are cached (see ``inference.data``).
+- Labels (``--labels``): ``fer2013`` trains on the one-hot FER2013 label; ``ferplus`` on the FER+ vote distribution
+  over the 7 FER2013 classes (Barsoum et al. 2016, arXiv:1608.01041; ``--ferplus fer2013new.csv``, aligned by row
+  order); ``mixed`` on ``--mix-weight`` x FER2013 one-hot + the rest x FER+ distribution. With FER+ targets,
+  contempt, unknown and not-a-face votes are left out and faces whose most-voted column is one of those three are
+  dropped from training and validation (``inference.data.ferplus_soft_targets``). PublicTest accuracy for the
+  checkpoint choice is measured against the argmax of the same kind of target.
+- Low resolution (``--lowres-share p``): after the affine warp, a share ``p`` of the faces is shrunk to a random
+  side of 12..40 px (area averaging) and scaled back to 48 px bilinearly, as ``crop_face`` does with a small face
+  (``make_lowres``).
+- Warm start (``--init model.keras``): the weights of an earlier model of the same architecture, then a new
+  optimiser and schedule; the card records the source and adds its epochs and wall time
+  (``*_including_init*`` keys).
 - Augmentation, one fused affine warp per image (``tf.raw_ops.ImageProjectiveTransformV3``): horizontal flip
   (p = 0.5), rotation +-15 deg, scale 0.85..1.15, shift +-10 %; then contrast 0.7..1.3 and brightness +-25 grey
   levels; then random erasing (Zhong et al. 2017, arXiv:1708.04896) of one 8..20 px rectangle with p = 0.5.
 - Class imbalance (disgust 436 vs happy 7,215 training images): per-sample loss weights
   ``w_c = sqrt(median(n) / n_c)``, normalised to mean 1 over the training set. The square root (rather than full
   inverse frequency) keeps overall accuracy while lifting disgust recall.
-- Loss: categorical cross-entropy with label smoothing 0.1 (Szegedy et al. 2016, arXiv:1512.00567).
+- Loss: categorical cross-entropy with label smoothing (``--label-smoothing``, default 0.1; Szegedy et al. 2016,
+  arXiv:1512.00567). Class weights use the argmax of each face's target.
 - Optimiser: AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101), weight decay 0.05 on kernels; learning rate
   linear warm-up for 2 epochs to the peak, then cosine decay to 0 at the last epoch.
 - Checkpoints in ``<out>/checkpoints``: ``last.keras`` (model + optimiser state) and ``state.json`` after every
   epoch, ``best.keras`` on each new best PublicTest accuracy. ``--resume`` continues from ``last.keras``
-  (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule.
+  (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule. The
+  state keeps the seconds of epochs and of whole invocations (updated at every checkpoint, so an interrupted
+  invocation counts up to its last epoch); the card adds them up over all resumed runs.
 - Stochastic weight averaging (``--swa-epochs K``, Izmailov et al. 2018, arXiv:1803.05407): the weights after each
   of the last K epochs are averaged (a running mean in ``checkpoints/swa.npz``, kept across ``--resume``), batch-norm
   statistics are recomputed with one pass over the un-augmented training faces, and the averaged model replaces the
