@@ -326,6 +326,7 @@ def load_training_data(
     if max_train_rows:
         train_set = _take(train_set, np.arange(len(train_set)) < max_train_rows)
     public_test, public_test_votes = val_set, None
+    n_train, n_val = len(train_set), len(val_set)
     votes_train = votes_val = None
     info = {"training": labels}
     if ferplus:
@@ -343,8 +344,8 @@ def load_training_data(
     if labels != "fer2013":
         info.update(
             mix_fer2013_weight=mix_weight if labels == "mixed" else 0.0,
-            dropped_training_faces=int((~keep_train).sum() + len(dataset.subset("Training")) - len(train_set)),
-            dropped_public_test_faces=int((~keep_val).sum() + len(dataset.subset("PublicTest")) - len(val_set)),
+            dropped_training_faces=int((~keep_train).sum() + n_train - len(train_set)),
+            dropped_public_test_faces=int((~keep_val).sum() + n_val - len(val_set)),
             rule="soft target = votes over the 7 FER2013 classes, normalised; contempt, unknown and not-a-face votes"
             " left out; faces whose most-voted column is contempt, unknown or not-a-face (ties included) dropped",
         )
@@ -458,8 +459,9 @@ def build_or_resume(
     state_file = ckpt_dir / "state.json"
     if resume and (ckpt_dir / "last.keras").exists() and state_file.exists():
         model = keras.models.load_model(ckpt_dir / "last.keras")
-        state = {**new_state(), **json.loads(state_file.read_text())}
-        state.setdefault("total_wall_s", state.get("finished_invocations_wall_s", 0.0))
+        saved = json.loads(state_file.read_text())
+        # A checkpoint written before ``total_wall_s`` existed only knows its finished invocations.
+        state = {**new_state(), "total_wall_s": saved.get("finished_invocations_wall_s", 0.0), **saved}
         log(f"resuming after epoch {state['epoch'] + 1} (best PublicTest accuracy {state['best_val_accuracy']:.4f})")
         _reschedule(model.optimizer, total_steps, log)
         return model, state
