@@ -22,6 +22,12 @@ def _train(args) -> int:
         max_train_rows=args.max_train_rows,
         precision=args.precision,
         swa_epochs=args.swa_epochs,
+        labels=args.labels,
+        ferplus=args.ferplus,
+        mix_weight=args.mix_weight,
+        lowres_share=args.lowres_share,
+        init=args.init,
+        label_smoothing=args.label_smoothing,
     )
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
@@ -33,7 +39,25 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from inference.evaluate import evaluate
 
-    report = evaluate(args.data, usage=args.usage, model_path=args.model, flip_tta=args.tta)
+    if args.labels == "ferplus" and not args.ferplus:
+        print("error: --labels ferplus needs --ferplus PATH (FER+ fer2013new.csv)", file=sys.stderr)
+        return 2
+    try:
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip()) if args.sizes else ()
+    except ValueError:
+        print(
+            f"error: --sizes takes comma-separated pixel sizes such as 48,32,24,16, not {args.sizes!r}", file=sys.stderr
+        )
+        return 2
+    report = evaluate(
+        args.data,
+        usage=args.usage,
+        model_path=args.model,
+        flip_tta=args.tta,
+        ferplus=args.ferplus if args.labels == "ferplus" else None,
+        sizes=sizes,
+        calibration=args.calibration,
+    )
     if args.json:
         print(json.dumps(report))
     else:
@@ -41,9 +65,35 @@ def _evaluate(args) -> int:
 
         print(f"{report['source']} ({report['usage'] or 'all rows'}), model {report['model']}")
         print(format_report(report))
+        _print_extras(report, "FER2013 labels")
+        if "ferplus" in report:
+            fp = report["ferplus"]
+            print(
+                f"\nFER+ majority ({fp['n']} faces, {fp['dropped']} dropped, {fp['ties']} ties): accuracy "
+                f"{fp['accuracy']:.4f}, macro-F1 {fp['macro_f1']:.4f}, cross-entropy vs votes {fp['cross_entropy']:.4f}"
+                f" nats; clear-majority faces ({fp['clear_majority']['n']}): accuracy "
+                f"{fp['clear_majority']['accuracy']:.4f}"
+            )
+            print("recall: " + ", ".join(f"{k} {v['recall']:.3f}" for k, v in fp["per_class"].items()))
+            _print_extras(fp, "FER+ labels")
         for err in report["skipped_rows"][:20]:
             print(f"skipped: {err}", file=sys.stderr)
     return 0
+
+
+def _print_extras(report: dict, name: str) -> None:
+    if "sizes" in report:
+        print(
+            f"\naccuracy per face size ({name}): "
+            + ", ".join(f"{s} px {v['accuracy']:.4f}" for s, v in report["sizes"].items())
+        )
+    if "calibration" in report:
+        cal = report["calibration"]
+        print(f"calibration ({name}): ECE {cal['ece']:.4f} (15 bins); mean probability / true share per class:")
+        print(
+            "  "
+            + ", ".join(f"{k} {v['mean_probability']:.3f}/{v['true_share']:.3f}" for k, v in cal["per_class"].items())
+        )
 
 
 def _predict(args) -> int:
@@ -93,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--swa-epochs", type=int, default=0, help="average the weights of the last N epochs (0: off), see README"
     )
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus", "mixed"],
+        default="fer2013",
+        help="targets: FER2013 one-hot (default), FER+ vote distribution, or a mix of both (see README)",
+    )
+    p.add_argument("--ferplus", help="FER+ fer2013new.csv (rows in the order of --data); needed by ferplus/mixed")
+    p.add_argument("--mix-weight", type=float, default=0.5, help="weight of the FER2013 one-hot in --labels mixed")
+    p.add_argument(
+        "--lowres-share", type=float, default=0.0, help="share of training faces shrunk to 12-40 px and back (0: off)"
+    )
+    p.add_argument("--init", help="warm start: .keras model of the same architecture to start from")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, default 0.1")
     p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
 
@@ -106,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="average with the mirrored face (flip test-time augmentation); default: as served (on)",
     )
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus"],
+        default="fer2013",
+        help="ferplus: also measure against FER+ (majority accuracy, cross-entropy vs votes; needs --ferplus)",
+    )
+    p.add_argument("--ferplus", help="FER+ fer2013new.csv, rows in the order of the data file")
+    p.add_argument("--sizes", help="comma-separated face sizes in pixels, e.g. 48,32,24,16: accuracy per size")
+    p.add_argument("--calibration", action="store_true", help="ECE (15 bins) and mean probability vs true share")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)
 

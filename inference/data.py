@@ -313,3 +313,189 @@ def _load_folder(root: Path) -> Fer2013:
 def class_counts(labels: np.ndarray) -> np.ndarray:
     """``int64 (7,)`` number of rows per label."""
     return np.bincount(labels, minlength=NUM_CLASSES).astype(np.int64)
+
+
+# --- FER+ votes (Barsoum et al. 2016, "Training Deep Networks for Facial Expression Recognition with Crowd-Sourced
+# Label Distribution", arXiv:1608.01041; Microsoft's ``fer2013new.csv``) ---------------------------------------------
+
+#: The ten vote columns of ``fer2013new.csv``, in file order.
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
+#: For each FER2013 label (``LABELS`` order: angry, disgust, fear, happy, sad, surprise, neutral), the index of its
+#: FER+ vote column. Contempt (7), unknown (8) and not-a-face (9) have no FER2013 label.
+FERPLUS_TO_FER2013: tuple[int, ...] = (4, 5, 6, 1, 3, 2, 0)
+
+
+@dataclass
+class FerPlusVotes:
+    """FER+ vote counts, one row per FER2013 data row of the same file order.
+
+    Attributes:
+        votes: ``int64 (N, 10)`` tagger votes per row in ``FERPLUS_COLUMNS`` order (10 taggers per face in the
+            released file, so rows usually sum to 10).
+        rows: ``int64 (N,)`` 0-based data-row index of each vote row (= the FER2013 data row it belongs to).
+        usage: ``<U11 (N,)`` the ``Usage`` column.
+        errors: malformed rows that were skipped, with their row numbers.
+        sha256: hex digest of the file.
+        source: the path that was loaded.
+    """
+
+    votes: np.ndarray
+    rows: np.ndarray
+    usage: np.ndarray
+    errors: list[RowError] = field(default_factory=list)
+    sha256: str = ""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def load_ferplus(path: str | os.PathLike) -> FerPlusVotes:
+    """Load ``fer2013new.csv`` (FER+ votes; plain or gzipped CSV).
+
+    Row *i* of the file (0-based, header excluded) belongs to data row *i* of the FER2013 CSV it was made from: the
+    alignment is by order, as in Microsoft's release. A malformed row (missing columns, a vote that is not a
+    non-negative integer, an unknown ``Usage``) is skipped and reported as a ``RowError`` with its row number; the
+    other rows keep their own row numbers, so a bad row never shifts the alignment.
+
+    Returns:
+        ``FerPlusVotes`` with ``votes int64 (N, 10)`` in ``FERPLUS_COLUMNS`` order.
+
+    Raises:
+        DatasetError: missing or unreadable file, or a header without the ten vote columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    source = str(path)
+    errors: list[RowError] = []
+    votes: list[list[int]] = []
+    rows: list[int] = []
+    usages: list[str] = []
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(f"{path}: empty file, expected the FER+ header")
+            names = [h.strip() for h in header]
+            missing = [c for c in ("Usage", *FERPLUS_COLUMNS) if c not in names]
+            if missing:
+                raise DatasetError(f"{path}: header {header!r} lacks FER+ column(s) {', '.join(missing)}")
+            i_usage = names.index("Usage")
+            i_votes = [names.index(c) for c in FERPLUS_COLUMNS]
+            for row, record in enumerate(reader):
+                if len(record) < len(names):
+                    errors.append(RowError(source, row, f"expected {len(names)} columns, got {len(record)}"))
+                    continue
+                try:
+                    counts = [int(record[i]) for i in i_votes]
+                except ValueError:
+                    errors.append(RowError(source, row, "a vote count is not an integer"))
+                    continue
+                if min(counts) < 0:
+                    errors.append(RowError(source, row, "negative vote count"))
+                    continue
+                usage = record[i_usage].strip()
+                if usage not in USAGES:
+                    errors.append(RowError(source, row, f"unknown Usage {usage!r}"))
+                    continue
+                votes.append(counts)
+                rows.append(row)
+                usages.append(usage)
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot be read as (gzipped) CSV text: {exc}") from exc
+    return FerPlusVotes(
+        np.asarray(votes, dtype=np.int64).reshape(-1, len(FERPLUS_COLUMNS)),
+        np.asarray(rows, dtype=np.int64),
+        np.asarray(usages, dtype="<U11"),
+        errors,
+        file_sha256(path),
+        source,
+    )
+
+
+def align_ferplus(dataset: Fer2013, ferplus: FerPlusVotes) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ votes for each row of ``dataset``, matched by data-row number (``dataset.rows`` = ``ferplus.rows``).
+
+    Returns:
+        ``(votes int64 (N, 10), found bool (N,))``: ``found`` is False where the vote row is missing or malformed
+        (its votes are then all zero) or where its ``Usage`` differs from the FER2013 row's (a misaligned file).
+    """
+    lookup = np.full(max(int(dataset.rows.max(initial=-1)), int(ferplus.rows.max(initial=-1))) + 1, -1, np.int64)
+    lookup[ferplus.rows] = np.arange(len(ferplus))
+    index = lookup[dataset.rows] if len(dataset) else np.zeros(0, np.int64)
+    found = index >= 0
+    found[found] = ferplus.usage[index[found]] == dataset.usage[found]
+    votes = np.zeros((len(dataset), len(FERPLUS_COLUMNS)), np.int64)
+    votes[found] = ferplus.votes[index[found]]
+    return votes, found
+
+
+def ferplus_soft_targets(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft training targets over the 7 FER2013 labels from FER+ votes.
+
+    The target is the normalised vote distribution over the 7 FER2013 emotions (``LABELS`` order); votes for
+    contempt, unknown and not-a-face are left out because the 7-class model cannot express them. A face is
+    dropped (``keep`` False) when its most-voted column is contempt, unknown or not-a-face, ties included, or when
+    it has no emotion vote: the FER+ paper (Barsoum et al. 2016, section 3) drops unknown and not-a-face faces, and
+    a contempt face would otherwise be taught as its minority emotions.
+
+    Args:
+        votes: ``int (N, 10)`` counts in ``FERPLUS_COLUMNS`` order.
+
+    Returns:
+        ``(targets float32 (N, 7), keep bool (N,))``; rows of dropped faces are all zero and sum to 0, kept rows sum
+        to 1.
+    """
+    votes = np.asarray(votes, dtype=np.float64).reshape(-1, len(FERPLUS_COLUMNS))
+    emotions = votes[:, list(FERPLUS_TO_FER2013)]
+    best_emotion = emotions.max(axis=1)
+    keep = (best_emotion > 0) & (best_emotion > votes[:, 7:].max(axis=1))
+    targets = np.zeros_like(emotions)
+    targets[keep] = emotions[keep] / emotions[keep].sum(axis=1, keepdims=True)
+    return targets.astype(np.float32), keep
+
+
+def ferplus_majority(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The FER+ majority (plurality) label among the 7 FER2013 emotions, for faces kept by ``ferplus_soft_targets``.
+
+    Returns:
+        ``(top bool (N, 7), keep bool (N,))``: ``top[i, k]`` is True for every emotion with the most votes of face
+        *i* (several when tied: a prediction matching any of them agrees with the majority); ``keep`` as in
+        ``ferplus_soft_targets``.
+    """
+    targets, keep = ferplus_soft_targets(votes)
+    top = (targets == targets.max(axis=1, keepdims=True)) & keep[:, None]
+    return top, keep
+
+
+def ferplus_clear_majority(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The FER+ release's own "majority" labels (``ferplus.py`` of github.com/microsoft/FERPlus, mode ``majority``).
+
+    Votes of 1 are removed as outliers; a face keeps a label only when one column then holds more than half of the
+    remaining votes; faces whose label is contempt, unknown or not-a-face are dropped here (no FER2013 class).
+
+    Returns:
+        ``(labels int64 (N,), keep bool (N,))`` in ``LABELS`` order (labels of dropped faces are -1).
+    """
+    votes = np.asarray(votes, dtype=np.float64).reshape(-1, len(FERPLUS_COLUMNS))
+    cleaned = np.where(votes <= 1, 0.0, votes)
+    best = cleaned.argmax(axis=1)
+    clear = cleaned.max(axis=1) > 0.5 * cleaned.sum(axis=1)
+    to_fer2013 = np.full(len(FERPLUS_COLUMNS), -1, np.int64)
+    to_fer2013[list(FERPLUS_TO_FER2013)] = np.arange(NUM_CLASSES)
+    labels = np.where(clear, to_fer2013[best], -1)
+    return labels, labels >= 0

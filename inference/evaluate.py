@@ -1,15 +1,183 @@
-"""Evaluation of a served (ONNX) model on FER2013 rows (``python -m inference evaluate``)."""
+"""Evaluation of a served (ONNX) model on FER2013 rows (``python -m inference evaluate``).
+
+Besides the FER2013-label metrics it measures, on request:
+
+- FER+ labels (``ferplus``: Barsoum et al. 2016, arXiv:1608.01041, ``fer2013new.csv``): accuracy against the FER+
+  majority (the most-voted of the 7 FER2013 emotions; faces whose most-voted column is contempt, unknown or
+  not-a-face are left out, see ``inference.data.ferplus_soft_targets``; on a tie any of the tied emotions counts as
+  right), the accuracy on the FER+ release's own "clear majority" faces (``inference.data.ferplus_clear_majority``)
+  and the cross-entropy against the vote distribution.
+- Face size (``sizes``): each 48x48 face is shrunk to ``s x s`` pixels with area averaging and scaled back to 48 by
+  ``inference.classifier.crop_face`` (bilinear), as a face of ``s`` pixels in a camera frame is; accuracy per size.
+- Calibration (``calibration``): ECE over 15 bins (``inference.metrics.expected_calibration_error``) and, per
+  class, the mean predicted probability vs the true share of that class.
+"""
 
 from __future__ import annotations
 
 import os
 
-from inference.classifier import EmotionClassifier, default_model_path
-from inference.data import load_fer2013
-from inference.metrics import classification_report
+import cv2
+import numpy as np
+
+from inference.classifier import EmotionClassifier, crop_face, default_model_path
+from inference.data import (
+    align_ferplus,
+    ferplus_clear_majority,
+    ferplus_majority,
+    ferplus_soft_targets,
+    load_fer2013,
+    load_ferplus,
+)
+from inference.labels import LABELS, NUM_CLASSES
+from inference.metrics import classification_report, expected_calibration_error, soft_cross_entropy
+
+#: The face sides of ``evaluate --sizes`` in the model card (pixels).
+CARD_SIZES: tuple[int, ...] = (48, 32, 24, 16)
+CALIBRATION_BINS = 15
 
 
-def evaluate(data: str, usage: str | None = None, model_path: str | None = None, flip_tta: bool | None = None) -> dict:
+def shrink_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """``uint8 (N, 48, 48)`` faces as they look when the face is only ``size`` pixels wide in the frame.
+
+    Each face is resized to ``size x size`` with ``cv2.INTER_AREA`` and back to 48x48 by ``crop_face`` (which
+    upsamples with ``INTER_LINEAR``); ``size >= 48`` returns the faces unchanged.
+
+    Raises:
+        ValueError: ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError(f"face size must be >= 1 pixel, not {size}")
+    if size >= images.shape[1]:
+        return images
+    out = np.empty_like(images)
+    for i, face in enumerate(images):
+        small = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = crop_face(small, (0, 0, size, size), size=images.shape[1])
+    return out
+
+
+def calibration_report(probabilities: np.ndarray, correct: np.ndarray, true_share: np.ndarray) -> dict:
+    """ECE over ``CALIBRATION_BINS`` bins of the top-label confidence, and mean probability vs true share per class.
+
+    Args:
+        probabilities: ``float (N, 7)``.
+        correct: ``bool (N,)`` whether each face's predicted label is right.
+        true_share: ``float (7,)`` share of each class among the faces (the label frequencies).
+
+    Returns:
+        ``{"ece", "bins" (the reliability table), "per_class": {label: {"mean_probability", "true_share"}}}``.
+    """
+    report = expected_calibration_error(probabilities.max(axis=1), correct, CALIBRATION_BINS)
+    mean_p = probabilities.mean(axis=0)
+    report["per_class"] = {
+        label: {"mean_probability": float(mean_p[k]), "true_share": float(true_share[k])}
+        for k, label in enumerate(LABELS)
+    }
+    return report
+
+
+def evaluate_faces(
+    classifier: EmotionClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    votes: np.ndarray | None = None,
+    sizes=(),
+    calibration: bool = False,
+) -> dict:
+    """Metrics of ``classifier`` on ``uint8 (N, 48, 48)`` faces with FER2013 ``labels`` ``int (N,)``.
+
+    Args:
+        votes: ``int (N, 10)`` FER+ votes per face (``FERPLUS_COLUMNS`` order) or ``None``; rows of zeros (no vote
+            row) are left out of the FER+ metrics like not-a-face majorities.
+        sizes: face sides in pixels for the per-size accuracy (see ``shrink_faces``).
+        calibration: add the calibration report.
+
+    Returns:
+        ``classification_report`` keys for the FER2013 labels, plus ``sizes`` (``{"48": {"accuracy", "macro_f1",
+        "recall": {label: float}}, ...}``) and ``calibration`` when asked, plus ``ferplus`` with ``votes``: ``n``
+        (faces kept), ``dropped``, ``ties``, ``accuracy`` (vs the majority), ``macro_f1``, ``per_class``,
+        ``confusion``, ``cross_entropy`` (nats, vs the vote distribution), ``clear_majority`` (``n``,
+        ``accuracy``) and, when asked, its own ``sizes`` and ``calibration`` (where ``per_class`` also gives the
+        ``mean_vote_share``).
+    """
+    probabilities = classifier.predict_proba(images)
+    predicted = probabilities.argmax(axis=1)
+    report = classification_report(labels, predicted)
+    sized = {}
+    for size in sizes:
+        sized[int(size)] = (
+            probabilities if size >= images.shape[1] else classifier.predict_proba(shrink_faces(images, int(size)))
+        )
+    if sizes:
+        report["sizes"] = {str(s): _size_entry(labels, p.argmax(axis=1)) for s, p in sized.items()}
+    if calibration:
+        share = np.bincount(labels, minlength=NUM_CLASSES) / max(len(labels), 1)
+        report["calibration"] = calibration_report(probabilities, predicted == labels, share)
+    if votes is not None:
+        report["ferplus"] = _ferplus_report(probabilities, votes, sized, calibration)
+    return report
+
+
+def _size_entry(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    r = classification_report(labels, predicted)
+    return {
+        "accuracy": r["accuracy"],
+        "macro_f1": r["macro_f1"],
+        "recall": {k: v["recall"] for k, v in r["per_class"].items()},
+    }
+
+
+def _ferplus_report(probabilities: np.ndarray, votes: np.ndarray, sized: dict, calibration: bool) -> dict:
+    top, keep = ferplus_majority(votes)
+    targets, _ = ferplus_soft_targets(votes)
+    predicted = probabilities.argmax(axis=1)
+
+    def majority_labels(pred):
+        correct = top[np.arange(len(pred)), pred]
+        return np.where(correct, pred, top.argmax(axis=1)), correct
+
+    truth, correct = majority_labels(predicted)
+    r = classification_report(truth[keep], predicted[keep])
+    clear_labels, clear = ferplus_clear_majority(votes)
+    out = {
+        "n": int(keep.sum()),
+        "dropped": int((~keep).sum()),
+        "ties": int((top.sum(axis=1) > 1)[keep].sum()),
+        "accuracy": r["accuracy"],
+        "macro_f1": r["macro_f1"],
+        "per_class": r["per_class"],
+        "confusion": r["confusion"],
+        "cross_entropy": soft_cross_entropy(targets[keep], probabilities[keep]) if keep.any() else None,
+        "clear_majority": {
+            "n": int(clear.sum()),
+            "accuracy": float((predicted[clear] == clear_labels[clear]).mean()) if clear.any() else None,
+        },
+    }
+    if sized:
+        out["sizes"] = {}
+        for s, p in sized.items():
+            t, _ = majority_labels(p.argmax(axis=1))
+            out["sizes"][str(s)] = _size_entry(t[keep], p.argmax(axis=1)[keep])
+    if calibration and keep.any():
+        share = np.bincount(truth[keep], minlength=NUM_CLASSES) / keep.sum()
+        cal = calibration_report(probabilities[keep], correct[keep], share)
+        vote_share = targets[keep].mean(axis=0)
+        for k, label in enumerate(LABELS):
+            cal["per_class"][label]["mean_vote_share"] = float(vote_share[k])
+        out["calibration"] = cal
+    return out
+
+
+def evaluate(
+    data: str,
+    usage: str | None = None,
+    model_path: str | None = None,
+    flip_tta: bool | None = None,
+    ferplus: str | None = None,
+    sizes=(),
+    calibration: bool = False,
+) -> dict:
     """Metrics of the model on the rows of ``data`` (optionally only one ``Usage`` split).
 
     Args:
@@ -18,14 +186,17 @@ def evaluate(data: str, usage: str | None = None, model_path: str | None = None,
         model_path: ONNX model; ``None`` = the shipped default.
         flip_tta: also average with the mirrored face (test-time augmentation); ``None`` = as served
             (``inference.classifier.DEFAULT_FLIP_TTA``).
+        ferplus: FER+ ``fer2013new.csv`` aligned by row with ``data`` (adds the ``ferplus`` key).
+        sizes: face sides in pixels (adds ``sizes``), e.g. ``(48, 32, 24, 16)``.
+        calibration: add ``calibration``.
 
     Returns:
-        ``inference.metrics.classification_report`` keys (``n``, ``accuracy``, ``macro_f1``, ``per_class``,
-        ``confusion``, ``labels``) plus ``source``, ``usage``, ``model``, ``flip_tta`` and ``skipped_rows``
-        (messages of malformed rows, which are left out of the metrics).
+        ``evaluate_faces`` keys plus ``source``, ``usage``, ``model``, ``flip_tta`` and ``skipped_rows`` (messages
+        of malformed rows, which are left out of the metrics); with ``ferplus`` also ``ferplus["source"]``,
+        ``ferplus["skipped_rows"]`` and ``ferplus["unmatched_rows"]`` (FER2013 rows without a usable vote row).
 
     Raises:
-        inference.data.DatasetError: unreadable data or no rows for ``usage``.
+        inference.data.DatasetError: unreadable data or FER+ file, or no rows for ``usage``.
         inference.classifier.ModelLoadError: missing or unusable model.
     """
     from inference.data import DatasetError
@@ -34,8 +205,17 @@ def evaluate(data: str, usage: str | None = None, model_path: str | None = None,
     dataset = load_fer2013(data, usage=usage)
     if len(dataset) == 0:
         raise DatasetError(f"{data}: no rows with Usage {usage}")
-    probabilities = classifier.predict_proba(dataset.images)
-    report = classification_report(dataset.labels, probabilities.argmax(axis=1))
+    votes = found = vote_file = None
+    if ferplus:
+        vote_file = load_ferplus(ferplus)
+        votes, found = align_ferplus(dataset, vote_file)
+    report = evaluate_faces(classifier, dataset.images, dataset.labels, votes, sizes, calibration)
+    if vote_file is not None:
+        report["ferplus"].update(
+            source=str(ferplus),
+            skipped_rows=[str(e) for e in vote_file.errors],
+            unmatched_rows=int((~found).sum()),
+        )
     report.update(
         source=str(data),
         usage=usage,

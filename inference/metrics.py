@@ -81,3 +81,55 @@ def format_report(report: dict) -> str:
     for label, row in zip(LABELS, report["confusion"]):
         lines.append(f"{label:<10}" + "".join(f"{v:>8d}" for v in row))
     return "\n".join(lines)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error of top-label confidences (Guo et al. 2017, "On Calibration of Modern Neural
+    Networks", arXiv:1706.04599, eq. 3; 15 equal-width bins as in that paper).
+
+    Bin ``b`` holds the confidences in ``((b - 1) / bins, b / bins]`` (a confidence of 0 goes to the first bin).
+    ``ECE = sum_b n_b / N * |accuracy_b - mean confidence_b|``.
+
+    Args:
+        confidence: ``float (N,)`` probability of the predicted label, 0..1.
+        correct: ``bool (N,)`` whether the predicted label is right.
+        bins: number of bins.
+
+    Returns:
+        ``{"ece": float (0..1), "bins": [{"lower", "upper", "count", "confidence", "accuracy"}, ...]}`` (empty bins
+        listed with count 0 and ``None`` means).
+
+    Raises:
+        ValueError: the arrays differ in length.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    correct = np.asarray(correct, dtype=bool).ravel()
+    if confidence.shape != correct.shape:
+        raise ValueError(f"confidence {confidence.shape} and correct {correct.shape} differ in shape")
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    n = confidence.size
+    ece = 0.0
+    table = []
+    for b in range(bins):
+        in_bin = index == b
+        count = int(in_bin.sum())
+        conf = float(confidence[in_bin].mean()) if count else None
+        acc = float(correct[in_bin].mean()) if count else None
+        if count:
+            ece += count / n * abs(acc - conf)
+        table.append({"lower": b / bins, "upper": (b + 1) / bins, "count": count, "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "bins": table}
+
+
+def soft_cross_entropy(targets: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean cross-entropy ``-sum_k q_k log p_k`` in nats of predicted ``probabilities`` against target
+    distributions ``targets`` (both ``float (N, C)``, rows summing to 1); ``p`` is clipped to ``eps`` first.
+
+    Raises:
+        ValueError: shapes differ or ``N`` is 0.
+    """
+    q = np.asarray(targets, dtype=np.float64)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), eps, 1.0)
+    if q.shape != p.shape or q.shape[0] == 0:
+        raise ValueError(f"targets {q.shape} and probabilities {p.shape} must have one equal, non-empty shape")
+    return float(-(q * np.log(p)).sum(axis=1).mean())

@@ -4,18 +4,33 @@ Recipe (every choice is a flag of ``train``):
 
 - Data: the ``Training`` split for fitting, ``PublicTest`` for validation, early stopping and checkpoint choice
   (PrivateTest is never touched). Parsed arrays are cached (see ``inference.data``).
+- Labels (``--labels``): ``fer2013`` trains on the one-hot FER2013 label; ``ferplus`` on the FER+ vote distribution
+  over the 7 FER2013 classes (Barsoum et al. 2016, arXiv:1608.01041; ``--ferplus fer2013new.csv``, aligned by row
+  order); ``mixed`` on ``--mix-weight`` x FER2013 one-hot + the rest x FER+ distribution. With FER+ targets,
+  contempt, unknown and not-a-face votes are left out and faces whose most-voted column is one of those three are
+  dropped from training and validation (``inference.data.ferplus_soft_targets``). PublicTest accuracy for the
+  checkpoint choice is measured against the argmax of the same kind of target.
+- Low resolution (``--lowres-share p``): after the affine warp, a share ``p`` of the faces is shrunk to a random
+  side of 12..40 px (area averaging) and scaled back to 48 px bilinearly, as ``crop_face`` does with a small face
+  (``make_lowres``).
+- Warm start (``--init model.keras``): the weights of an earlier model of the same architecture, then a new
+  optimiser and schedule; the card records the source and adds its epochs and wall time
+  (``*_including_init*`` keys).
 - Augmentation, one fused affine warp per image (``tf.raw_ops.ImageProjectiveTransformV3``): horizontal flip
   (p = 0.5), rotation +-15 deg, scale 0.85..1.15, shift +-10 %; then contrast 0.7..1.3 and brightness +-25 grey
   levels; then random erasing (Zhong et al. 2017, arXiv:1708.04896) of one 8..20 px rectangle with p = 0.5.
 - Class imbalance (disgust 436 vs happy 7,215 training images): per-sample loss weights
   ``w_c = sqrt(median(n) / n_c)``, normalised to mean 1 over the training set. The square root (rather than full
   inverse frequency) keeps overall accuracy while lifting disgust recall.
-- Loss: categorical cross-entropy with label smoothing 0.1 (Szegedy et al. 2016, arXiv:1512.00567).
+- Loss: categorical cross-entropy with label smoothing (``--label-smoothing``, default 0.1; Szegedy et al. 2016,
+  arXiv:1512.00567). Class weights use the argmax of each face's target.
 - Optimiser: AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101), weight decay 0.05 on kernels; learning rate
   linear warm-up for 2 epochs to the peak, then cosine decay to 0 at the last epoch.
 - Checkpoints in ``<out>/checkpoints``: ``last.keras`` (model + optimiser state) and ``state.json`` after every
   epoch, ``best.keras`` on each new best PublicTest accuracy. ``--resume`` continues from ``last.keras``
-  (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule.
+  (optimiser state and step counter included); a different ``--epochs`` on resume re-fits the cosine schedule. The
+  state keeps the seconds of epochs and of whole invocations (updated at every checkpoint, so an interrupted
+  invocation counts up to its last epoch); the card adds them up over all resumed runs.
 - Stochastic weight averaging (``--swa-epochs K``, Izmailov et al. 2018, arXiv:1803.05407): the weights after each
   of the last K epochs are averaged (a running mean in ``checkpoints/swa.npz``, kept across ``--resume``), batch-norm
   statistics are recomputed with one pass over the un-augmented training faces, and the averaged model replaces the
@@ -42,12 +57,29 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inference.data import class_counts, load_fer2013
-from inference.labels import LABELS, NUM_CLASSES
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402  (training only: the serving path never imports this module)
+
+from inference.data import (  # noqa: E402
+    DatasetError,
+    Fer2013,
+    align_ferplus,
+    class_counts,
+    ferplus_soft_targets,
+    load_fer2013,
+    load_ferplus,
+)
+from inference.labels import LABELS, NUM_CLASSES  # noqa: E402
+
+#: Label recipes of ``train --labels``.
+LABEL_RECIPES: tuple[str, ...] = ("fer2013", "ferplus", "mixed")
+#: Side range (pixels, inclusive) of the low-resolution augmentation (issue 10: faces of 12..40 px).
+LOWRES_SIZES: tuple[int, int] = (12, 40)
 
 
 def class_weights(labels: np.ndarray) -> np.ndarray:
@@ -63,9 +95,23 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def make_augment(image_size: int = 48, max_rotation_deg: float = 15.0, scale: float = 0.15, shift: float = 0.10):
-    """Return a TF function ``augment(images) -> images`` for ``float32 (B, H, W, 1)`` batches in 0..255."""
+def make_augment(
+    image_size: int = 48,
+    max_rotation_deg: float = 15.0,
+    scale: float = 0.15,
+    shift: float = 0.10,
+    lowres_share: float = 0.0,
+    lowres_sizes: tuple[int, int] = LOWRES_SIZES,
+):
+    """Return a TF function ``augment(images) -> images`` for ``float32 (B, H, W, 1)`` batches in 0..255.
+
+    ``lowres_share`` of the faces (0: none, the recipe of the first shipped model) are, after the affine warp,
+    shrunk to a random side drawn uniformly from ``lowres_sizes`` (inclusive, pixels), rounded to grey levels and
+    scaled back up (see ``make_lowres``).
+    """
     import tensorflow as tf
+
+    lowres = make_lowres(image_size, lowres_share, lowres_sizes) if lowres_share > 0 else None
 
     c = (image_size - 1) / 2.0
     max_rot = math.radians(max_rotation_deg)
@@ -92,6 +138,8 @@ def make_augment(image_size: int = 48, max_rotation_deg: float = 15.0, scale: fl
             interpolation="BILINEAR",
             fill_mode="REFLECT",
         )
+        if lowres is not None:
+            out = lowres(out)
         mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
         contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
         brightness = tf.random.uniform([b, 1, 1, 1], -25.0, 25.0)
@@ -110,6 +158,33 @@ def make_augment(image_size: int = 48, max_rotation_deg: float = 15.0, scale: fl
         return tf.clip_by_value(out, 0.0, 255.0)
 
     return augment
+
+
+def make_lowres(image_size: int = 48, share: float = 0.5, sizes: tuple[int, int] = LOWRES_SIZES):
+    """Return a TF function that shrinks a random ``share`` of a ``float32 (B, H, W, 1)`` batch and scales it back.
+
+    Each chosen face is resized to ``s x s`` pixels, ``s`` uniform in ``sizes[0]..sizes[1]`` (inclusive), with area
+    averaging (OpenCV's ``INTER_AREA``, what a camera's small face amounts to), rounded to integer grey levels, and
+    resized back to ``image_size`` bilinearly (``INTER_LINEAR``, what ``inference.classifier.crop_face`` does with
+    a face smaller than 48 px). The other faces pass unchanged.
+    """
+    import tensorflow as tf
+
+    low, high = int(sizes[0]), int(sizes[1])
+
+    def shrink(args):
+        image, side = args
+        small = tf.round(tf.image.resize(image, tf.stack([side, side]), method="area"))
+        return tf.image.resize(small, [image_size, image_size], method="bilinear")
+
+    def lowres(images):
+        b = tf.shape(images)[0]
+        sides = tf.random.uniform([b], low, high + 1, dtype=tf.int32)
+        chosen = tf.random.uniform([b]) < share
+        shrunk = tf.map_fn(shrink, (images, sides), fn_output_signature=tf.float32)
+        return tf.where(chosen[:, None, None, None], tf.reshape(shrunk, tf.shape(images)), images)
+
+    return lowres
 
 
 def cpu_has_bf16() -> bool:
@@ -168,13 +243,147 @@ def to_float32(model):
     return clone
 
 
-def _datasets(train, val, batch_size: int, seed: int, weights: np.ndarray):
+@dataclass
+class TrainingData:
+    """The faces and targets of one training run (step 1 of ``train``).
+
+    Attributes:
+        dataset: the whole loaded ``Fer2013`` (for its SHA-256 and skipped rows).
+        train_set, val_set: ``Training`` and ``PublicTest`` rows used (faces without usable FER+ votes are left out
+            for ``labels`` ``ferplus`` and ``mixed``).
+        y_train, y_val: ``float32 (N, 7)`` targets in ``LABELS`` order, rows summing to 1.
+        public_test: all ``PublicTest`` rows (the model card's evaluation set).
+        public_test_votes: ``int64 (M, 10)`` FER+ votes of ``public_test`` (zeros where a vote row is missing;
+            ``None`` without a FER+ file).
+        labels: description of the targets for the model card.
+    """
+
+    dataset: Fer2013
+    train_set: Fer2013
+    val_set: Fer2013
+    y_train: np.ndarray
+    y_val: np.ndarray
+    public_test: Fer2013
+    public_test_votes: np.ndarray | None
+    labels: dict
+
+
+def make_targets(fer2013_labels: np.ndarray, votes: np.ndarray | None, labels: str, mix_weight: float = 0.5):
+    """Training targets for one of the label recipes.
+
+    Args:
+        fer2013_labels: ``int (N,)`` FER2013 labels.
+        votes: ``int (N, 10)`` FER+ votes in ``FERPLUS_COLUMNS`` order (``None`` allowed for ``fer2013``).
+        labels: ``fer2013`` (one-hot FER2013 label), ``ferplus`` (normalised FER+ vote distribution over the 7
+            classes, see ``inference.data.ferplus_soft_targets``) or ``mixed`` (``mix_weight`` x FER2013 one-hot +
+            ``(1 - mix_weight)`` x FER+ distribution).
+        mix_weight: weight of the FER2013 one-hot in ``mixed``, 0..1.
+
+    Returns:
+        ``(targets float32 (N, 7), keep bool (N,))``: ``keep`` is all True for ``fer2013``, else the faces that FER+
+        keeps (not a contempt / unknown / not-a-face majority).
+
+    Raises:
+        ValueError: an unknown ``labels``, ``mix_weight`` outside 0..1, or no ``votes`` for ``ferplus``/``mixed``.
+    """
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(fer2013_labels, dtype=np.int64)]
+    if labels == "fer2013":
+        return one_hot, np.ones(len(one_hot), dtype=bool)
+    if labels not in LABEL_RECIPES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_RECIPES)}, not {labels!r}")
+    if votes is None:
+        raise ValueError(f"labels {labels!r} need FER+ votes (--ferplus fer2013new.csv)")
+    if not 0.0 <= mix_weight <= 1.0:
+        raise ValueError(f"mix_weight must lie in 0..1, not {mix_weight}")
+    soft, keep = ferplus_soft_targets(votes)
+    if labels == "mixed":
+        soft = mix_weight * one_hot + (1.0 - mix_weight) * soft
+    soft[~keep] = 0.0
+    return soft.astype(np.float32), keep
+
+
+def load_training_data(
+    data: str,
+    labels: str = "fer2013",
+    ferplus: str | None = None,
+    mix_weight: float = 0.5,
+    max_train_rows: int | None = None,
+    log=print,
+) -> TrainingData:
+    """Step 1 of ``train``: load FER2013 (and FER+ votes), split Training / PublicTest, build the targets.
+
+    Raises:
+        inference.data.DatasetError: unreadable data, no ``Training``/``PublicTest`` rows, or ``ferplus``/``mixed``
+            without a FER+ file.
+    """
+    if labels != "fer2013" and not ferplus:
+        raise DatasetError(f"--labels {labels} needs --ferplus PATH (FER+ fer2013new.csv)")
+    dataset = load_fer2013(data)
+    _log_errors(dataset.errors, log)
+    train_set, val_set = dataset.subset("Training"), dataset.subset("PublicTest")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise DatasetError(f"{data}: needs both Training and PublicTest rows (got {len(train_set)}, {len(val_set)})")
+    if max_train_rows:
+        train_set = _take(train_set, np.arange(len(train_set)) < max_train_rows)
+    public_test, public_test_votes = val_set, None
+    n_train, n_val = len(train_set), len(val_set)
+    votes_train = votes_val = None
+    info = {"training": labels}
+    if ferplus:
+        votes = load_ferplus(ferplus)
+        _log_errors(votes.errors, log)
+        votes_train, found_train = align_ferplus(train_set, votes)
+        votes_val, found_val = align_ferplus(val_set, votes)
+        public_test_votes = votes_val
+        info.update(ferplus_source=Path(ferplus).name, ferplus_sha256=votes.sha256)
+        if labels != "fer2013":
+            train_set, votes_train = _take(train_set, found_train), votes_train[found_train]
+            val_set, votes_val = _take(val_set, found_val), votes_val[found_val]
+    y_train, keep_train = make_targets(train_set.labels, votes_train, labels, mix_weight)
+    y_val, keep_val = make_targets(val_set.labels, votes_val, labels, mix_weight)
+    if labels != "fer2013":
+        info.update(
+            mix_fer2013_weight=mix_weight if labels == "mixed" else 0.0,
+            dropped_training_faces=int((~keep_train).sum() + n_train - len(train_set)),
+            dropped_public_test_faces=int((~keep_val).sum() + n_val - len(val_set)),
+            rule="soft target = votes over the 7 FER2013 classes, normalised; contempt, unknown and not-a-face votes"
+            " left out; faces whose most-voted column is contempt, unknown or not-a-face (ties included) dropped",
+        )
+        train_set, y_train, votes_train = _take(train_set, keep_train), y_train[keep_train], votes_train[keep_train]
+        val_set, y_val, votes_val = _take(val_set, keep_val), y_val[keep_val], votes_val[keep_val]
+    log(
+        f"data: {len(train_set)} training rows, {len(val_set)} PublicTest rows, labels {labels}, "
+        f"sha256 {dataset.sha256[:16]}..."
+    )
+    return TrainingData(dataset, train_set, val_set, y_train, y_val, public_test, public_test_votes, info)
+
+
+def _log_errors(errors, log) -> None:
+    for err in errors[:20]:
+        log(f"skipped: {err}")
+    if len(errors) > 20:
+        log(f"... and {len(errors) - 20} more skipped rows")
+
+
+def _take(subset: Fer2013, keep: np.ndarray) -> Fer2013:
+    return Fer2013(
+        subset.images[keep],
+        subset.labels[keep],
+        subset.usage[keep],
+        subset.rows[keep],
+        subset.errors,
+        subset.sha256,
+        subset.source,
+    )
+
+
+def _datasets(train_data: TrainingData, batch_size: int, seed: int, weights: np.ndarray, lowres_share: float):
     import tensorflow as tf
 
-    augment = make_augment(train.images.shape[1])
-    x_train = train.images[..., None].astype(np.float32)
-    y_train = np.eye(NUM_CLASSES, dtype=np.float32)[train.labels]
-    w_train = weights[train.labels]
+    augment = make_augment(train_data.train_set.images.shape[1], lowres_share=lowres_share)
+    x_train = train_data.train_set.images[..., None].astype(np.float32)
+    y_train = train_data.y_train
+    w_train = weights[y_train.argmax(axis=1)]
     train_ds = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train, w_train))
         .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
@@ -182,9 +391,8 @@ def _datasets(train, val, batch_size: int, seed: int, weights: np.ndarray):
         .map(lambda x, y, w: (augment(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    x_val = val.images[..., None].astype(np.float32)
-    y_val = np.eye(NUM_CLASSES, dtype=np.float32)[val.labels]
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
+    x_val = train_data.val_set.images[..., None].astype(np.float32)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, train_data.y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
 
 
@@ -196,6 +404,184 @@ def predict_probabilities(model, images: np.ndarray, flip_tta: bool = False, bat
     if flip_tta:
         probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2.0
     return probs.astype(np.float32)
+
+
+def new_state() -> dict:
+    """The checkpoint state of a fresh run (``checkpoints/state.json``).
+
+    Keys: ``epoch`` (last finished, 0-based; -1 = none), ``best_val_accuracy``, ``best_epoch`` (1-based), ``wait``
+    (epochs without improvement), ``history`` (one dict of Keras logs per epoch), ``wall_s`` (seconds of epochs,
+    all invocations), ``total_wall_s`` (seconds of all invocations of ``train`` on the run folder, updated at
+    every checkpoint so an interrupted invocation still counts up to its last epoch), ``recipe`` and ``init``.
+    """
+    return {
+        "epoch": -1,
+        "best_val_accuracy": -1.0,
+        "best_epoch": -1,
+        "wait": 0,
+        "history": [],
+        "wall_s": 0.0,
+        "total_wall_s": 0.0,
+        "recipe": None,
+        "init": None,
+    }
+
+
+def build_or_resume(
+    ckpt_dir: Path,
+    resume: bool,
+    total_steps: int,
+    steps_per_epoch: int,
+    epochs: int,
+    learning_rate: float,
+    weight_decay: float,
+    label_smoothing: float,
+    stages=None,
+    dense_units: int = 256,
+    init: str | None = None,
+    log=print,
+):
+    """Step 2 of ``train``: the compiled model and checkpoint state, resumed from ``ckpt_dir`` or built anew.
+
+    A new model is built from ``stages``/``dense_units`` and, with ``init`` (a ``.keras`` file of the same
+    architecture, e.g. the shipped ``inference/models/fer_cnn.keras``), starts from that file's weights (a warm
+    start; the optimiser and schedule are new). The ``init`` file's card (``model_card.json`` beside it, when
+    present) is recorded in the state so the new card can add up the training time of both.
+
+    Returns:
+        ``(model, state)``; ``state`` as in ``new_state``.
+
+    Raises:
+        ValueError: ``init`` holds another architecture (weight shapes differ).
+    """
+    from inference.model import DEFAULT_STAGES, build_model
+
+    state_file = ckpt_dir / "state.json"
+    if resume and (ckpt_dir / "last.keras").exists() and state_file.exists():
+        model = keras.models.load_model(ckpt_dir / "last.keras")
+        saved = json.loads(state_file.read_text())
+        # A checkpoint written before ``total_wall_s`` existed only knows its finished invocations.
+        state = {**new_state(), "total_wall_s": saved.get("finished_invocations_wall_s", 0.0), **saved}
+        log(f"resuming after epoch {state['epoch'] + 1} (best PublicTest accuracy {state['best_val_accuracy']:.4f})")
+        _reschedule(model.optimizer, total_steps, log)
+        return model, state
+    state = new_state()
+    model = build_model(stages=tuple(stages or DEFAULT_STAGES), dense_units=dense_units, weight_decay=0.0)
+    if init:
+        state["init"] = warm_start(model, init)
+        log(f"warm start from {init} ({state['init']['epochs_run']} epochs of training before)")
+    warmup = min(2 * steps_per_epoch, epochs * steps_per_epoch // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 100,
+        decay_steps=max(1, total_steps - warmup),
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+        alpha=0.0,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bn", "bias", "gamma", "beta"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model, state
+
+
+def warm_start(model, init: str) -> dict:
+    """Copy the weights of the ``.keras`` file ``init`` into ``model`` (same architecture) and describe the source.
+
+    Returns:
+        ``{"path", "sha256", "epochs_run", "training_wall_time_s", "total_wall_time_s", "labels"}``; the numbers
+        come from ``model_card.json`` beside ``init`` (a file ``<stem>_card.json`` or ``model_card.json``), ``None``
+        when there is no card.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: another architecture.
+    """
+    from inference.data import file_sha256
+
+    path = Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"{init}: no such model file")
+    source = keras.models.load_model(path, compile=False)
+    ours, theirs = model.get_weights(), source.get_weights()
+    if [w.shape for w in ours] != [w.shape for w in theirs]:
+        raise ValueError(f"{init}: architecture differs from the model being trained (weight shapes differ)")
+    model.set_weights(theirs)
+    card = {}
+    for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
+        if candidate.is_file():
+            card = json.loads(candidate.read_text())
+            break
+    labels = card.get("labels", {}).get("training", "fer2013") if card else None
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "epochs_run": card.get("epochs_run_including_init", card.get("epochs_run")),
+        "training_wall_time_s": card.get("training_wall_time_including_init_s", card.get("training_wall_time_s")),
+        # A card's total can undercount its epochs when an invocation was interrupted before it finished (the first
+        # shipped card: 1,148 s total vs 6,042 s of epochs), so the larger of the two is carried forward.
+        "total_wall_time_s": max(
+            card.get("total_wall_time_including_init_s", card.get("total_wall_time_s")) or 0.0,
+            card.get("training_wall_time_including_init_s", card.get("training_wall_time_s")) or 0.0,
+        )
+        or None,
+        "labels": labels,
+    }
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Step 3 of ``train``, a Keras callback: after every epoch, record the logs in ``state``, save ``last.keras``
+    (atomically) and ``state.json``, save ``best.keras`` on a new best ``val_accuracy``, fold the weights into the
+    running average during the last ``swa_epochs`` epochs, and stop after ``patience`` epochs without improvement.
+
+    Args:
+        state: the checkpoint state (``new_state``), updated in place.
+        ckpt_dir: the ``checkpoints`` folder.
+        epochs: the run's epoch budget (for the weight-average window and the log lines).
+        patience: early-stopping patience in epochs.
+        swa_epochs: length of the weight-average window (0: off).
+        wall_base_s, started: ``state["total_wall_s"]`` when this invocation began and ``time.time()`` then.
+        log: callable for progress lines.
+    """
+
+    def __init__(self, state, ckpt_dir, epochs, patience, swa_epochs, wall_base_s, started, log=print):
+        super().__init__()
+        self.state, self.ckpt_dir, self.epochs, self.patience = state, Path(ckpt_dir), epochs, patience
+        self.swa_epochs, self.wall_base_s, self.started, self.log = swa_epochs, wall_base_s, started, log
+        self._t0 = time.time()
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        state, ckpt_dir = self.state, self.ckpt_dir
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        state["history"].append({"epoch": epoch + 1, **logs})
+        val_acc = logs.get("val_accuracy", 0.0)
+        if val_acc > state["best_val_accuracy"]:
+            state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
+            self.model.save(ckpt_dir / "best.keras")
+        else:
+            state["wait"] += 1
+        if self.swa_epochs and epoch + 1 > self.epochs - self.swa_epochs:
+            swa_accumulate(self.model, ckpt_dir / "swa.npz")
+        state["epoch"] = epoch
+        state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - self._t0)
+        state["total_wall_s"] = self.wall_base_s + (time.time() - self.started)
+        self._t0 = time.time()
+        self.model.save(ckpt_dir / "last.tmp.keras")
+        os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
+        (ckpt_dir / "state.json").write_text(json.dumps(state, indent=1))
+        self.log(
+            f"epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+            f"val_loss {logs.get('val_loss', 0):.4f} val_acc {val_acc:.4f} "
+            f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {state['wall_s']:.0f}s"
+        )
+        if state["wait"] >= self.patience:
+            self.log(f"early stopping: no PublicTest improvement for {self.patience} epochs")
+            self.model.stop_training = True
 
 
 def train(
@@ -214,9 +600,18 @@ def train(
     max_train_rows: int | None = None,
     precision: str = "auto",
     swa_epochs: int = 0,
+    labels: str = "fer2013",
+    ferplus: str | None = None,
+    mix_weight: float = 0.5,
+    lowres_share: float = 0.0,
+    init: str | None = None,
     log=print,
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
+
+    The steps: ``load_training_data`` (faces and targets), ``build_or_resume`` (model, optimiser, state),
+    ``EpochCheckpoint`` (per-epoch checkpoints while Keras fits), ``finish`` (weight average, float32 copy, export,
+    card).
 
     Args:
         data: FER2013 CSV (``.csv``/``.csv.gz``) or image-folder root; needs ``Training`` and ``PublicTest`` rows.
@@ -230,6 +625,12 @@ def train(
         max_train_rows: use only the first N training rows (smoke tests).
         precision: ``auto``, ``float32`` or ``bfloat16`` (mixed precision), see ``resolve_precision``.
         swa_epochs: average the weights of the last this many epochs (0: off), see the module docstring.
+        labels: ``fer2013``, ``ferplus`` or ``mixed`` targets, see ``make_targets``.
+        ferplus: FER+ ``fer2013new.csv`` (needed for ``ferplus``/``mixed``; with ``fer2013`` it only adds FER+
+            metrics to the card).
+        mix_weight: weight of the FER2013 one-hot in ``mixed`` targets.
+        lowres_share: share of training faces shrunk to 12..40 px and scaled back (0: off), see ``make_lowres``.
+        init: ``.keras`` file to start from (warm start; ignored on ``resume`` when a checkpoint exists).
         log: callable for progress lines.
 
     Returns:
@@ -237,12 +638,9 @@ def train(
 
     Raises:
         inference.data.DatasetError: unreadable data, or no ``Training``/``PublicTest`` rows.
+        ValueError: an unknown ``labels`` or an ``init`` of another architecture.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    from inference.data import DatasetError
-    from inference.model import ARCHITECTURE, DEFAULT_STAGES, build_model, count_flops
+    from inference.model import ARCHITECTURE, count_flops
 
     started = time.time()
     out_dir = Path(out)
@@ -252,100 +650,76 @@ def train(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(exist_ok=True)
 
-    dataset = load_fer2013(data)
-    for err in dataset.errors[:20]:
-        log(f"skipped: {err}")
-    if len(dataset.errors) > 20:
-        log(f"... and {len(dataset.errors) - 20} more skipped rows")
-    train_set, val_set = dataset.subset("Training"), dataset.subset("PublicTest")
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise DatasetError(f"{data}: needs both Training and PublicTest rows (got {len(train_set)}, {len(val_set)})")
-    if max_train_rows:
-        train_set.images, train_set.labels = train_set.images[:max_train_rows], train_set.labels[:max_train_rows]
-    log(f"data: {len(train_set)} training rows, {len(val_set)} PublicTest rows, sha256 {dataset.sha256[:16]}...")
-
+    train_data = load_training_data(data, labels, ferplus, mix_weight, max_train_rows, log)
     keras.utils.set_random_seed(seed)
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
     log(f"precision policy: {policy}")
-    weights = class_weights(train_set.labels)
-    train_ds, val_ds = _datasets(train_set, val_set, batch_size, seed, weights)
-    steps_per_epoch = len(train_set) // batch_size
+    weights = class_weights(train_data.y_train.argmax(axis=1))
+    train_ds, val_ds = _datasets(train_data, batch_size, seed, weights, lowres_share)
+    steps_per_epoch = len(train_data.train_set) // batch_size
     if steps_per_epoch == 0:
-        raise DatasetError(f"{data}: fewer training rows ({len(train_set)}) than one batch ({batch_size})")
+        raise DatasetError(f"{data}: fewer training rows ({len(train_data.train_set)}) than one batch ({batch_size})")
 
-    state_file = ckpt_dir / "state.json"
-    state = {"epoch": -1, "best_val_accuracy": -1.0, "best_epoch": -1, "wait": 0, "history": [], "wall_s": 0.0}
-    if resume and (ckpt_dir / "last.keras").exists() and state_file.exists():
-        model = keras.models.load_model(ckpt_dir / "last.keras")
-        state = json.loads(state_file.read_text())
-        log(f"resuming after epoch {state['epoch'] + 1} (best PublicTest accuracy {state['best_val_accuracy']:.4f})")
-        _reschedule(model.optimizer, epochs * steps_per_epoch, log)
-    else:
-        model = build_model(stages=tuple(stages or DEFAULT_STAGES), dense_units=dense_units, weight_decay=0.0)
-        warmup = min(2 * steps_per_epoch, epochs * steps_per_epoch // 4)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=learning_rate / 100,
-            decay_steps=max(1, epochs * steps_per_epoch - warmup),
-            warmup_target=learning_rate,
-            warmup_steps=warmup,
-            alpha=0.0,
-        )
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-        optimizer.exclude_from_weight_decay(var_names=["bn", "bias", "gamma", "beta"])
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-            metrics=["accuracy"],
-        )
+    model, state = build_or_resume(
+        ckpt_dir,
+        resume,
+        epochs * steps_per_epoch,
+        steps_per_epoch,
+        epochs,
+        learning_rate,
+        weight_decay,
+        label_smoothing,
+        stages,
+        dense_units,
+        init,
+        log,
+    )
+    recipe = {
+        "labels": labels,
+        "mix_fer2013_weight": mix_weight if labels == "mixed" else None,
+        "lowres_share": lowres_share,
+        "lowres_sizes": list(LOWRES_SIZES) if lowres_share > 0 else None,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "peak_learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "swa_epochs": swa_epochs,
+        "seed": seed,
+    }
+    if state.get("recipe") and state["recipe"] != recipe:
+        log(f"note: resumed with another recipe than the checkpoint's: {state['recipe']} -> {recipe}")
+    state["recipe"] = recipe
     log(f"model {ARCHITECTURE}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs/face")
 
-    class Checkpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            state["history"].append({"epoch": epoch + 1, **logs})
-            val_acc = logs.get("val_accuracy", 0.0)
-            if val_acc > state["best_val_accuracy"]:
-                state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, wait=0)
-                self.model.save(ckpt_dir / "best.keras")
-            else:
-                state["wait"] += 1
-            if swa_epochs and epoch + 1 > epochs - swa_epochs:
-                swa_accumulate(self.model, swa_path)
-            state["epoch"] = epoch
-            state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - self._t0)
-            self._t0 = time.time()
-            self.model.save(ckpt_dir / "last.tmp.keras")
-            os.replace(ckpt_dir / "last.tmp.keras", ckpt_dir / "last.keras")
-            state_file.write_text(json.dumps(state, indent=1))
-            log(
-                f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
-                f"val_loss {logs.get('val_loss', 0):.4f} val_acc {val_acc:.4f} "
-                f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {state['wall_s']:.0f}s"
-            )
-            if state["wait"] >= patience:
-                log(f"early stopping: no PublicTest improvement for {patience} epochs")
-                self.model.stop_training = True
-
-        def on_train_begin(self, logs=None):
-            self._t0 = time.time()
-
-    swa_path = ckpt_dir / "swa.npz"
+    wall_base = state["total_wall_s"]
     if state["epoch"] + 1 < epochs and state["wait"] < patience:
+        checkpoint = EpochCheckpoint(state, ckpt_dir, epochs, patience, swa_epochs, wall_base, started, log)
         model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=epochs,
             initial_epoch=state["epoch"] + 1,
-            callbacks=[Checkpoint()],
+            callbacks=[checkpoint],
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    return finish(train_data, val_ds, state, ckpt_dir, out_dir, batch_size, swa_epochs, policy, wall_base, started, log)
 
+
+def finish(train_data, val_ds, state, ckpt_dir, out_dir, batch_size, swa_epochs, policy, wall_base, started, log):
+    """Step 4 of ``train``: choose the best checkpoint or the weight average, save a float32 ``model.keras``, then
+    ``finalize`` (export, evaluation, card, plots); records this invocation's wall time in ``state.json``.
+
+    Returns:
+        The model card.
+    """
     best = keras.models.load_model(ckpt_dir / "best.keras")
     swa = None
+    swa_path = ckpt_dir / "swa.npz"
     if swa_epochs and swa_path.exists():
         averaged = keras.models.load_model(ckpt_dir / "best.keras")
-        swa = swa_finish(averaged, swa_path, train_set.images, val_ds, batch_size)
+        swa = swa_finish(averaged, swa_path, train_data.train_set.images, val_ds, batch_size)
         swa["used"] = swa["val_accuracy"] > state["best_val_accuracy"]
         log(
             f"weight average of {swa['epochs_averaged']} epochs: PublicTest accuracy {swa['val_accuracy']:.4f} vs best "
@@ -356,9 +730,23 @@ def train(
     best = to_float32(best)  # a fresh, uncompiled float32 copy: saved without optimiser state
     keras.mixed_precision.set_global_policy("float32")
     best.save(out_dir / "model.keras")
-    card = finalize(best, val_set, dataset.sha256, state, out_dir, started, log=log, precision=policy, swa=swa)
+    state["finished_invocations_wall_s"] = wall_base
+    card = finalize(
+        best,
+        train_data.public_test,
+        train_data.dataset.sha256,
+        state,
+        out_dir,
+        started,
+        log=log,
+        precision=policy,
+        swa=swa,
+        labels=train_data.labels,
+        public_test_votes=train_data.public_test_votes,
+    )
+    state["total_wall_s"] = card["total_wall_time_s"]
     state["finished_invocations_wall_s"] = card["total_wall_time_s"]
-    state_file.write_text(json.dumps(state, indent=1))
+    (ckpt_dir / "state.json").write_text(json.dumps(state, indent=1))
     return card
 
 
@@ -430,10 +818,21 @@ def finalize(
     log=print,
     precision="float32",
     swa: dict | None = None,
+    labels: dict | None = None,
+    public_test_votes: np.ndarray | None = None,
 ) -> dict:
-    """Evaluate ``model`` on PublicTest, export and check ONNX, write model card, history and plots."""
+    """Evaluate ``model`` on PublicTest, export and check ONNX, write model card, history and plots.
+
+    The card's ``evaluation`` holds ``inference.evaluate.evaluate_faces`` of the exported ONNX model on all of
+    ``val_set`` (``PublicTest``) as served (``flip_tta``) and in one pass (``one_pass``): FER2013-label metrics,
+    accuracy at ``CARD_SIZES`` face sides, calibration and, with ``public_test_votes``, the FER+ metrics. Wall
+    times: ``training_wall_time_s`` (epochs of all invocations on this run folder), ``total_wall_time_s`` (all
+    invocations, loading, evaluation and export included) and, after a warm start (``state["init"]``), both
+    ``*_including_init_s`` with the training time of the model started from.
+    """
     import tensorflow as tf
 
+    from inference.evaluate import CARD_SIZES, evaluate_faces
     from inference.export import export_onnx
     from inference.metrics import classification_report
     from inference.model import ARCHITECTURE, count_flops
@@ -449,6 +848,26 @@ def finalize(
     probs_flip = (probs + clf.predict_proba(val_set.images[:, :, ::-1].copy())) / 2
     report_tta = classification_report(val_set.labels, probs_flip.argmax(1))
     log(f"PublicTest accuracy {report['accuracy']:.4f} (flip TTA {report_tta['accuracy']:.4f})")
+    evaluation = {
+        name: evaluate_faces(
+            EmotionClassifier(onnx_path, threads=os.cpu_count() or 1, flip_tta=tta),
+            val_set.images,
+            val_set.labels,
+            public_test_votes,
+            CARD_SIZES,
+            calibration=True,
+        )
+        for name, tta in (("flip_tta", True), ("one_pass", False))
+    }
+    served = evaluation["flip_tta"]
+    log(
+        "as served: "
+        + ", ".join(f"{s} px {v['accuracy']:.4f}" for s, v in served["sizes"].items())
+        + f"; ECE {served['calibration']['ece']:.4f}"
+        + (f"; FER+ majority {served['ferplus']['accuracy']:.4f}" if "ferplus" in served else "")
+    )
+    init = state.get("init") or None
+    total_wall = round(state.get("finished_invocations_wall_s", 0.0) + time.time() - started, 1)
 
     history = state["history"]
     with open(out_dir / "history.csv", "w", newline="") as fh:
@@ -467,9 +886,17 @@ def finalize(
         "epochs_run": len(history),
         "best_epoch": state.get("best_epoch"),
         "training_wall_time_s": round(state.get("wall_s", 0.0), 1),
-        # Wall time of every finished invocation of ``train`` on this run folder (resumes add up), data loading,
+        # Wall time of every invocation of ``train`` on this run folder (resumes add up), data loading,
         # evaluation and export included; ``training_wall_time_s`` counts the epochs alone.
-        "total_wall_time_s": round(state.get("finished_invocations_wall_s", 0.0) + time.time() - started, 1),
+        "total_wall_time_s": total_wall,
+        "labels": labels or {"training": "fer2013"},
+        "recipe": state.get("recipe"),
+        "init": init,
+        "epochs_run_including_init": len(history) + ((init or {}).get("epochs_run") or 0),
+        "training_wall_time_including_init_s": round(
+            state.get("wall_s", 0.0) + ((init or {}).get("training_wall_time_s") or 0.0), 1
+        ),
+        "total_wall_time_including_init_s": round(total_wall + ((init or {}).get("total_wall_time_s") or 0.0), 1),
         "hardware": {
             "machine": platform.machine(),
             "processor": _cpu_name(),
@@ -482,6 +909,7 @@ def finalize(
         "onnx_max_abs_diff_vs_keras": max_abs_diff,
         "public_test": {k: report[k] for k in ("n", "accuracy", "macro_f1", "per_class", "confusion")},
         "public_test_flip_tta": {k: report_tta[k] for k in ("n", "accuracy", "macro_f1")},
+        "evaluation": evaluation,
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     _plots(history, report, out_dir)

@@ -105,3 +105,74 @@ def test_swa_finish_loads_the_average_and_re_estimates_batch_norm_statistics(fix
     # EMA with momentum 0.99 over ~28 steps: about 1 - 0.99**28 = 25 % of the way from 0 to the true mean.
     got = bn.moving_mean.numpy()
     assert np.all(np.sign(got) == np.sign(true_mean)) and np.all(np.abs(got) > 0.1 * np.abs(true_mean))
+
+
+def test_make_targets_mix_the_fer2013_one_hot_with_the_vote_distribution():
+    from inference.train import make_targets
+
+    labels = np.array([0, 3, 6])
+    # FER+ columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+    votes = np.array([[5, 0, 0, 0, 5, 0, 0, 0, 0, 0], [0, 10, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]])
+    one_hot, keep = make_targets(labels, None, "fer2013")
+    assert keep.all() and one_hot.argmax(axis=1).tolist() == [0, 3, 6] and one_hot.sum() == 3
+    soft, keep = make_targets(labels, votes, "ferplus")
+    assert keep.tolist() == [True, True, False]
+    np.testing.assert_allclose(soft[0], [0.5, 0, 0, 0, 0, 0, 0.5])
+    mixed, keep = make_targets(labels, votes, "mixed", mix_weight=0.5)
+    np.testing.assert_allclose(mixed[0], [0.75, 0, 0, 0, 0, 0, 0.25])
+    np.testing.assert_allclose(mixed[1], [0, 0, 0, 1.0, 0, 0, 0])
+    assert keep.tolist() == [True, True, False] and (mixed[2] == 0).all()
+    with pytest.raises(ValueError, match="FER\\+ votes"):
+        make_targets(labels, None, "mixed")
+    with pytest.raises(ValueError, match="labels must be"):
+        make_targets(labels, votes, "fer2014")
+
+
+def test_lowres_augmentation_shrinks_the_chosen_share_like_crop_face_does():
+    from inference.evaluate import shrink_faces
+    from inference.train import make_lowres
+
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    x = faces[..., None].astype(np.float32)
+    shrunk = make_lowres(48, share=1.0, sizes=(24, 24))(x).numpy()[..., 0]
+    # TF's area + bilinear resize against OpenCV's INTER_AREA + crop_face's INTER_LINEAR: equal but for the two
+    # roundings to grey levels (TF rounds halves to even, OpenCV up; OpenCV's output is uint8).
+    diff = np.abs(shrunk - shrink_faces(faces, 24).astype(np.float32))
+    assert diff.max() <= 1.5 and diff.mean() < 0.5
+    assert np.array_equal(make_lowres(48, share=0.0)(x).numpy(), x)
+    some = make_lowres(48, share=0.5, sizes=(12, 40))(np.repeat(x, 8, axis=0)).numpy()
+    changed = np.abs(some - np.repeat(x, 8, axis=0)).max(axis=(1, 2, 3)) > 0
+    assert 0.3 < changed.mean() < 0.7
+
+
+@pytest.mark.slow
+def test_training_smoke_with_ferplus_labels_loss_falls_card_written_and_warm_start_adds_up(fixture_csv, tmp_path):
+    ferplus = str(fixture_csv.with_name("fer2013new_sample.csv"))
+    out = tmp_path / "run"
+    card = train(
+        str(fixture_csv), out=str(out), epochs=2, labels="ferplus", ferplus=ferplus, lowres_share=0.5,
+        log=lambda _: None, **TINY,
+    )  # fmt: skip
+    history = card_history(out)
+    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
+    assert json.loads((out / "model_card.json").read_text()) == card
+    assert card["labels"]["training"] == "ferplus" and card["labels"]["ferplus_source"] == "fer2013new_sample.csv"
+    assert card["labels"]["dropped_training_faces"] > 0 and card["recipe"]["lowres_share"] == 0.5
+    assert card["public_test"]["n"] == 56  # the card evaluates all PublicTest rows, dropped faces included
+    served = card["evaluation"]["flip_tta"]
+    assert set(served["sizes"]) == {"48", "32", "24", "16"} and 0 <= served["calibration"]["ece"] <= 1
+    assert served["ferplus"]["n"] + served["ferplus"]["dropped"] == 56 and served["ferplus"]["cross_entropy"] > 0
+    assert card["evaluation"]["one_pass"]["accuracy"] == pytest.approx(card["public_test"]["accuracy"])
+
+    # A warm start from that model records it and adds its epochs and wall time to the new card.
+    warm = train(
+        str(fixture_csv), out=str(tmp_path / "warm"), epochs=1, labels="mixed", ferplus=ferplus,
+        init=str(out / "model.keras"), log=lambda _: None, **TINY,
+    )  # fmt: skip
+    assert warm["init"]["epochs_run"] == 2 and warm["init"]["labels"] == "ferplus"
+    assert warm["epochs_run_including_init"] == 3
+    assert warm["training_wall_time_including_init_s"] == pytest.approx(
+        warm["training_wall_time_s"] + card["training_wall_time_s"], abs=0.2
+    )
+    with pytest.raises(ValueError, match="architecture"):
+        train(str(fixture_csv), out=str(tmp_path / "x"), epochs=1, init=str(out / "model.keras"), log=lambda _: None)
