@@ -29,7 +29,7 @@ KEYS = {
     "clients", "fps", "seconds", "frames_sent", "frames_processed", "frames_dropped", "faces_detected", "errors",
     "frame_errors", "unanswered", "latency_ms", "memory_mb", "wall_s", "session_ids",
 }  # fmt: skip
-NEW_KEYS = {"per_client_processed_fps", "analysed_fps_over_time", "clients_connected", "size"}
+NEW_KEYS = {"per_client_processed_fps", "analysed_fps_over_time", "clients_connected", "size", "dropped_by_reason"}
 #: Nothing listens there: a command that touched the database would fail.
 NO_DATABASE = "postgres://nobody@127.0.0.1:9/no_such_database"
 
@@ -48,6 +48,7 @@ def _assert_accounted(result: dict) -> None:
     assert sent == processed + result["frames_dropped"] + result["frame_errors"] + result["unanswered"]
     assert result["errors"] == 0 and result["unanswered"] == 0, result.get("error_messages")
     assert sum(point["fps"] for point in result["analysed_fps_over_time"]) == processed
+    assert sum(result["dropped_by_reason"].values()) == result["frames_dropped"]
 
 
 def _stored_sessions(result: dict, sent: int) -> list[EmotionSession]:

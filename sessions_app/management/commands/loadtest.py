@@ -34,14 +34,14 @@ errors, nothing unanswered, and at most ``--max-dropped-pct`` (default 2 %) of t
 largest count that met it.
 
 ``--json`` prints one object per run: ``clients, fps, seconds, size, frames_sent, frames_processed, frames_dropped,
-faces_detected, errors, frame_errors, unanswered, clients_connected, latency_ms {p50, p95, max},
-per_client_processed_fps {min, mean, max}, analysed_fps_over_time [{t_s, fps}], memory_mb {web_peak,
-workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to result, measured in the client), rates in
-frames per second (``per_client_processed_fps``: results received by a client / its streaming time;
-``analysed_fps_over_time``: results of all clients arriving in second ``[t_s, t_s + 1)`` after the start), memory in MB
-(peak RSS, sampled every 0.5 s, of the local daphne process listening on the URL's port and of the local Celery
-workers on the same broker and queue as that daphne; ``null`` when the server is not on this machine or they cannot
-be seen). With ``--ramp``: ``{"target_p95_ms", "max_dropped_pct", "steps": [one object per step, plus
+dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered, clients_connected, latency_ms
+{p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time [{t_s, fps}], memory_mb
+{web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to result, measured in the
+client), rates in frames per second (``per_client_processed_fps``: results received by a client / its streaming
+time; ``analysed_fps_over_time``: results of all clients arriving in second ``[t_s, t_s + 1)`` after the start),
+memory in MB (peak RSS, sampled every 0.5 s, of the local daphne process listening on the URL's port and of the
+local Celery workers on the same broker and queue as that daphne; ``null`` when the server is not on this machine or
+they cannot be seen). With ``--ramp``: ``{"target_p95_ms", "max_dropped_pct", "steps": [one object per step, plus
 "meets_target" and "missed" (reasons)], "max_clients_meeting_target"}`` (``null`` when no step met it).
 
 Accounting: every frame sent gets exactly one answer (``result``, ``dropped`` or ``error`` event), or is counted as
@@ -297,7 +297,7 @@ class Server:
 def _is_local_host(host: str) -> bool:
     """Whether ``host`` (name or address) resolves to this machine: a loopback address or one of its interfaces."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
     try:
@@ -382,9 +382,10 @@ class LocalMemory:
 @dataclass
 class Stats:
     """Counters of one run, shared by its clients: frames ``sent``, ``processed``, ``dropped``, ``faces``,
-    ``frame_errors``, ``errors``, ``unanswered``; ``connected`` clients; ``latency`` (ms per result); ``result_at``
-    (seconds after the run's start at which each result arrived); ``client_fps`` (results / streaming seconds, one
-    per client, 0 for clients that never streamed); ``messages`` (failure texts)."""
+        ``frame_errors``, ``errors``, ``unanswered``; ``dropped_by_reason`` (the ``reason`` of each ``dropped`` event:
+    count); ``connected`` clients; ``latency`` (ms per result); ``result_at``
+        (seconds after the run's start at which each result arrived); ``client_fps`` (results / streaming seconds, one
+        per client, 0 for clients that never streamed); ``messages`` (failure texts)."""
 
     started: float = field(default_factory=time.perf_counter)
     sent: int = 0
@@ -398,6 +399,7 @@ class Stats:
     latency: list[float] = field(default_factory=list)
     result_at: list[float] = field(default_factory=list)
     client_fps: list[float] = field(default_factory=list)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
 
 
@@ -407,13 +409,14 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
     ``frames`` round-robin (from index ``offset``) at ``fps`` frames/s for ``seconds`` s, then wait up to ``drain_s``
     s for the last answers. Adds to ``stats``. Never raises."""
     import websockets
+    from websockets.typing import Origin
 
     sent_at: dict[int, float] = {}
     processed = 0
     streamed_s = 0.0
     try:
         async with websockets.connect(
-            ws_url, additional_headers={"Cookie": cookie}, origin=origin, max_size=2**22, open_timeout=30,
+            ws_url, additional_headers={"Cookie": cookie}, origin=Origin(origin), max_size=2**22, open_timeout=30,
             ssl=context,
         ) as ws:  # fmt: skip
             ready = json.loads(await ws.recv())
@@ -439,6 +442,8 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
                     elif ev.get("type") == "dropped" and seq in sent_at:
                         sent_at.pop(seq)
                         stats.dropped += 1
+                        reason = str(ev.get("reason"))
+                        stats.dropped_by_reason[reason] = stats.dropped_by_reason.get(reason, 0) + 1
                     elif ev.get("type") == "error" and ev.get("source", source) == source:
                         stats.errors += 1
                         if seq in sent_at:
@@ -542,6 +547,7 @@ def run_step(server: Server, cookie: str, frames: list[bytes], *, clients: int, 
         "frames_sent": stats.sent,
         "frames_processed": stats.processed,
         "frames_dropped": stats.dropped,
+        "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
         "faces_detected": stats.faces,
         "errors": stats.errors,
         "frame_errors": stats.frame_errors,
