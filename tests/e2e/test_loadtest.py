@@ -239,3 +239,48 @@ def test_loadtest_streams_over_wss_through_the_tls_proxy_trusting_its_ca(
     insecure = _loadtest_subprocess(*args, "--insecure")
     assert insecure.returncode == 0, insecure.stderr[-3000:]
     assert json.loads(insecure.stdout)["frames_processed"] >= 3
+
+
+# ------------------------------------------------------------------------------------------- the command's parts
+def test_ramp_and_size_options_are_parsed_or_refused_with_a_clear_message():
+    from sessions_app.management.commands.loadtest import parse_ramp, parse_size
+
+    assert parse_ramp("5:30:5") == [5, 10, 15, 20, 25, 30]  # stop included
+    assert parse_ramp("20,5,10,5") == [5, 10, 20]  # ascending, no repeats
+    assert parse_size("640x480") == (640, 480)
+    for bad in ("5:30:0", "a,b", "0,5", ""):
+        with pytest.raises(CommandError, match="--ramp"):
+            parse_ramp(bad)
+    for bad in ("640", "640x", "8x8", "640x480x3"):
+        with pytest.raises(CommandError, match="--size"):
+            parse_size(bad)
+
+
+def test_letterboxing_fits_the_photo_into_the_webcam_frame_keeping_its_aspect_ratio(group_photo):
+    import cv2
+    import numpy as np
+
+    from sessions_app.management.commands.loadtest import letterbox, load_frames
+
+    photo = cv2.imread(str(group_photo[0]))  # 500x334
+    frame = letterbox(photo, (640, 480))
+    assert frame.shape == (480, 640, 3)
+    # scaled by 640/500 to 640x428, centred: 26 grey rows above, 26 below
+    assert np.all(frame[:26] == 128) and np.all(frame[-26:] == 128) and not np.all(frame[26:30] == 128)
+    jpeg = load_frames([str(group_photo[0])], (640, 480))[0]
+    assert jpeg.startswith(b"\xff\xd8\xff") and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (480, 640, 3)
+
+
+def test_results_per_second_and_the_ramp_target_are_computed_from_the_run():
+    from sessions_app.management.commands.loadtest import fps_over_time, target_misses
+
+    assert fps_over_time([]) == []
+    assert fps_over_time([0.1, 0.9, 2.5]) == [{"t_s": 0, "fps": 2}, {"t_s": 1, "fps": 0}, {"t_s": 2, "fps": 1}]
+    run = {"latency_ms": {"p95": 250.0}, "errors": 0, "unanswered": 0, "frames_sent": 100, "frames_dropped": 2}
+    assert target_misses(run, target_p95_ms=300, max_dropped_pct=2) == []
+    assert target_misses(run | {"frames_dropped": 3}, target_p95_ms=300, max_dropped_pct=2) == ["3 of 100 dropped"]
+    assert target_misses(run, target_p95_ms=200, max_dropped_pct=2) == ["p95 250.0 ms > 200 ms"]
+    assert target_misses(run | {"latency_ms": {"p95": None}, "errors": 1}, target_p95_ms=300, max_dropped_pct=2) == [
+        "p95 None ms > 300 ms",
+        "1 errors",
+    ]
