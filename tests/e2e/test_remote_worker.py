@@ -224,7 +224,13 @@ def test_frames_of_a_camera_are_analysed_by_a_worker_on_another_host(
     for port in ("5432", "6379"):
         isolated = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe, port], timeout=30)
         assert isolated.returncode == 0, f"the namespace reaches 127.0.0.1:{port} of the first host"
-    # no worker in the first host: only daphne is started here, and nobody else uses the private Redis
+    # no worker in the first host: only daphne is started here; the one worker on the private broker is the remote one
+    ping = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "fer_platform", "inspect", "ping", "--timeout", "5", "--json"],
+        cwd=REPO, env=remote_worker_stack["env"], capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert [name.split("@")[0] for name in json.loads(ping.stdout.strip().splitlines()[-1])] == [f"remote-{ns}"]
     web, url = _daphne(remote_worker_stack["env"], tmp_path / "daphne.log")
     django_user_model.objects.create_user(username="remote-cam", password="remote-cam-pass-1")
     connections_before = remote_worker_stack["forwarder"].connections
