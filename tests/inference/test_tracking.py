@@ -117,6 +117,32 @@ def test_a_face_hidden_for_up_to_max_age_frames_keeps_its_track_and_longer_gets_
     assert ids[1] == (before[1] if same_track else 4)
 
 
+def test_in_a_stream_a_briefly_hidden_face_is_found_at_the_next_keyframe_and_keeps_its_track(recognizer, faces_dir):
+    photo = read_image(faces_dir / "group_photos/dlib_2008_002506.jpg")
+    middle = recognizer.analyze(photo)[1].box
+    frames = [photo] * 2 + [hide(photo, middle)] * 3 + [photo] * 32
+    out, state = run_tracked(TrackedStreamAnalyzer(recognizer), frames)  # defaults: keyframe_every 30, max_age 30
+    assert [len(faces) for faces in out[:5]] == [3, 3, 2, 2, 2]
+    back = next(i for i, faces in enumerate(out) if i > 4 and len(faces) == 3)
+    assert back <= 2 + 30  # the follow stage lost him at frame 2 (a keyframe); the next keyframe finds him
+    assert all([f.track for f in faces] == [1, 2, 3] for faces in out[back:])
+    assert state["tracker"]["next_id"] == 4
+
+
+def test_a_face_back_far_from_where_it_was_gets_a_new_track(recognizer, faces_dir):
+    photo = read_image(faces_dir / "group_photos/dlib_2008_002506.jpg")
+    faces = recognizer.analyze(photo)
+    boxes = np.array([f.box for f in faces], np.float64)
+    probabilities = np.array([f.probabilities for f in faces])
+    tracker = Tracker()
+    assert tracker.update(boxes, probabilities) == [1, 2, 3]
+    assert tracker.update(boxes[[0, 2]], probabilities[[0, 2]]) == [1, 3]
+    moved = boxes.copy()
+    moved[1, 1] += 1.5 * moved[1, 3]  # the middle man is back 1.5 face heights lower
+    assert tracker.update(moved, probabilities) == [1, 4, 3]
+    assert [t[0] for t in tracker.to_dict()["tracks"]] == [1, 2, 3, 4]  # track 2 waits up to max_age frames
+
+
 def test_tracker_state_holds_only_numbers_and_continues_identically_after_json(recognizer, faces_dir):
     frames, _ = panned(read_image(faces_dir / "group_photos/dlib_2008_002506.jpg"), 8, size=(400, 300))
     analyzer = TrackedStreamAnalyzer(recognizer)
