@@ -271,7 +271,7 @@ class Tracker:
 
     def to_dict(self) -> dict:
         """``{"v": 1, "frame": int, "next_id": int, "max_age", "alpha", "min_iou", "max_shift",
-        "tracks": [[id, [x, y, w, h], age, hits, [7 probabilities]], ...]}``: numbers only (about 90 bytes per
+        "tracks": [[id, [x, y, w, h], age, hits, [7 probabilities]], ...]}``: numbers only (about 105 bytes per
         track plus ~100)."""
         return {
             "v": TRACKER_VERSION,
