@@ -135,7 +135,8 @@ def write_annotated_video(
 
     Args:
         path: the analysed video; result: ``track_video``'s result for it; out_path: the ``.mp4`` to write;
-        fps: the sampling rate used (``None``: every frame), which is the output frame rate.
+        fps: the sampling rate used (``None``: every frame); the output frame rate is the smaller of it and the
+            video's.
 
     Returns:
         ``out_path`` as a ``Path``.
@@ -154,7 +155,7 @@ def write_annotated_video(
                 continue
             if writer is None:
                 height, width = image.shape[:2]
-                rate = fps if fps is not None else result["fps"]
+                rate = min(fps, result["fps"]) if fps is not None else result["fps"]
                 writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (width, height))
                 if not writer.isOpened():
                     raise OSError(f"{out_path}: cannot open an mp4v video writer")
