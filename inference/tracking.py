@@ -32,7 +32,7 @@ TRACKER_VERSION = 1
 
 #: Weight of the newest frame in the per-track exponential moving average. Source: ``scripts/measure_smoothing.py``
 #: on FER2013 PublicTest (README "Tracks and smoothing"): the fewest label switches among the filters whose mean
-#: onset delay after an expression change is at most 2 frames.
+#: onset delay after an expression change is at most 2 frames at both jitter levels (1 s at 2 fps).
 DEFAULT_ALPHA = 0.3
 
 #: Frames a track survives without a matching face. The stream's follow stage drops a face it loses and finds it
