@@ -14,6 +14,8 @@ Public API (lazily imported, see ``__getattr__``):
   ``too_small``).
 - ``StreamAnalyzer``: ``analyze(frame, state) -> (list[FaceResult], state)`` for a stream of frames (detect on
   keyframes, follow the faces in between); ``StreamState`` is small JSON (``to_dict``/``from_dict``).
+- ``Tracker``: ``update(boxes, probabilities) -> list[track_id]``, anonymous per-stream face tracks with smoothed
+  probabilities, JSON state; ``TrackedStreamAnalyzer``: ``StreamAnalyzer`` + ``Tracker`` in one call.
 """
 
 from inference.labels import LABELS, NUM_CLASSES, VALENCE
@@ -31,6 +33,8 @@ __all__ = [
     "FaceResult",
     "StreamAnalyzer",
     "StreamState",
+    "Tracker",
+    "TrackedStreamAnalyzer",
     "default_model_path",
 ]
 
@@ -45,6 +49,8 @@ _LAZY = {
     "FaceResult": "inference.recognizer",
     "StreamAnalyzer": "inference.stream",
     "StreamState": "inference.stream",
+    "Tracker": "inference.tracking",
+    "TrackedStreamAnalyzer": "inference.tracked_stream",
 }
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference {train,evaluate,predict,bench} ...`` (``--help`` on each)."""
+"""Command line: ``python -m inference {train,evaluate,predict,bench,track} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,25 @@ def _bench(args) -> int:
     return 0
 
 
+def _track(args) -> int:
+    from inference.track_video import track_files
+
+    results = track_files(args.videos, out_dir=args.out, fps=args.fps)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+    else:
+        for item in results:
+            if "error" in item:
+                print(f"{item['video']}: ERROR {item['error']}")
+                continue
+            faces = sum(len(frame["faces"]) for frame in item["frames"])
+            print(f"{item['video']}: {len(item['frames'])} frame(s), {faces} face(s), {len(item['tracks'])} track(s)")
+            for track in item["tracks"]:
+                span = f"{track['first_s']:.2f}-{track['last_s']:.2f} s"
+                print(f"  track {track['track']}: {span}, {track['frames']} frame(s)")
+    return 1 if any("error" in r for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m inference``."""
     parser = argparse.ArgumentParser(prog="python -m inference", description="FER2013 emotion recognition")
@@ -193,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="ONNX model (default: the shipped model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("track", help="tracked, smoothed emotions over video files (anonymous per-video tracks)")
+    p.add_argument("videos", nargs="+", help="video files OpenCV can read (mp4, avi, ...)")
+    p.add_argument("--fps", type=float, help="analyse this many frames per second of video (default: every frame)")
+    p.add_argument(
+        "--out", help="folder for annotated MP4s (<stem>.tracks.mp4) and timeline plots (<stem>.timeline.png)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON: an object for one video, a list for several")
+    p.set_defaults(func=_track)
     return parser
 
 
