@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from inference.labels import LABELS
+from inference.labels import LABELS, VALENCE
 from sessions_app.models import ALERT_NEGATIVE, NEGATIVE_LABELS, EmotionSession
-from sessions_app.palette import LABEL_COLORS
+from sessions_app.palette import HIDDEN_COLOR, LABEL_COLORS
 from sessions_app.selectors import session_duration_s
 
 #: Bucket sizes (seconds) the automatic report timeline (and the chart's tick spacing) chooses from; past the last
@@ -286,6 +286,11 @@ MOOD_POSITIVE_AT = 0.15
 TREND_STEP = 0.1
 #: Seconds of session time the mood indicator and its trend look back.
 MOOD_WINDOW_S = 60
+
+
+def valence_of(probabilities: dict) -> float:
+    """Valence (-1..1) of a mean-probability mix: ``sum(p[label] * VALENCE[label])`` (``inference.labels.VALENCE``)."""
+    return round(sum(probabilities[label] * v for label, v in zip(LABELS, VALENCE, strict=True)), 6)
 
 
 def mood_word(valence: float | None) -> str | None:

@@ -15,12 +15,18 @@ class AlertFieldsMixin(forms.ModelForm):
     """The alert settings of a session, with the threshold entered as a percentage (5..100)."""
 
     alert_threshold_pct = forms.IntegerField(
+        required=False,
         label="Alert threshold (%)",
         min_value=5,
         max_value=100,
         initial=50,
         help_text="Share of the faces' expression mix (mean probability) that must be exceeded.",
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("alert_emotion", "alert_duration_s"):  # optional: the model's defaults apply
+            self.fields[name].required = False
 
     def clean(self) -> dict:
         """Copy ``alert_threshold_pct`` (percent) into the model's ``alert_threshold`` (0..1)."""
@@ -35,7 +41,7 @@ class AlertFieldsMixin(forms.ModelForm):
         return {
             "alerts_enabled": bool(data.get("alerts_enabled")),
             "alert_emotion": data.get("alert_emotion") or "negative",
-            "alert_threshold": data.get("alert_threshold", 0.5),
+            "alert_threshold": data.get("alert_threshold") or 0.5,
             "alert_duration_s": data.get("alert_duration_s") or 30,
         }
 

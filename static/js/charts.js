@@ -1,34 +1,86 @@
-/* Shared Chart.js helpers for the live page and the dashboard (Chart.js is vendored in static/vendor/). */
+/* Shared Chart.js helpers for the live page and the dashboard (Chart.js is vendored in static/vendor/).
+   The time axis is linear in seconds of session time: each bucket is drawn at its start, and a stretch without frames
+   becomes a gap (a null point), so a 100 s pause shows as 100 s of empty chart. Values are mean probabilities of each
+   expression over the faces of a bucket, stacked to 100%. */
 (function () {
   "use strict";
+  function withGaps(timeline, bucketS, value) {
+    var points = [];
+    timeline.forEach(function (b, i) {
+      var prev = timeline[i - 1];
+      if (prev && b.start_s > prev.end_s) points.push({ x: prev.end_s, y: null }); // a gap: break the line
+      points.push({ x: b.start_s, y: value(b) });
+    });
+    return points;
+  }
   function timelineDatasets(timeline, cfg) {
     return cfg.labels.map(function (label) {
       return {
         label: label,
-        data: timeline.map(function (b) { return b.probabilities ? +(b.probabilities[label] * 100).toFixed(1) : null; }),
-        borderColor: cfg.colors[label], backgroundColor: cfg.colors[label] + "55",
-        fill: true, spanGaps: false, pointRadius: 0, tension: 0.25, stack: "shares",
+        data: withGaps(timeline, cfg.bucket_s, function (b) {
+          return b.probabilities ? +(b.probabilities[label] * 100).toFixed(1) : null;
+        }),
+        borderColor: cfg.colors[label], backgroundColor: cfg.colors[label] + "cc",
+        fill: true, spanGaps: false, pointRadius: 0, tension: 0, stack: "shares", borderWidth: 1,
       };
     });
   }
+  function timeScale(title) {
+    return {
+      type: "linear", min: 0, title: { display: true, text: title || "session time (min:s)" },
+      ticks: { maxTicksLimit: 7, callback: function (v) { return FerFmt.clock(v); } },
+    };
+  }
   function makeTimelineChart(canvas, timeline, cfg) {
-    return new Chart(canvas, {
+    var chart = new Chart(canvas, {
       type: "line",
-      data: { labels: timeline.map(function (b) { return b.start_s + "s"; }), datasets: timelineDatasets(timeline, cfg) },
+      data: { datasets: timelineDatasets(timeline, cfg) },
       options: {
-        animation: false, responsive: true, interaction: { mode: "index", intersect: false },
-        scales: { y: { stacked: true, min: 0, max: 100, title: { display: true, text: "share of faces, %" } },
-                  x: { title: { display: true, text: "session time" } } },
-        plugins: { legend: { position: "bottom" } },
+        animation: false, responsive: true, maintainAspectRatio: false, parsing: true,
+        interaction: { mode: "nearest", axis: "x", intersect: false },
+        scales: { y: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, % (stacked)" } },
+                  x: timeScale() },
+        plugins: {
+          legend: { position: "bottom", labels: { boxWidth: 14, color: "#1f1f1f" } },
+          tooltip: { callbacks: { title: function (items) { return items.length ? FerFmt.clock(items[0].parsed.x) : ""; } } },
+        },
       },
     });
+    canvas.dataset.points = String(timeline.length);
+    return chart;
   }
   function updateTimelineChart(chart, timeline, cfg) {
-    chart.data.labels = timeline.map(function (b) { return b.start_s + "s"; });
     var fresh = timelineDatasets(timeline, cfg);
     chart.data.datasets.forEach(function (ds, i) { ds.data = fresh[i].data; });
     chart.update();
     chart.canvas.dataset.points = String(timeline.length);
   }
-  window.FerCharts = { makeTimelineChart: makeTimelineChart, updateTimelineChart: updateTimelineChart };
+  function topLabel(b) {
+    return b.dominant ? b.dominant + " " + Math.round(b.probabilities[b.dominant] * 100) + "%" : "too few faces";
+  }
+  /* One sentence describing the newest bucket (the chart's text alternative). */
+  function describe(timeline, cfg) {
+    if (!timeline.length) return "No frames yet.";
+    var last = timeline[timeline.length - 1];
+    var span = FerFmt.clock(last.start_s) + "–" + FerFmt.clock(last.end_s);
+    if (!last.probabilities) return "Latest " + cfg.bucket_s + " s (" + span + "): fewer than " + cfg.min_faces + " faces, nothing shown.";
+    var ranked = cfg.labels.slice().sort(function (a, b) { return last.probabilities[b] - last.probabilities[a]; });
+    return "Latest " + cfg.bucket_s + " s (" + span + "), " + last.faces + " face observations: " + ranked.slice(0, 3).map(function (l) {
+      return l + " " + Math.round(last.probabilities[l] * 100) + "%";
+    }).join(", ") + ". " + timeline.length + " buckets with frames so far.";
+  }
+  function fillTable(tbody, timeline, limit) {
+    var rows = limit ? timeline.slice(-limit) : timeline;
+    tbody.innerHTML = "";
+    rows.forEach(function (b) {
+      var tr = document.createElement("tr");
+      [FerFmt.clock(b.start_s) + "–" + FerFmt.clock(b.end_s), String(b.faces), topLabel(b),
+       b.valence === null ? "–" : (b.valence >= 0 ? "+" : "−") + Math.abs(b.valence).toFixed(2)].forEach(function (text, i) {
+        var td = document.createElement("td"); td.textContent = text; if (i === 1 || i === 3) td.className = "num"; tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    });
+  }
+  window.FerCharts = { makeTimelineChart: makeTimelineChart, updateTimelineChart: updateTimelineChart, describe: describe,
+    fillTable: fillTable, withGaps: withGaps, timeScale: timeScale };
 })();
