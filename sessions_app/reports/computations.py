@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from inference.labels import LABELS, VALENCE
 from sessions_app.models import ALERT_NEGATIVE, NEGATIVE_LABELS, EmotionSession
-from sessions_app.palette import HIDDEN_COLOR, LABEL_COLORS
+from sessions_app.palette import LABEL_COLORS
 from sessions_app.selectors import session_duration_s
 
 #: Bucket sizes (seconds) the automatic report timeline (and the chart's tick spacing) chooses from; past the last

@@ -108,7 +108,9 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
         pdf = f"{pdf}?{urlencode({'bucket': bucket_s})}"
     # alerts are judged on the fine live buckets (FER_CHART_BUCKET_S), whatever the report's bucket
     fine_s = settings.FER_CHART_BUCKET_S
-    fine = report.timeline if report.bucket_s == fine_s else selectors.session_timeline(session=session, bucket_s=fine_s)
+    fine = report.timeline
+    if report.bucket_s != fine_s:
+        fine = selectors.session_timeline(session=session, bucket_s=fine_s)
     return {
         "session": session,
         "report": report,
