@@ -127,10 +127,17 @@ def session_live(request: HttpRequest, session_id: int) -> HttpResponse:
     if session.notice_code:
         notice_url = request.build_absolute_uri(reverse("sessions_app:notice", args=[session.notice_code]))
     config["notice_url"] = notice_url
+    fine = selectors.session_timeline(session=session, bucket_s=settings.FER_CHART_BUCKET_S)
     return render(
         request,
         "sessions_app/session_live.html",
-        {"session": session, "config": config, "notice_url": notice_url, "idle_end_s": settings.FER_SESSION_IDLE_END_S},
+        {
+            "session": session,
+            "config": config,
+            "glance": _glance(session, fine),
+            "notice_url": notice_url,
+            "idle_end_s": settings.FER_SESSION_IDLE_END_S,
+        },
     )
 
 

@@ -25,11 +25,21 @@
       };
     });
   }
-  function timeScale(title) {
+  var NICE_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  function niceStep(span) { // at most ~6 intervals, on round minutes/hours
+    for (var i = 0; i < NICE_S.length; i++) if (span / NICE_S[i] <= 6) return NICE_S[i];
+    return 86400 * Math.ceil(span / (6 * 86400));
+  }
+  function timeScale(title, timeline) {
+    var end = timeline && timeline.length ? timeline[timeline.length - 1].end_s : 60;
     return {
-      type: "linear", min: 0, title: { display: true, text: title || "session time (min:s)" },
-      ticks: { maxTicksLimit: 7, callback: function (v) { return FerFmt.clock(v); } },
+      type: "linear", min: 0, max: end, title: { display: true, text: title || "session time (min:s)" },
+      ticks: { stepSize: niceStep(end), autoSkip: true, maxRotation: 0, callback: function (v) { return FerFmt.clock(v); } },
     };
+  }
+  function fitTimeScale(scale, timeline) {
+    var fresh = timeScale(scale.title.text, timeline);
+    scale.max = fresh.max; scale.ticks.stepSize = fresh.ticks.stepSize;
   }
   function makeTimelineChart(canvas, timeline, cfg) {
     var chart = new Chart(canvas, {
@@ -38,8 +48,8 @@
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, parsing: true,
         interaction: { mode: "nearest", axis: "x", intersect: false },
-        scales: { y: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, % (stacked)" } },
-                  x: timeScale() },
+        scales: { y: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, %" } },
+                  x: timeScale(null, timeline) },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 14, color: "#1f1f1f" } },
           tooltip: { callbacks: { title: function (items) { return items.length ? FerFmt.clock(items[0].parsed.x) : ""; } } },
@@ -52,6 +62,7 @@
   function updateTimelineChart(chart, timeline, cfg) {
     var fresh = timelineDatasets(timeline, cfg);
     chart.data.datasets.forEach(function (ds, i) { ds.data = fresh[i].data; });
+    fitTimeScale(chart.options.scales.x, timeline);
     chart.update();
     chart.canvas.dataset.points = String(timeline.length);
   }

@@ -51,7 +51,7 @@
     data: { datasets: [{ label: "faces per frame", data: FerCharts.withGaps(tl, data.bucket_s, function (b) { return b.mean_face_count; }),
       borderColor: "#1f1f1f", pointRadius: 2, spanGaps: false }] },
     options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false } },
-      scales: { y: { beginAtZero: true, title: { display: true, text: "faces per frame (mean)" } }, x: FerCharts.timeScale() } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: "faces per frame (mean)" } }, x: FerCharts.timeScale(null, tl) } },
   });
   window.ferDashboardChart = chart;
 })();

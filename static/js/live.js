@@ -68,7 +68,7 @@
     } else if (ev.type === "dropped") {
       delete sentAt[ev.sequence]; dropped += 1; $("frames-dropped").textContent = dropped;
     } else if (ev.type === "error") { showError(ev.code + ": " + ev.detail); delete sentAt[ev.sequence]; }
-    else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); clearLive(); }
+    else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); clearLive(); showEnded(); }
   }
 
   function connect(path, newMode) {
@@ -146,6 +146,12 @@
     var help = CAMERA_HELP[name] || ["The camera could not be started.", "Press Start camera again; if it keeps failing, try another browser. (" + name + ")"];
     $("camera-help-title").textContent = help[0]; $("camera-help-text").textContent = help[1];
     $("camera-help").hidden = false; $("camera-help").dataset.error = name;
+  }
+
+  function showEnded() {
+    var el = $("ended-live"); if (!el) return;
+    el.hidden = false;
+    var start = $("start-camera"); if (start) start.disabled = true;
   }
 
   // After Stop or the end: no stale boxes over a dark video, no "7 faces now" from minutes ago.
