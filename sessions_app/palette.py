@@ -16,7 +16,7 @@ LABEL_COLORS: dict[str, str] = {
     "happy": "#009E73",  # bluish green
     "sad": "#0072B2",  # blue
     "surprise": "#56B4E9",  # sky blue
-    "neutral": "#999999",  # grey
+    "neutral": "#BBBBBB",  # light grey (#999999 would be close to reddish purple for deuteranopes)
 }
 
 #: Colour of the "too few faces" columns and of other non-data marks.
