@@ -178,6 +178,7 @@ def test_every_page_fits_a_phone_and_a_laptop_without_sideways_scrolling(live_se
                 assert page.locator("#glance").get_attribute("aria-live") == "polite"
             if name == "report":
                 expect(page.locator("#alerts-table .alert-row")).to_have_count(1)
+                assert page.locator("svg.timeline-chart").bounding_box()["height"] >= 180
                 assert page.locator("#timeline-alt tbody tr").count() >= 20
             if name == "list":
                 expect(page.locator(".pager")).to_be_visible()
