@@ -11,7 +11,8 @@
           return { label: l, backgroundColor: data.colors[l], data: data.rows.map(function (r) { return +(r.probabilities[l] * 100).toFixed(1); }) };
         }) },
       options: { animation: false, responsive: true, maintainAspectRatio: false, indexAxis: "y",
-        scales: { x: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, % (stacked)" } }, y: { stacked: true } },
+        scales: { x: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, % (stacked)" } },
+                  y: { stacked: true, ticks: { callback: function (v) { var n = this.getLabelForValue(v); return n.length > 18 ? n.slice(0, 17) + "…" : n; } } } },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 14 } } } },
     });
   }

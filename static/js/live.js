@@ -195,7 +195,7 @@
     var mood = d.mood || {}, tile = $("mood-tile"), marker = $("mood-marker");
     setText("mood-word", mood.word || "not enough faces"); $("mood-word").dataset.word = mood.word || "";
     tile.className = "tile mood-" + (mood.word || "none");
-    setText("mood-valence", mood.valence === null || mood.valence === undefined ? "needs " + cfg.min_faces + " faces in " + cfg.bucket_s + " s" : "valence " + signed(mood.valence));
+    setText("mood-valence", mood.valence === null || mood.valence === undefined ? "needs " + cfg.min_faces + " faces in " + cfg.bucket_s + " s" : "valence " + signed(mood.valence) + " at " + FerFmt.clock(mood.as_of_s));
     if (mood.valence === null || mood.valence === undefined) marker.hidden = true;
     else { marker.hidden = false; marker.style.left = ((Math.max(-1, Math.min(1, mood.valence)) + 1) * 50).toFixed(1) + "%"; }
     setText("mood-trend", TREND[mood.trend] || "–"); $("mood-trend").dataset.trend = mood.trend || "";
