@@ -331,8 +331,18 @@ def notice(request: HttpRequest, code: str) -> HttpResponse:
         "min_faces": settings.FER_MIN_FACES_FOR_AGGREGATES,
         "idle_end_s": settings.FER_SESSION_IDLE_END_S,
         "notice_url": request.build_absolute_uri(),
+        "rate_text": _rate_text(session.target_fps),
     }
     return render(request, "sessions_app/notice.html", context)
+
+
+def _rate_text(fps: float) -> str:
+    """How often the camera sends a picture, in words: "2 pictures a second", "one picture every 5 s"."""
+    if fps >= 1.5:
+        return f"{fps:.0f} pictures a second"
+    if fps >= 1:
+        return "one picture a second"
+    return f"one picture every {1 / fps:.0f} s"
 
 
 @login_required
