@@ -228,7 +228,7 @@ def session_by_notice_code(*, code: str) -> EmotionSession | None:
     return EmotionSession.objects.select_related("owner").filter(notice_code=code).first()
 
 
-def session_people_now(*, session: EmotionSession, window_s: float = 10.0) -> dict:
+def session_people_now(*, session: EmotionSession, window_s: float = 5.0) -> dict:
     """How many people are in view now: the largest face count of the frames of the last ``window_s`` seconds of
     session time before the newest stored frame.
 

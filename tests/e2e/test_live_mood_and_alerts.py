@@ -12,6 +12,7 @@ PostgreSQL and Redis:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def _login(page, base: str, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/")
+
+
+def _shot(page, name: str) -> None:
+    """A full-page screenshot into ``FER_SCREENSHOT_DIR`` when it is set (for looking at the pages)."""
+    if os.environ.get("FER_SCREENSHOT_DIR"):
+        Path(os.environ["FER_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=f"{os.environ['FER_SCREENSHOT_DIR']}/{name}.png", full_page=True)
 
 
 def _decode_qr(png: bytes) -> str:
@@ -130,8 +138,10 @@ def test_mood_turns_from_positive_to_neutral_an_alert_fires_and_the_report_lists
             expect(page.locator("#conn-status")).to_have_text("streaming", timeout=45_000)
             expect(page.locator("#mood-word")).to_have_attribute("data-word", "positive", timeout=40_000)
             assert int(page.locator("#people-now").inner_text()) >= 5
+            _shot(page, "live-camera-positive-phone")
             expect(page.locator("#mood-word")).to_have_attribute("data-word", "neutral", timeout=90_000)
             expect(page.locator("#alert-banner")).to_be_visible(timeout=40_000)
+            _shot(page, "live-camera-neutral-alert-phone")
             assert int(page.locator("#alert-list").get_attribute("data-count")) >= 1
             assert page.locator("#glance").get_attribute("aria-live") == "polite"
 
