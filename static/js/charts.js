@@ -1,27 +1,31 @@
 /* Shared Chart.js helpers for the live page and the dashboard (Chart.js is vendored in static/vendor/).
-   The time axis is linear in seconds of session time: each bucket is drawn at its start, and a stretch without frames
-   becomes a gap (a null point), so a 100 s pause shows as 100 s of empty chart. Values are mean probabilities of each
-   expression over the faces of a bucket, stacked to 100%. */
+   The time axis is linear in seconds of session time: each bucket is a bar over its own seconds, and a stretch
+   without frames (or with too few faces) has no bar, so a 100 s pause shows as 100 s of empty chart. Values are mean
+   probabilities of each expression over the faces of a bucket, stacked to 100%. */
 (function () {
   "use strict";
+  /* Line points of a per-bucket value: a flat step over [start_s, end_s) per bucket, a null point (a gap) where
+     there were no frames. */
   function withGaps(timeline, bucketS, value) {
     var points = [];
     timeline.forEach(function (b, i) {
-      var prev = timeline[i - 1];
-      if (prev && b.start_s > prev.end_s) points.push({ x: prev.end_s, y: null }); // a gap: break the line
-      points.push({ x: b.start_s, y: value(b) });
+      var prev = timeline[i - 1], y = value(b);
+      if (prev && b.start_s > prev.end_s) points.push({ x: prev.end_s + (b.start_s - prev.end_s) / 2, y: null });
+      points.push({ x: b.start_s, y: y });
+      points.push({ x: b.end_s - 0.01, y: y }); // distinct x values: Chart.js stacks datasets by x
     });
     return points;
   }
+  /* Stacked bars on a linear time axis: one bar per bucket, centred on it and exactly one bucket wide (Chart.js sizes
+     bars by the smallest distance between x values); a bucket without frames has no bar, so a pause stays empty. */
   function timelineDatasets(timeline, cfg) {
     return cfg.labels.map(function (label) {
       return {
         label: label,
-        data: withGaps(timeline, cfg.bucket_s, function (b) {
-          return b.probabilities ? +(b.probabilities[label] * 100).toFixed(1) : null;
+        data: timeline.filter(function (b) { return b.probabilities; }).map(function (b) {
+          return { x: (b.start_s + b.end_s) / 2, y: +(b.probabilities[label] * 100).toFixed(1) };
         }),
-        borderColor: cfg.colors[label], backgroundColor: cfg.colors[label] + "cc",
-        fill: true, spanGaps: false, pointRadius: 0, tension: 0, stack: "shares", borderWidth: 1,
+        backgroundColor: cfg.colors[label], borderWidth: 0, barPercentage: 1, categoryPercentage: 1, stack: "shares",
       };
     });
   }
@@ -43,16 +47,18 @@
   }
   function makeTimelineChart(canvas, timeline, cfg) {
     var chart = new Chart(canvas, {
-      type: "line",
+      type: "bar",
       data: { datasets: timelineDatasets(timeline, cfg) },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, parsing: true,
         interaction: { mode: "nearest", axis: "x", intersect: false },
         scales: { y: { stacked: true, min: 0, max: 100, title: { display: true, text: "mean probability, %" } },
-                  x: timeScale(null, timeline) },
+                  x: Object.assign(timeScale(null, timeline), { stacked: true, offset: false }) },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 14, color: "#1f1f1f" } },
-          tooltip: { callbacks: { title: function (items) { return items.length ? FerFmt.clock(items[0].parsed.x) : ""; } } },
+          tooltip: { callbacks: { title: function (items) {
+            return items.length ? FerFmt.clock(items[0].parsed.x - cfg.bucket_s / 2) + "–" + FerFmt.clock(items[0].parsed.x + cfg.bucket_s / 2) : "";
+          } } },
         },
       },
     });
