@@ -285,3 +285,13 @@ def test_compare_puts_sessions_side_by_side_and_shows_the_teachers_trend(
     assert teacher_client.get(f"/sessions/compare/?ids={a.pk}").status_code == 400  # one is not a comparison
     assert teacher_client.get(f"/sessions/compare/?ids={a.pk}&ids={foreign.pk}").status_code == 400
     assert "Not mine" not in teacher_client.get("/sessions/compare/").content.decode()
+
+
+def test_template_filters_write_times_and_numbers_in_plain_form():
+    from sessions_app.reports.templatetags import clock, duration, pct0, signed2, valence_position
+
+    assert [clock(s) for s in (0, 75, 3600 + 62, None)] == ["0:00", "1:15", "1:01:02", "–"]
+    assert [duration(s) for s in (194.9, 2700, 59.4)] == ["3 min 15 s", "45 min", "59 s"]
+    assert (signed2(0.634), signed2(-0.2), signed2(None)) == ("+0.63", "\u22120.20", "–")
+    assert (pct0(0.4083), pct0(None)) == ("41%", "–")
+    assert (valence_position(-1), valence_position(0.5), valence_position(3)) == ("0.0", "75.0", "100.0")
