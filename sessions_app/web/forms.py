@@ -70,7 +70,10 @@ class SessionCreateForm(AlertFieldsMixin):
 
 
 class SessionSettingsForm(AlertFieldsMixin):
-    """Rename a session, change who runs it and its alert."""
+    """Rename a session, change who runs it and its alert; confirm lawful use when that was never recorded (sessions
+    created through the API or before the confirmation existed)."""
+
+    lawful_use_confirmed = forms.BooleanField(required=False, label=LAWFUL_USE_TEXT)
 
     class Meta:
         model = EmotionSession
@@ -81,6 +84,8 @@ class SessionSettingsForm(AlertFieldsMixin):
         super().__init__(*args, **kwargs)
         if self.instance and self.instance.pk and not self.is_bound:
             self.initial["alert_threshold_pct"] = round(self.instance.alert_threshold * 100)
+        if self.instance and self.instance.lawful_use_confirmed_at:
+            del self.fields["lawful_use_confirmed"]  # recorded once, at its first confirmation
 
 
 class CompareForm(forms.Form):

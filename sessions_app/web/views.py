@@ -124,6 +124,8 @@ def session_live(request: HttpRequest, session_id: int) -> HttpResponse:
         "dashboard_url": reverse("sessions_app:session-dashboard", args=[session.pk]),
     }
     notice_url = None
+    if can_stream and not session.notice_code:  # sessions created through the API or before issue 12
+        session_services.session_notice_code_ensure(session=session)
     if session.notice_code:
         notice_url = request.build_absolute_uri(reverse("sessions_app:notice", args=[session.notice_code]))
     config["notice_url"] = notice_url
@@ -286,7 +288,10 @@ def session_settings(request: HttpRequest, session_id: int) -> HttpResponse:
         try:
             session_services.session_rename(session=session, name=form.cleaned_data["name"])
             session_services.session_settings_update(
-                session=session, operator_name=form.cleaned_data.get("operator_name") or "", **form.alert_settings()
+                session=session,
+                operator_name=form.cleaned_data.get("operator_name") or "",
+                lawful_use_confirmed=bool(form.cleaned_data.get("lawful_use_confirmed")),
+                **form.alert_settings(),
             )
         except ValidationError as exc:
             form.add_error(None, exc)

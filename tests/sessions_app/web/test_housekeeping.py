@@ -295,3 +295,37 @@ def test_template_filters_write_times_and_numbers_in_plain_form():
     assert (signed2(0.634), signed2(-0.2), signed2(None)) == ("+0.63", "\u22120.20", "–")
     assert (pct0(0.4083), pct0(None)) == ("41%", "–")
     assert (valence_position(-1), valence_position(0.5), valence_position(3)) == ("0.0", "75.0", "100.0")
+
+
+def test_sessions_created_without_the_confirmation_ask_for_it_and_get_a_notice_link(
+    teacher_client, teacher, make_session
+):
+    session = make_session(teacher, name="Made through the API")  # services.session_create: no confirmation, no code
+    assert session.lawful_use_confirmed_at is None and session.notice_code is None
+    live = teacher_client.get(f"/sessions/{session.pk}/live/").content.decode()
+    session.refresh_from_db()
+    assert 'id="lawful-missing"' in live and session.notice_code and f"/n/{session.notice_code}/" in live
+    url = reverse("sessions_app:session-settings", args=[session.pk])
+    assert "AI Act" in teacher_client.get(url).content.decode()
+    teacher_client.post(url, {"name": session.name, "lawful_use_confirmed": "on", "alert_threshold_pct": "50"})
+    session.refresh_from_db()
+    confirmed = session.lawful_use_confirmed_at
+    assert confirmed is not None
+    assert 'id="lawful-missing"' not in teacher_client.get(f"/sessions/{session.pk}/live/").content.decode()
+    assert 'name="lawful_use_confirmed"' not in teacher_client.get(url).content.decode()  # recorded once
+    teacher_client.post(url, {"name": "Renamed", "lawful_use_confirmed": "on", "alert_threshold_pct": "50"})
+    session.refresh_from_db()
+    assert session.lawful_use_confirmed_at == confirmed and session.name == "Renamed"
+
+
+def test_the_403_and_500_pages_are_branded_and_render_without_a_request_context(rf, teacher):
+    from django.core.exceptions import PermissionDenied
+    from django.template.loader import render_to_string
+    from django.views.defaults import permission_denied
+
+    request = rf.get("/somewhere/")
+    request.user = teacher
+    forbidden = permission_denied(request, PermissionDenied())
+    assert forbidden.status_code == 403 and "Not allowed" in forbidden.content.decode()
+    server_error = render_to_string("500.html")  # Django renders it with an empty context
+    assert "Something went wrong" in server_error and "Error 500" in server_error
