@@ -153,6 +153,7 @@ def test_mood_turns_from_positive_to_neutral_an_alert_fires_and_the_report_lists
             # ending asks first; cancelling keeps the session running
             page.click("#end-session")
             expect(page.locator("#end-dialog")).to_be_visible()
+            _shot(page, "end-dialog-phone")
             page.click("#end-cancel")
             expect(page.locator("#end-dialog")).to_be_hidden()
             session.refresh_from_db()

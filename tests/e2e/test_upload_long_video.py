@@ -18,7 +18,7 @@ import pytest
 
 from sessions_app.models import EmotionSession, Frame
 from tests.conftest import FACES_DIR
-from tests.e2e.test_live_mood_and_alerts import NEUTRAL, SMILING, _canvas
+from tests.e2e.test_live_mood_and_alerts import NEUTRAL, SMILING, _canvas, _shot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -80,6 +80,7 @@ def test_a_long_video_is_sampled_over_its_whole_length_with_progress(
             expect(page.locator("#upload-progress")).to_be_visible()
             expect(page.locator("#upload-sampling")).to_contain_text("evenly over its whole length")
             expect(page.locator("#upload-sampling")).to_contain_text("15 min")
+            _shot(page, "upload-progress-phone")
             # the page reloads itself without the upload parameters once the worker has stored every frame
             page.wait_for_url(f"{base}/sessions/{session.pk}/", timeout=240_000)
             expect(page.locator("#frame-count")).to_have_text("40")
