@@ -268,3 +268,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "sorted"}
 CELERY_TASK_QUEUES = [Queue(FER_LIVE_QUEUE), Queue(FER_UPLOAD_QUEUE), Queue("celery")]
 #: Timeline bucket width of the live chart and dashboard, seconds.
 FER_CHART_BUCKET_S = env.int("FER_CHART_BUCKET_S", default=5)
+
+# --- Issue 12: housekeeping of sessions (README "Configuration") ---
+#: A running session without a new frame for this many seconds is ended automatically (0 = never).
+FER_SESSION_IDLE_END_S = env.int("FER_SESSION_IDLE_END_S", default=1800)
+#: How often Celery beat looks for idle sessions, seconds.
+FER_SESSION_IDLE_CHECK_S = env.float("FER_SESSION_IDLE_CHECK_S", default=60.0)
+#: Sessions per page of the session list.
+FER_SESSIONS_PER_PAGE = env.int("FER_SESSIONS_PER_PAGE", default=25)
+CELERY_BEAT_SCHEDULE["end-idle-sessions"] = {
+    "task": "sessions_app.end_idle_sessions",
+    "schedule": FER_SESSION_IDLE_CHECK_S,
+}

@@ -18,6 +18,11 @@ from inference.labels import LABELS
 #: Names of the per-label probability columns of ``Face`` and sum columns of ``TimelineBucket``, in LABELS order.
 PROBABILITY_FIELDS = tuple(f"p_{label}" for label in LABELS)
 SUM_FIELDS = tuple(f"sum_p_{label}" for label in LABELS)
+#: Alert target meaning the summed share of angry + disgust + fear + sad (``EmotionSession.alert_emotion``).
+ALERT_NEGATIVE = "negative"
+#: The labels that make up the negative share of alerts and the mood indicator.
+NEGATIVE_LABELS = ("angry", "disgust", "fear", "sad")
+ALERT_CHOICES = [(ALERT_NEGATIVE, "negative (angry + disgust + fear + sad)"), *((label, label) for label in LABELS)]
 
 
 class EmotionSession(models.Model):
@@ -49,6 +54,39 @@ class EmotionSession(models.Model):
     )
     frames_rejected = models.PositiveIntegerField(default=0, help_text="Invalid messages (not an image, too large).")
     uploads_count = models.PositiveIntegerField(default=0, help_text="Photo/video uploads so far (source upload:<n>).")
+    # --- issue 12: participant notice, lawful-use confirmation, alerts ---
+    lawful_use_confirmed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the operator confirmed that this use is lawful where they are (EU AI Act Art. 5(1)(f)).",
+    )
+    operator_name = models.CharField(
+        max_length=200, blank=True, default="", help_text="Who runs the session, as told to participants."
+    )
+    notice_code = models.CharField(
+        max_length=16,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="Code of the public participant-notice link /n/<code>/ (set when the session is created).",
+    )
+    alerts_enabled = models.BooleanField(default=False, help_text="Flag sustained negative (or chosen) expressions.")
+    alert_emotion = models.CharField(
+        max_length=16,
+        default=ALERT_NEGATIVE,
+        choices=ALERT_CHOICES,
+        help_text="'negative' (angry + disgust + fear + sad) or one of the seven labels.",
+    )
+    alert_threshold = models.FloatField(
+        default=0.5,
+        validators=[MinValueValidator(0.05), MaxValueValidator(1.0)],
+        help_text="Share (mean probability, 0..1) that must be exceeded.",
+    )
+    alert_duration_s = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        help_text="Seconds the share must stay above the threshold.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inference.labels import LABELS, VALENCE
-from sessions_app.models import SUM_FIELDS, EmotionSession, Face, Frame
+from sessions_app.models import NEGATIVE_LABELS, SUM_FIELDS, EmotionSession, Face, Frame, TimelineBucket
 
 
 def session_list_for_user(*, user) -> QuerySet[EmotionSession]:
@@ -202,3 +202,96 @@ def session_faces(*, session: EmotionSession, from_s: float | None = None, to_s:
     if to_s is not None:
         faces = faces.filter(frame__offset_s__lt=to_s)
     return faces.order_by("frame__offset_s", "frame_id", "id")
+
+
+# --------------------------------------------------------------------------- issue 12
+def session_list_idle(*, idle_s: float, now: dt.datetime | None = None) -> list[tuple[int, dt.datetime]]:
+    """Running sessions whose last activity lies more than ``idle_s`` seconds before ``now`` (default: now).
+
+    Last activity = ``processed_at`` of the session's newest stored frame, or ``created_at`` when it has none.
+    Returns ``[(session id, last activity)]`` ordered by id.
+    """
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=float(idle_s))
+    rows = (
+        EmotionSession.objects.filter(status=EmotionSession.Status.RUNNING)
+        .annotate(last=Coalesce(Max("frames__processed_at"), "created_at"))
+        .filter(last__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", "last")
+    )
+    return list(rows)
+
+
+def session_by_notice_code(*, code: str) -> EmotionSession | None:
+    """The session whose participant-notice code is ``code`` (public link, no login), or ``None``."""
+    if not code or len(code) > 16:
+        return None
+    return EmotionSession.objects.select_related("owner").filter(notice_code=code).first()
+
+
+def session_people_now(*, session: EmotionSession, window_s: float = 5.0) -> dict:
+    """How many people are in view now: the largest face count of the frames of the last ``window_s`` seconds of
+    session time before the newest stored frame.
+
+    Returns ``{"people": int | None, "as_of_s": float | None}``: ``people`` is ``None`` without frames;
+    ``as_of_s`` is the newest frame's session time, seconds. (A face count, not identities: the same person seen in
+    two frames counts once per frame; the maximum over a short window smooths missed detections.)
+    """
+    last = Frame.objects.filter(session=session).aggregate(last=Max("offset_s"))["last"]
+    if last is None:
+        return {"people": None, "as_of_s": None}
+    people = Frame.objects.filter(session=session, offset_s__gte=last - window_s).aggregate(m=Max("face_count"))["m"]
+    return {"people": int(people or 0), "as_of_s": round(last, 3)}
+
+
+def session_upload_progress(*, session: EmotionSession, source: str) -> int:
+    """Frames of upload ``source`` (``"upload:<n>"``) of ``session`` analysed and stored so far."""
+    return Frame.objects.filter(session=session, source=source).count()
+
+
+def sessions_compare(*, sessions: list[EmotionSession]) -> list[dict]:
+    """Side-by-side figures of ``sessions`` (in the given order) for the compare page and the per-teacher trend.
+
+    Returns one dict per session: ``{"session", "duration_s": float, "faces": int (face observations),
+    "frames": int, "mean_people": float | None (mean faces per frame), "max_people": int | None,
+    "probabilities": {label: mean p} | None, "dominant": label | None, "valence": float | None (-1..1),
+    "negative": float | None (share of angry + disgust + fear + sad)}``; emotion figures are ``None`` below
+    ``FER_MIN_FACES_FOR_AGGREGATES`` face observations. One aggregate query over all sessions' buckets and one
+    over their frames.
+    """
+    ids = [s.pk for s in sessions]
+    sums = {
+        row["session_id"]: row
+        for row in TimelineBucket.objects.filter(session_id__in=ids)
+        .values("session_id")
+        .annotate(n_faces=Sum("faces"), **{f"t_{f}": Sum(f) for f in SUM_FIELDS})
+    }
+    frames = {
+        row["session_id"]: row
+        for row in Frame.objects.filter(session_id__in=ids)
+        .values("session_id")
+        .annotate(n=Count("id"), mean=Avg("face_count"), max=Max("face_count"))
+    }
+    out = []
+    for s in sessions:
+        row = sums.get(s.pk) or {}
+        faces = row.get("n_faces") or 0
+        probabilities, dominant, valence = _shares([row.get(f"t_{f}") or 0.0 for f in SUM_FIELDS], faces)
+        fr = frames.get(s.pk) or {}
+        out.append(
+            {
+                "session": s,
+                "duration_s": round(session_duration_s(session=s), 3),
+                "faces": faces,
+                "frames": fr.get("n") or 0,
+                "mean_people": round(fr["mean"], 2) if fr.get("mean") is not None else None,
+                "max_people": fr.get("max"),
+                "probabilities": probabilities,
+                "dominant": dominant,
+                "valence": valence,
+                "negative": (
+                    round(sum(probabilities[label] for label in NEGATIVE_LABELS), 6) if probabilities else None
+                ),
+            }
+        )
+    return out

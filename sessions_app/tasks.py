@@ -66,3 +66,16 @@ def purge_expired_sessions() -> dict:
     returns the counts (for logs)."""
     result = sessions_purge()
     return {"sessions": result.sessions, "frames": result.frames, "faces": result.faces, "buckets": result.buckets}
+
+
+#: Celery name of the idle-session check (``CELERY_BEAT_SCHEDULE`` in settings).
+END_IDLE_TASK = "sessions_app.end_idle_sessions"
+
+
+@shared_task(name=END_IDLE_TASK, ignore_result=True)
+def end_idle_sessions() -> dict:
+    """Celery beat task: end running sessions without frames for ``FER_SESSION_IDLE_END_S`` seconds
+    (``services.sessions.sessions_end_idle``); returns ``{"ended": [session ids]}`` (for logs)."""
+    from sessions_app.services.sessions import sessions_end_idle
+
+    return {"ended": sessions_end_idle()}

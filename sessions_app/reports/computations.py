@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from inference.labels import LABELS
-from sessions_app.models import EmotionSession
+from inference.labels import LABELS, VALENCE
+from sessions_app.models import ALERT_NEGATIVE, NEGATIVE_LABELS, EmotionSession
 from sessions_app.palette import LABEL_COLORS
 from sessions_app.selectors import session_duration_s
 
@@ -276,3 +276,160 @@ def timeline_chart(timeline: list[dict], *, bucket_s: int, width: int = 720, hei
         for t in range(0, end_s + 1, step)
     ]
     return {"width": width, "height": height, "columns": columns, "ticks": ticks}
+
+
+# --------------------------------------------------------------------------- issue 12: mood at a glance, alerts
+#: Valence (-1..1, ``inference.labels.VALENCE`` weighted by the mean probabilities) at or above which the room reads
+#: "positive", and at or below whose negative the room reads "negative"; in between "neutral".
+MOOD_POSITIVE_AT = 0.15
+#: Change of valence over the last minute (second half minus first half) that counts as rising or falling.
+TREND_STEP = 0.1
+#: Seconds of session time the mood indicator and its trend look back.
+MOOD_WINDOW_S = 60
+
+
+def valence_of(probabilities: dict) -> float:
+    """Valence (-1..1) of a mean-probability mix: ``sum(p[label] * VALENCE[label])`` (``inference.labels.VALENCE``)."""
+    return round(sum(probabilities[label] * v for label, v in zip(LABELS, VALENCE, strict=True)), 6)
+
+
+def mood_word(valence: float | None) -> str | None:
+    """``"positive"`` (valence >= ``MOOD_POSITIVE_AT``), ``"negative"`` (<= -``MOOD_POSITIVE_AT``), ``"neutral"``
+    in between, ``None`` without a valence (too few faces)."""
+    if valence is None:
+        return None
+    if valence >= MOOD_POSITIVE_AT:
+        return "positive"
+    if valence <= -MOOD_POSITIVE_AT:
+        return "negative"
+    return "neutral"
+
+
+def negative_share(probabilities: dict | None) -> float | None:
+    """Summed mean probability of angry + disgust + fear + sad (0..1), ``None`` without aggregates."""
+    if probabilities is None:
+        return None
+    return sum(probabilities[label] for label in NEGATIVE_LABELS)
+
+
+def mood_now(timeline: list[dict], *, window_s: int = MOOD_WINDOW_S) -> dict:
+    """The room's mood now, from the newest timeline buckets (items of ``selectors.session_timeline``).
+
+    "Now" is the newest bucket with frames; the mood is that of the newest bucket with aggregates within
+    ``window_s`` seconds before it. The trend compares the mean valence of the buckets with aggregates in the second
+    half of the last ``window_s`` seconds with those in the first half.
+
+    Returns ``{"valence": float | None (-1..1), "word": "positive" | "neutral" | "negative" | None,
+    "negative": float | None (share 0..1 of angry + disgust + fear + sad), "as_of_s": int | None (start of the bucket
+    the mood is from, seconds of session time), "trend": "rising" | "steady" | "falling" | None (None: fewer than
+    one bucket with aggregates in each half), "trend_delta": float | None (valence change)}``.
+    """
+    empty = {"valence": None, "word": None, "negative": None, "as_of_s": None, "trend": None, "trend_delta": None}
+    if not timeline:
+        return empty
+    end_s = timeline[-1]["end_s"]
+    recent = [b for b in timeline if b["end_s"] > end_s - window_s and b["valence"] is not None]
+    if not recent:
+        return empty
+    latest = recent[-1]
+    half = end_s - window_s / 2
+    first = [b["valence"] for b in recent if b["end_s"] <= half]
+    second = [b["valence"] for b in recent if b["end_s"] > half]
+    trend = delta = None
+    if first and second:
+        delta = round(sum(second) / len(second) - sum(first) / len(first), 6)
+        trend = "rising" if delta >= TREND_STEP else "falling" if delta <= -TREND_STEP else "steady"
+    return {
+        "valence": latest["valence"],
+        "word": mood_word(latest["valence"]),
+        "negative": round(negative_share(latest["probabilities"]), 6),
+        "as_of_s": latest["start_s"],
+        "trend": trend,
+        "trend_delta": delta,
+    }
+
+
+def alert_share(probabilities: dict | None, target: str) -> float | None:
+    """Share (0..1) that an alert on ``target`` watches: the negative share for ``"negative"``, else the mean
+    probability of the label ``target``; ``None`` without aggregates."""
+    if probabilities is None:
+        return None
+    return negative_share(probabilities) if target == ALERT_NEGATIVE else probabilities[target]
+
+
+def alert_label(target: str) -> str:
+    """How an alert target is named to people: ``"negative expressions (angry, disgust, fear, sad)"`` or the label."""
+    return "negative expressions (angry, disgust, fear, sad)" if target == ALERT_NEGATIVE else f"{target} expressions"
+
+
+def alert_episodes(timeline: list[dict], *, target: str, threshold: float, duration_s: float) -> list[dict]:
+    """Stretches where the share of ``target`` stayed above ``threshold`` for at least ``duration_s`` seconds.
+
+    Args:
+        timeline: items of ``selectors.session_timeline`` (oldest first). Buckets with too few faces
+            (``probabilities`` None, fewer than ``FER_MIN_FACES_FOR_AGGREGATES`` faces) and gaps without frames
+            break a stretch: an alert needs the minimum number of faces in every bucket.
+        target: ``"negative"`` or a label (see ``alert_share``).
+        threshold: share in 0..1 that must be exceeded (strictly).
+        duration_s: seconds (of session time) the share must stay above ``threshold``.
+    Returns:
+        ``[{"start_s", "end_s", "duration_s", "fired_at_s" (start_s + duration_s: when the alert went off),
+        "peak" (largest share), "target", "threshold"}]``, oldest first; seconds of session time.
+    """
+    episodes: list[dict] = []
+    run: list[tuple[dict, float]] = []
+
+    def close() -> None:
+        if run and run[-1][0]["end_s"] - run[0][0]["start_s"] >= duration_s:
+            start, end = run[0][0]["start_s"], run[-1][0]["end_s"]
+            episodes.append(
+                {
+                    "start_s": start,
+                    "end_s": end,
+                    "duration_s": end - start,
+                    "fired_at_s": start + duration_s,
+                    "peak": round(max(share for _, share in run), 6),
+                    "target": target,
+                    "threshold": threshold,
+                }
+            )
+
+    for bucket in timeline:
+        share = alert_share(bucket["probabilities"], target)
+        contiguous = bool(run) and run[-1][0]["end_s"] == bucket["start_s"]
+        if share is not None and share > threshold:
+            if run and not contiguous:
+                close()
+                run = []
+            run.append((bucket, share))
+        else:
+            close()
+            run = []
+    close()
+    return episodes
+
+
+def session_alerts(session: EmotionSession, timeline: list[dict]) -> dict:
+    """The alert state of ``session`` from its fine ``timeline`` (``FER_CHART_BUCKET_S`` buckets).
+
+    Returns ``{"enabled": bool, "target", "label" (``alert_label``), "threshold", "duration_s", "episodes":
+    ``alert_episodes`` (empty when disabled), "active": bool (the newest bucket with frames ends an episode)}``.
+    """
+    state = {
+        "enabled": session.alerts_enabled,
+        "target": session.alert_emotion,
+        "label": alert_label(session.alert_emotion),
+        "threshold": session.alert_threshold,
+        "duration_s": session.alert_duration_s,
+        "episodes": [],
+        "active": False,
+    }
+    if session.alerts_enabled and timeline:
+        state["episodes"] = alert_episodes(
+            timeline,
+            target=session.alert_emotion,
+            threshold=session.alert_threshold,
+            duration_s=session.alert_duration_s,
+        )
+        state["active"] = bool(state["episodes"]) and state["episodes"][-1]["end_s"] == timeline[-1]["end_s"]
+    return state

@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET
 from inference.labels import LABELS
 from sessions_app import selectors
 from sessions_app.models import EmotionSession
-from sessions_app.palette import LABEL_COLORS
+from sessions_app.palette import HIDDEN_COLOR, LABEL_COLORS
 from sessions_app.reports import computations, exports
 from sessions_app.reports import selectors as reports
 from sessions_app.reports.computations import timeline_chart
@@ -105,9 +106,22 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
     pdf = reverse("reports:session-report-pdf", kwargs={"session_id": session.pk})
     if bucket_s is not None:
         pdf = f"{pdf}?{urlencode({'bucket': bucket_s})}"
+    # alerts are judged on the fine live buckets (FER_CHART_BUCKET_S), whatever the report's bucket
+    fine_s = settings.FER_CHART_BUCKET_S
+    fine = report.timeline
+    if report.bucket_s != fine_s:
+        fine = selectors.session_timeline(session=session, bucket_s=fine_s)
     return {
         "session": session,
         "report": report,
+        "alerts": computations.session_alerts(session, fine),
+        "mood": computations.mood_word(
+            computations.valence_of(distribution["probabilities"]) if distribution["probabilities"] else None
+        ),
+        "overall_valence": (
+            computations.valence_of(distribution["probabilities"]) if distribution["probabilities"] else None
+        ),
+        "hidden_color": HIDDEN_COLOR,
         "distribution_rows": rows,
         "chart": timeline_chart(report.timeline, bucket_s=report.bucket_s),
         "label_colors": [{"label": label, "color": LABEL_COLORS[label]} for label in LABELS],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -32,17 +33,57 @@ def _fit_jpeg(image, *, quality: int = 90) -> tuple[bytes, int, int]:
     return buf.tobytes(), image.shape[1], image.shape[0]
 
 
+def video_sampling_plan(*, duration_s: float | None, fps: float, max_frames: int) -> dict:
+    """How a video of ``duration_s`` seconds is sampled for a session at ``fps`` frames per second.
+
+    At the session rate when that gives at most ``max_frames`` frames; otherwise the step grows so that
+    ``max_frames`` frames spread over the whole video. Returns ``{"step_s": float (seconds of video between sampled
+    frames), "spread": bool (True when the step was widened), "expected_frames": int | None}``. ``duration_s``
+    ``None`` (unknown length) samples at the session rate.
+    """
+    step_s = 1.0 / max(0.1, float(fps))
+    if duration_s is None or duration_s <= 0:
+        return {"step_s": step_s, "spread": False, "expected_frames": None}
+    at_rate = math.floor(duration_s / step_s + 1e-9) + 1
+    if at_rate <= max_frames:
+        return {"step_s": step_s, "spread": False, "expected_frames": at_rate}
+    step_s = duration_s / max_frames  # max_frames samples at 0, step, ..., (max_frames - 1) * step < duration
+    return {"step_s": step_s, "spread": True, "expected_frames": max_frames}
+
+
+def video_duration_s(path: str) -> float | None:
+    """Length of the video at ``path`` in seconds (frame count / frame rate from the container), ``None`` when the
+    container does not say."""
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            return None
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
+    finally:
+        cap.release()
+    if not (0.1 < fps < 1000) or count <= 0:
+        return None
+    return count / fps
+
+
 def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | None = None) -> dict:
-    """Queue an uploaded photo or short video of ``session`` for analysis by the same worker path as live frames.
+    """Queue an uploaded photo or video of ``session`` for analysis by the same worker path as live frames.
 
     ``uploaded_file``: a Django ``UploadedFile`` (at most ``settings.FER_MAX_UPLOAD_BYTES``). A photo becomes one
-    frame; a video is sampled at the session's ``target_fps`` (at most ``max_frames``, default
-    ``settings.FER_MAX_UPLOAD_FRAMES``; ``inference.video.sample_frames``), each frame's capture time = upload time +
-    its offset in the video. Frames larger than the frame limits are downscaled. Video bytes are only read through a
-    temporary file that is deleted right after sampling (OpenCV cannot demux from memory); nothing is kept.
+    frame at the upload time. A video is sampled at the session's ``target_fps``, or, when that would give more than
+    ``max_frames`` frames (default ``settings.FER_MAX_UPLOAD_FRAMES``), at ``max_frames`` frames spread evenly over
+    its whole length (``video_sampling_plan``). Video frames lie on the video's own timeline: a frame ``t`` seconds
+    into the video is placed ``t`` seconds after the session's start (``captured_at = session.created_at + t``), as
+    if the video were the recording of the session. Frames larger than the frame limits are downscaled. Video bytes
+    are only read through a temporary file that is deleted right after sampling (OpenCV cannot demux from memory).
 
-    Returns ``{"source": "upload:<n>", "kind": "image" | "video", "frames": int}``. Raises ``UploadRejected``.
+    Returns ``{"source": "upload:<n>", "kind": "image" | "video", "frames": int, "step_s": float | None (seconds of
+    video between frames), "spread": bool (sampled over the whole video, not at the session rate),
+    "video_s": float | None (the video's length, seconds)}``. Raises ``UploadRejected`` (also for an ended session).
     """
+    if session.status != EmotionSession.Status.RUNNING:
+        raise UploadRejected("This session has ended: uploads go only into running sessions. Create a new session.")
     max_frames = max_frames or settings.FER_MAX_UPLOAD_FRAMES
     if uploaded_file.size > settings.FER_MAX_UPLOAD_BYTES:
         raise UploadRejected(f"file larger than {settings.FER_MAX_UPLOAD_BYTES} bytes")
@@ -67,12 +108,12 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
             expires_s=None,
             live=False,
         )
-        return {"source": source, "kind": "image", "frames": 1}
+        return {"source": source, "kind": "image", "frames": 1, "step_s": None, "spread": False, "video_s": None}
 
-    frames = _video_frames(uploaded_file, step_s=1.0 / max(0.1, session.target_fps), max_frames=max_frames)
+    frames, plan, video_s = _video_frames(uploaded_file, fps=session.target_fps, max_frames=max_frames)
     source = upload_source_allocate(session=session)
     session_counters_add(session_id=session.pk, received=len(frames))
-    base_ms = uploaded_at.timestamp() * 1000.0
+    base_ms = session.created_at.timestamp() * 1000.0
     for sequence, (t, data) in enumerate(frames):
         frame_analyze_enqueue(
             session_id=session.pk,
@@ -83,13 +124,22 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
             expires_s=None,
             live=False,
         )
-    return {"source": source, "kind": "video", "frames": len(frames)}
+    return {
+        "source": source,
+        "kind": "video",
+        "frames": len(frames),
+        "step_s": round(plan["step_s"], 3),
+        "spread": plan["spread"],
+        "video_s": round(video_s, 3) if video_s is not None else None,
+    }
 
 
-def _video_frames(uploaded_file, *, step_s: float, max_frames: int) -> list[tuple[float, bytes]]:
-    """``(t_s, JPEG bytes)`` sampled from an uploaded video; the bytes sit in a temporary file only while sampled.
-
-    Raises ``UploadRejected`` when nothing can be decoded.
+def _video_frames(
+    uploaded_file, *, fps: float, max_frames: int
+) -> tuple[list[tuple[float, bytes]], dict, float | None]:
+    """``(frames, plan, video_s)``: ``(t_s, JPEG bytes)`` sampled from an uploaded video by ``video_sampling_plan``,
+    the plan, and the video's length in seconds (``None`` if unknown). The bytes sit in a temporary file only while
+    sampled. Raises ``UploadRejected`` when nothing can be decoded.
     """
     path = getattr(uploaded_file, "temporary_file_path", lambda: None)()
     frames: list[tuple[float, bytes]] = []
@@ -99,12 +149,14 @@ def _video_frames(uploaded_file, *, step_s: float, max_frames: int) -> list[tupl
             with open(path, "wb") as fh:
                 for chunk in uploaded_file.chunks():
                     fh.write(chunk)
+        video_s = video_duration_s(path)
+        plan = video_sampling_plan(duration_s=video_s, fps=fps, max_frames=max_frames)
         try:
-            for t, image in sample_frames(path, step_s=step_s, max_frames=max_frames):
+            for t, image in sample_frames(path, step_s=plan["step_s"], max_frames=max_frames):
                 data, _, _ = _fit_jpeg(image, quality=85)
                 frames.append((t, data))
         except VideoReadError:
             raise UploadRejected("not a JPEG/PNG photo or a readable video file") from None
     if not frames:
         raise UploadRejected("not a JPEG/PNG photo or a readable video file (no frames decoded)")
-    return frames
+    return frames, plan, video_s

@@ -19,7 +19,7 @@
     if (!faces.length) { box.textContent = "No faces."; return; }
     cfg.labels.forEach(function (label) {
       var mean = faces.reduce(function (s, f) { return s + (f.probabilities[label] || 0); }, 0) / faces.length;
-      var row = document.createElement("div"); row.className = "bar-row";
+      var row = document.createElement("div"); row.className = "bar-row"; row.setAttribute("role", "listitem");
       row.innerHTML = '<span class="bar-label"></span><span class="bar"><span class="fill"></span></span><span class="bar-val"></span>';
       row.children[0].textContent = label;
       row.children[1].firstChild.style.width = (mean * 100).toFixed(1) + "%";
@@ -47,7 +47,8 @@
       d.style.width = f.box[2] * sx + "px"; d.style.height = f.box[3] * sy + "px";
       d.style.borderColor = cfg.colors[f.label];
       var tag = document.createElement("span"); tag.className = "face-label"; tag.textContent = f.label;
-      tag.style.background = cfg.colors[f.label]; d.appendChild(tag); overlay.appendChild(d);
+      tag.style.background = cfg.colors[f.label]; tag.style.color = cfg.text_colors[f.label];
+      d.appendChild(tag); overlay.appendChild(d);
     });
   }
 
@@ -67,7 +68,7 @@
     } else if (ev.type === "dropped") {
       delete sentAt[ev.sequence]; dropped += 1; $("frames-dropped").textContent = dropped;
     } else if (ev.type === "error") { showError(ev.code + ": " + ev.detail); delete sentAt[ev.sequence]; }
-    else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); }
+    else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); clearLive(); showEnded(); }
   }
 
   function connect(path, newMode) {
@@ -115,16 +116,51 @@
 
   function startCamera() {
     $("start-camera").disabled = true; status("starting camera…");
+    $("camera-help").hidden = true;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      $("start-camera").disabled = false; status("camera unavailable"); cameraHelp({ name: "SecurityError" }); return;
+    }
     navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false })
       .then(function (s) {
-        stream = s; $("video").srcObject = s;
+        stream = s; $("video").srcObject = s; $("video-wrap").classList.remove("off");
         closeSocket(); // the stream socket carries the session's results from now on
         cameraStopped = false; processed = 0; dropped = 0;
         connect(cfg.stream_path, "stream").onopen = function () {
           timer = setInterval(sendFrame, 1000 / cfg.target_fps); $("stop-camera").disabled = false;
         };
       })
-      .catch(function (err) { $("start-camera").disabled = false; status("camera unavailable"); showError(String(err)); });
+      .catch(function (err) { $("start-camera").disabled = false; status("camera unavailable"); cameraHelp(err); });
+  }
+
+  // What a camera error means and what to do about it (instead of the raw DOMException).
+  var CAMERA_HELP = {
+    NotAllowedError: ["Camera permission was denied.", "Allow the camera for this site (the camera icon in the address bar, or the browser's site settings), then press Start camera again. You can also upload a video from the dashboard."],
+    SecurityError: ["The browser blocked the camera.", "Cameras work only on pages served over HTTPS (or on localhost). Ask whoever runs this platform to serve it over HTTPS."],
+    NotFoundError: ["No camera was found.", "Connect a camera (or enable it in the system settings) and press Start camera again, or upload a video from the dashboard."],
+    NotReadableError: ["The camera is busy.", "Another app or browser tab is using it. Close that app or tab and press Start camera again."],
+    OverconstrainedError: ["The camera cannot deliver a usable picture.", "Try another camera or browser."],
+    AbortError: ["The camera stopped while starting.", "Press Start camera again; if it keeps failing, restart the browser."],
+  };
+  function cameraHelp(err) {
+    var name = (err && err.name) || "Error";
+    var help = CAMERA_HELP[name] || ["The camera could not be started.", "Press Start camera again; if it keeps failing, try another browser. (" + name + ")"];
+    $("camera-help-title").textContent = help[0]; $("camera-help-text").textContent = help[1];
+    $("camera-help").hidden = false; $("camera-help").dataset.error = name;
+  }
+
+  function showEnded() {
+    var el = $("ended-live"); if (!el) return;
+    el.hidden = false;
+    var start = $("start-camera"); if (start) start.disabled = true;
+  }
+
+  // After Stop or the end: no stale boxes over a dark video, no "7 faces now" from minutes ago.
+  function clearLive() {
+    var overlay = $("overlay"); if (overlay) overlay.innerHTML = "";
+    $("face-count").textContent = "–"; $("face-count").dataset.faceCount = "0";
+    $("faces").innerHTML = ""; $("distribution").innerHTML = '<p class="muted">No live frames.</p>';
+    $("latency").textContent = "–";
+    var wrap = $("video-wrap"); if (wrap) wrap.classList.add("off");
   }
 
   function stopCamera() {
@@ -134,7 +170,7 @@
     if (mode === "stream") closeSocket();
     var start = $("start-camera"), stop = $("stop-camera");
     if (start) start.disabled = !cfg.running; if (stop) stop.disabled = true;
-    if (wasStreaming) { cameraStopped = true; status(cfg.running ? "stopped" : "session ended"); }
+    if (wasStreaming) { cameraStopped = true; status(cfg.running ? "stopped" : "session ended"); clearLive(); }
     if (wasStreaming && cfg.running) watch(); // keep seeing the session's live results
   }
 
@@ -144,9 +180,38 @@
       .then(function (d) {
         if (!d) return;
         FerCharts.updateTimelineChart(chart, d.timeline, cfg);
+        $("timeline-text").textContent = FerCharts.describe(d.timeline, cfg);
+        FerCharts.fillTable(document.querySelector("#timeline-alt tbody"), d.timeline, 12);
+        renderGlance(d);
         $("frames-dropped").textContent = Math.max(dropped, d.summary.frames_dropped);
         if (mode !== "stream") $("frames-processed").textContent = d.summary.frames_processed;
       }).catch(function () {});
+  }
+
+  var TREND = { rising: "↑ rising", falling: "↓ falling", steady: "→ steady" };
+  function setText(id, text) { var el = $(id); if (el && el.textContent !== text) el.textContent = text; }
+  function signed(v) { return (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(2); }
+  function renderGlance(d) {
+    var mood = d.mood || {}, tile = $("mood-tile"), marker = $("mood-marker");
+    setText("mood-word", mood.word || "not enough faces"); $("mood-word").dataset.word = mood.word || "";
+    tile.className = "tile mood-" + (mood.word || "none");
+    setText("mood-valence", mood.valence === null || mood.valence === undefined ? "needs " + cfg.min_faces + " faces in " + cfg.bucket_s + " s" : "valence " + signed(mood.valence) + " at " + FerFmt.clock(mood.as_of_s));
+    if (mood.valence === null || mood.valence === undefined) marker.hidden = true;
+    else { marker.hidden = false; marker.style.left = ((Math.max(-1, Math.min(1, mood.valence)) + 1) * 50).toFixed(1) + "%"; }
+    setText("mood-trend", TREND[mood.trend] || "–"); $("mood-trend").dataset.trend = mood.trend || "";
+    setText("people-now", d.people && d.people.people !== null ? String(d.people.people) : "–");
+    setText("negative-now", mood.negative === null || mood.negative === undefined ? "–" : Math.round(mood.negative * 100) + "%");
+    var alerts = d.alerts, banner = $("alert-banner"), list = $("alert-list");
+    if (alerts && alerts.enabled && banner && list) {
+      banner.hidden = !alerts.active;
+      var items = alerts.episodes.map(function (a) {
+        return "from " + FerFmt.duration(a.start_s) + " to " + FerFmt.duration(a.end_s) + " into the session (peak " + Math.round(a.peak * 100) + "%)";
+      });
+      if (list.children.length !== items.length || (items.length && list.lastChild.textContent !== items[items.length - 1])) {
+        list.innerHTML = ""; items.forEach(function (t) { var li = document.createElement("li"); li.textContent = t; list.appendChild(li); });
+      }
+      list.dataset.count = String(items.length);
+    }
   }
 
   if (cfg.can_stream) {

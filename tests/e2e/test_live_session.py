@@ -42,6 +42,7 @@ def test_teacher_streams_camera_and_sees_the_dashboard(
             page.fill("#id_name", "E2E class 7A")
             page.select_option("#id_kind", "classroom")
             page.fill("#id_target_fps", "2")
+            page.check("#id_lawful_use_confirmed")  # issue 12: the operator confirms the use is lawful
             page.click("#create-form button[type=submit]")
             page.wait_for_url("**/sessions/*/live/")
             session_id = int(page.url.rstrip("/").split("/")[-2])
@@ -82,6 +83,7 @@ def test_teacher_streams_camera_and_sees_the_dashboard(
             page.click("#stop-camera")
             expect(page.locator("#conn-status")).to_have_text(re.compile(r"^stopped"))
             page.click("#end-session")
+            page.click("#end-confirm")  # issue 12: ending asks for confirmation
             page.wait_for_url(f"**/sessions/{session_id}/")
             expect(page.locator("#report-link")).to_have_attribute("href", f"/reports/sessions/{session_id}/")
             page.wait_for_function("Number(document.getElementById('timeline-chart').dataset.points) >= 1")

@@ -162,7 +162,7 @@ def test_pdf_contains_the_numbers_and_is_audited(clients, fixture_session, teach
         p.get_contents().get_data().decode("latin1") for p in PdfReader(io.BytesIO(response.content)).pages
     )
     assert "0.956863 0.956863 0.956863 rg" in content  # chart background #f4f4f4
-    assert content.count("0.121569 0.466667 0.705882 rg") >= 3  # sad (#1f77b4): 3 chart columns + legend + bar
+    assert content.count("0 0.447059 0.698039 rg") >= 3  # sad (#0072B2, Okabe-Ito): 3 chart columns + legend + bar
     record = ExportRecord.objects.get()
     assert (record.user, record.session, record.format) == (teacher_a, fixture_session, "pdf")
 

@@ -69,7 +69,8 @@ def test_list_shows_own_sessions_only_and_staff_sees_all(client, teacher, other_
 
 def test_create_session_redirects_to_live_page(teacher_client, teacher):
     resp = teacher_client.post(
-        reverse("sessions_app:session-create"), {"name": "Physics", "kind": "crowd", "target_fps": "4"}
+        reverse("sessions_app:session-create"),
+        {"name": "Physics", "kind": "crowd", "target_fps": "4", "lawful_use_confirmed": "on"},
     )
     s = EmotionSession.objects.get(owner=teacher)
     assert (s.name, s.kind, s.target_fps) == ("Physics", "crowd", 4.0)
@@ -126,8 +127,8 @@ def test_dashboard_shows_the_sessions_duration_not_the_frame_span(teacher_client
     add_frames(s, n=1, faces=1)
     EmotionSession.objects.filter(pk=s.pk).update(status="ended", ended_at=s.created_at + dt.timedelta(seconds=90))
     page = teacher_client.get(f"/sessions/{s.pk}/").content.decode()
-    assert '<span class="big" id="duration">90.0</span>' in page
-    assert '<span class="big" id="frame-span">0.0</span>' in page
+    assert '<span class="big" id="duration">1 min 30 s</span>' in page
+    assert '<span class="big" id="frame-span">0 s</span>' in page
     assert teacher_client.get(f"/sessions/{s.pk}/timeline.json").json()["summary"]["duration_s"] == 90.0
 
 
