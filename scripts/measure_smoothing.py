@@ -33,9 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.classifier import EmotionClassifier  # noqa: E402
-from inference.data import load_fer2013  # noqa: E402
-from inference.tracking import ema_filter, window_filter  # noqa: E402
+from inference.classifier import EmotionClassifier
+from inference.data import load_fer2013
+from inference.tracking import ema_filter, window_filter
 
 #: jitter amplitudes: (shift px, rotation degrees, scale fraction, brightness grey levels, noise sigma grey levels)
 JITTER = {
