@@ -1,7 +1,10 @@
 /* Live session page: camera -> JPEG frames over the WebSocket -> face boxes, live stats and a live chart.
    Binary frame message = 16-byte header ("FRM1", uint32 sequence, float64 capture time ms, big-endian) + JPEG.
    Every viewer of a running session (the owner in a second tab, an admin) watches the live results over
-   /ws/.../watch/ until it starts its own camera (then /ws/.../stream/ carries them); stopping goes back to watching. */
+   /ws/.../watch/ until it starts its own camera (then /ws/.../stream/ carries them); stopping goes back to watching.
+   A connection that drops (a server restart, a Redis outage, a network blip) is reopened with backoff
+   (0.5 s doubling to 8 s) in the same mode, and the camera resumes by itself; frames sent on the old connection
+   that were never answered are counted as lost. */
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("live-config").textContent);
@@ -9,6 +12,7 @@
   var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
   var ws = null, mode = null, stream = null, timer = null, seq = 0, mySource = null, sending = false;
   var sentAt = {}, processed = 0, dropped = 0, cameraStopped = false;
+  var retryDelay = 500, retryTimer = null, resultTimes = [];
   var chart = FerCharts.makeTimelineChart($("timeline-chart"), [], cfg);
 
   function status(text) { var el = $("conn-status"); if (el) el.textContent = text; }
@@ -63,6 +67,7 @@
         $("latency").textContent = Math.round(performance.now() - sentAt[ev.sequence]); delete sentAt[ev.sequence];
       }
       processed += 1; $("frames-processed").textContent = ev.stream ? ev.stream.processed : processed;
+      if (ev.source === mySource) noteResult();
       if (ev.stream) { dropped = ev.stream.dropped; $("frames-dropped").textContent = dropped; }
       renderFaces(ev);
     } else if (ev.type === "dropped") {
@@ -71,18 +76,48 @@
     else if (ev.type === "ended") { cfg.running = false; status("session ended"); stopCamera(); clearLive(); showEnded(); }
   }
 
+  // Frames analysed per second for this camera over the last 10 s: what the system really gives it.
+  function noteResult() {
+    var now = performance.now(); resultTimes.push(now);
+    while (resultTimes.length && now - resultTimes[0] > 10000) resultTimes.shift();
+    var el = $("analysed-rate"); if (el) el.textContent = (resultTimes.length / 10).toFixed(1);
+  }
+
   function connect(path, newMode) {
     var sock = new WebSocket(wsBase + path); sock.binaryType = "arraybuffer";
     ws = sock; mode = newMode;
     sock.onmessage = onMessage;
+    sock.onopen = function () { retryDelay = 500; if (sock.onready) sock.onready(); };
     sock.onclose = function (e) {
       if (ws !== sock) return;
       ws = null; mode = null;
-      if (e.code !== 1000 || cfg.running) status("disconnected (" + e.code + ")");
-      if (e.code >= 4000) { cfg.running = cfg.running && e.code !== 4409; stopCamera(); }
+      if (e.code >= 4000) { cfg.running = cfg.running && e.code !== 4409; stopCamera(); status("disconnected (" + e.code + ")"); return; }
+      if (e.code === 1000 || !cfg.running) { if (cfg.running) status("disconnected"); return; }
+      reconnect(newMode);
     };
     sock.onerror = function () { status("connection error"); };
     return sock;
+  }
+
+  // The server or the network went away: reopen with backoff, in the same mode; the camera keeps running.
+  function reconnect(lastMode) {
+    var lost = Object.keys(sentAt).length; sentAt = {};
+    if (lost) { dropped += lost; $("frames-dropped").textContent = dropped; }
+    if (timer) { clearInterval(timer); timer = null; }
+    status("reconnecting in " + (retryDelay / 1000).toFixed(1) + " s…");
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(function () {
+      if (ws || !cfg.running) return;
+      if (lastMode === "stream" && stream) openStream(); else watch();
+    }, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 8000);
+  }
+
+  function openStream() {
+    connect(cfg.stream_path, "stream").onready = function () {
+      if (timer) clearInterval(timer);
+      timer = setInterval(sendFrame, 1000 / cfg.target_fps); $("stop-camera").disabled = false;
+    };
   }
 
   function closeSocket() {
@@ -124,10 +159,8 @@
       .then(function (s) {
         stream = s; $("video").srcObject = s; $("video-wrap").classList.remove("off");
         closeSocket(); // the stream socket carries the session's results from now on
-        cameraStopped = false; processed = 0; dropped = 0;
-        connect(cfg.stream_path, "stream").onopen = function () {
-          timer = setInterval(sendFrame, 1000 / cfg.target_fps); $("stop-camera").disabled = false;
-        };
+        cameraStopped = false; processed = 0; dropped = 0; resultTimes = [];
+        openStream();
       })
       .catch(function (err) { $("start-camera").disabled = false; status("camera unavailable"); cameraHelp(err); });
   }
@@ -160,11 +193,13 @@
     $("face-count").textContent = "–"; $("face-count").dataset.faceCount = "0";
     $("faces").innerHTML = ""; $("distribution").innerHTML = '<p class="muted">No live frames.</p>';
     $("latency").textContent = "–";
+    resultTimes = []; var rate = $("analysed-rate"); if (rate) rate.textContent = "–";
     var wrap = $("video-wrap"); if (wrap) wrap.classList.add("off");
   }
 
   function stopCamera() {
     var wasStreaming = mode === "stream" || stream !== null;
+    clearTimeout(retryTimer);
     if (timer) clearInterval(timer); timer = null;
     if (stream) stream.getTracks().forEach(function (t) { t.stop(); }); stream = null;
     if (mode === "stream") closeSocket();

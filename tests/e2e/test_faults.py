@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -54,13 +55,16 @@ class Stack:
             self.env, self.tmp / f"worker-{time.monotonic_ns()}.log", ready="ready.",
         )  # fmt: skip
 
+    def start_web(self) -> None:
+        self.web = start_process(
+            [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(self.web_port)],
+            self.env, self.tmp / f"daphne-{time.monotonic_ns()}.log", port=self.web_port,
+        )  # fmt: skip
+
     def __enter__(self):
         self.start_redis()
         self.start_worker()
-        self.web = start_process(
-            [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(self.web_port)],
-            self.env, self.tmp / "daphne.log", port=self.web_port,
-        )  # fmt: skip
+        self.start_web()
         return self
 
     def __exit__(self, *exc):
@@ -177,3 +181,48 @@ def test_a_worker_killed_mid_frame_gets_the_frame_answered(tmp_path, teacher, ma
     # the frames the dead worker held are answered (lost or expired), and the new worker serves the rest
     assert any(t < marks["killed"] for t in camera.results_at) and any(t > marks["killed"] for t in camera.results_at)
     assert {a[0] for a in camera.answers.values()} - {"result"}, "the killed frame must have a non-result answer"
+
+
+def test_the_browser_reconnects_and_resumes_the_camera_after_the_web_process_restarts(
+    tmp_path, django_user_model, make_session, chromium_args, monkeypatch
+):
+    """live.js reopens a dropped stream with backoff and the camera resumes by itself: the web process is killed
+    mid-stream and started again; results flow again without anyone pressing a button."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.helpers import CHROMIUM
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    user = django_user_model.objects.create_user(username="steady-teacher", password="steady-password-1")
+    session = make_session(user)
+    with Stack(tmp_path) as stack, sync_playwright() as pw:
+        base = f"http://127.0.0.1:{stack.web_port}"
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=chromium_args)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/accounts/login/")
+            page.fill("#id_username", "steady-teacher")
+            page.fill("#id_password", "steady-password-1")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/")
+            page.goto(f"{base}/sessions/{session.pk}/live/")
+            page.click("#start-camera")
+            expect(page.locator("#conn-status")).to_have_text("streaming", timeout=30_000)
+            page.wait_for_function(
+                "Number(document.getElementById('frames-processed').textContent) >= 2", timeout=60_000
+            )
+            stack.web.send_signal(signal.SIGKILL)
+            stack.web.wait()
+            expect(page.locator("#conn-status")).to_have_text(re.compile("reconnecting"), timeout=10_000)
+            restarted = time.monotonic()
+            stack.start_web()
+            expect(page.locator("#conn-status")).to_have_text("streaming", timeout=30_000)
+            page.wait_for_function(
+                "Number(document.getElementById('frames-processed').textContent) >= 1", timeout=30_000
+            )
+            resumed_after = time.monotonic() - restarted
+            assert page.locator("#overlay .face-box").count() >= 1
+        finally:
+            browser.close()
+    assert resumed_after < 20, resumed_after
