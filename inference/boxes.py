@@ -23,6 +23,20 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray) -> np.ndarray: ...
 
 
+@runtime_checkable
+class FollowingDetector(FaceDetector, Protocol):
+    """A ``FaceDetector`` with a follow stage (``BlazeFaceDetector``), which ``StreamAnalyzer`` uses between
+    keyframes.
+
+    ``follow(image, boxes, score_threshold)`` finds each of the ``float (K, 4)`` ``boxes`` again near where it was
+    and returns ``(int32 (K, 4) boxes, float32 (K,) face probabilities)``, in the order given.
+    """
+
+    def follow(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every box of ``a`` with every box of ``b``.
 

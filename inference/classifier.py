@@ -171,20 +171,21 @@ class EmotionClassifier:
         if not self.model_path.is_file():
             raise ModelLoadError(f"{self.model_path}: model file not found")
         self.served_path = self.model_path
-        self._session = None
+        session = None
         want = DEFAULT_QUANTIZED if quantized is None else bool(quantized)
         int8 = quantized_path(self.model_path)
         if want and int8.is_file():
-            session = self._load(int8, threads)
-            source = session.get_modelmeta().custom_metadata_map.get("source_sha256")
+            int8_session = self._load(int8, threads)
+            source = int8_session.get_modelmeta().custom_metadata_map.get("source_sha256")
             if source == _sha256(self.model_path):
-                self._session, self.served_path = session, int8
+                session, self.served_path = int8_session, int8
             else:
                 log.warning("%s was not made from %s: serving the float model", int8, self.model_path)
-        if self._session is None:
+        if session is None:
             if quantized is True:
                 raise ModelLoadError(f"{int8}: no int8 copy made from {self.model_path}")
-            self._session = self._load(self.model_path, threads)
+            session = self._load(self.model_path, threads)
+        self._session = session
         self.quantized = self.served_path != self.model_path
         self._check(self._session, self.served_path)
         self.flip_tta = DEFAULT_FLIP_TTA if flip_tta is None else bool(flip_tta)

@@ -254,7 +254,8 @@ class BlazeFaceDetector:
         rgb, resize = self._prepare(image)
         height, width = rgb.shape[:2]
         scales = self.level_scales(height, width)
-        boxes, scores = [], []
+        box_parts: list[np.ndarray] = []
+        score_parts: list[np.ndarray] = []
         for level_index, scale in enumerate(scales):
             lw, lh = max(1, round(width * scale)), max(1, round(height * scale))
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -270,11 +271,11 @@ class BlazeFaceDetector:
                     block = level[y0 : y0 + self.BLOCK, x0 : x0 + self.BLOCK]
                     found = self._decode(block, scale, x0, y0, largest)
                     if found is not None:
-                        boxes.append(found[0])
-                        scores.append(found[1])
-        if not boxes:
+                        box_parts.append(found[0])
+                        score_parts.append(found[1])
+        if not box_parts:
             return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
-        boxes, scores = weighted_nms(np.concatenate(boxes), np.concatenate(scores), self.iou_threshold)
+        boxes, scores = weighted_nms(np.concatenate(box_parts), np.concatenate(score_parts), self.iou_threshold)
         keep = suppress_contained(boxes, scores, self.overlap_threshold)
         boxes, scores = boxes[keep] / resize, scores[keep]
         return _finish(boxes, scores, image.shape[1], image.shape[0])
@@ -413,7 +414,7 @@ class HaarFaceDetector:
     ):
         path = Path(cascade)
         if not path.is_file():
-            path = Path(cv2.data.haarcascades) / cascade
+            path = Path(cv2.data.haarcascades) / cascade  # type: ignore[attr-defined]  # cv2.data: not in the stubs
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise FileNotFoundError(f"{path}: cannot load the Haar cascade")
@@ -443,12 +444,12 @@ class HaarFaceDetector:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         grey = cv2.equalizeHist(grey)
         min_side = max(12, int(round(self.min_size * scale)))
-        boxes = self._cascade.detectMultiScale(
+        found = self._cascade.detectMultiScale(
             grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side)
         )
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        boxes: np.ndarray = np.asarray(found, dtype=np.float64).reshape(-1, 4)
         if scale != 1.0:
             boxes = boxes / scale
         boxes = suppress_duplicates(boxes, self.overlap_threshold)
-        boxes = np.round(boxes).astype(np.int32)
-        return boxes[np.argsort(boxes[:, 0], kind="stable")] if len(boxes) else boxes
+        pixels = np.round(boxes).astype(np.int32)
+        return pixels[np.argsort(pixels[:, 0], kind="stable")] if len(pixels) else pixels

@@ -205,17 +205,19 @@ def evaluate(
     dataset = load_fer2013(data, usage=usage)
     if len(dataset) == 0:
         raise DatasetError(f"{data}: no rows with Usage {usage}")
-    votes = found = vote_file = None
+    votes: np.ndarray | None = None
+    ferplus_info: dict | None = None
     if ferplus:
         vote_file = load_ferplus(ferplus)
         votes, found = align_ferplus(dataset, vote_file)
+        ferplus_info = {
+            "source": str(ferplus),
+            "skipped_rows": [str(e) for e in vote_file.errors],
+            "unmatched_rows": int((~found).sum()),
+        }
     report = evaluate_faces(classifier, dataset.images, dataset.labels, votes, sizes, calibration)
-    if vote_file is not None:
-        report["ferplus"].update(
-            source=str(ferplus),
-            skipped_rows=[str(e) for e in vote_file.errors],
-            unmatched_rows=int((~found).sum()),
-        )
+    if ferplus_info is not None:
+        report["ferplus"].update(ferplus_info)
     report.update(
         source=str(data),
         usage=usage,

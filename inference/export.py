@@ -97,12 +97,18 @@ def fold_input_rescale(model_proto) -> bool:
         or not all(name in inits for name in (mul.input[1], add.input[1], *conv.input[1:3]))
     ):
         return False
-    a = numpy_helper.to_array(inits[mul.input[1]])
-    b = numpy_helper.to_array(inits[add.input[1]])
+    a_array = numpy_helper.to_array(inits[mul.input[1]])
+    b_array = numpy_helper.to_array(inits[add.input[1]])
     attrs = {at.name: at for at in conv.attribute}
-    if a.size != 1 or b.size != 1 or float(a) == 0.0 or "auto_pad" in attrs or int(attrs["group"].i) != 1:
+    if (
+        a_array.size != 1
+        or b_array.size != 1
+        or float(a_array) == 0.0
+        or "auto_pad" in attrs
+        or int(attrs["group"].i) != 1
+    ):
         return False
-    a, b = float(a), float(b)
+    a, b = float(a_array), float(b_array)
     weights = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
     if len(conv.input) < 3:  # a convolution without bias gets one (the fold adds b * sum(W))
         bias_init = numpy_helper.from_array(np.zeros(weights.shape[0], np.float32), "rescale_fold_bias")

@@ -113,9 +113,11 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     for b in range(bins):
         in_bin = index == b
         count = int(in_bin.sum())
-        conf = float(confidence[in_bin].mean()) if count else None
-        acc = float(correct[in_bin].mean()) if count else None
+        conf: float | None = None
+        acc: float | None = None
         if count:
+            conf = float(confidence[in_bin].mean())
+            acc = float(correct[in_bin].mean())
             ece += count / n * abs(acc - conf)
         table.append({"lower": b / bins, "upper": (b + 1) / bins, "count": count, "confidence": conf, "accuracy": acc})
     return {"ece": float(ece), "bins": table}

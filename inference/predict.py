@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -75,7 +76,7 @@ def predict_files(
         recognizer = EmotionRecognizer.from_path(model_path) if model_path else EmotionRecognizer.default()
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict[str, Any]] = []
     for path in paths:
         try:
             image = read_image(path)

@@ -125,5 +125,6 @@ class EmotionRecognizer:
         for box, probs in zip(boxes, probabilities):
             k = int(np.argmax(probs))
             small = max(int(box[2]), int(box[3])) < self.min_readable_side
-            results.append(FaceResult(tuple(int(v) for v in box), LABELS[k], float(probs[k]), probs, small))
+            xywh = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+            results.append(FaceResult(xywh, LABELS[k], float(probs[k]), probs, small))
         return results

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from inference.boxes import associate, suppress_contained
+from inference.boxes import FollowingDetector, associate, suppress_contained
 from inference.classifier import to_grey
 from inference.recognizer import EmotionRecognizer, FaceResult
 
@@ -154,26 +154,29 @@ class StreamAnalyzer:
         grey = to_grey(image)
         height, width = grey.shape[:2]
         signature = scene_signature(grey)
-        boxes = None
+        followed = None
         if state is not None and self._may_follow(state, width, height, signature):
-            boxes = self._follow(image, state.boxes)
-        keyframe = boxes is None
-        if keyframe:
-            boxes = self.recognizer.detector.detect(image)
-        faces = self.recognizer.classify(image, boxes)
+            followed = self._follow(image, state.boxes)
+        if followed is None:  # a keyframe: full detection
+            faces = self.recognizer.classify(image, self.recognizer.detector.detect(image))
+            since_keyframe, keyframe_signature = 0, signature
+        else:  # followed faces: there is a state, which keeps its keyframe's signature
+            assert state is not None
+            faces = self.recognizer.classify(image, followed)
+            since_keyframe, keyframe_signature = state.since_keyframe + 1, state.signature
         new_state = StreamState(
             frame=(state.frame if state else 0) + 1,
-            since_keyframe=0 if keyframe else state.since_keyframe + 1,
+            since_keyframe=since_keyframe,
             size=(width, height),
             boxes=[list(face.box) for face in faces],
-            signature=signature if keyframe else state.signature,
-            keyframe=keyframe,
+            signature=keyframe_signature,
+            keyframe=followed is None,
         )
         return faces, new_state
 
     def _may_follow(self, state: StreamState, width: int, height: int, signature: list[float]) -> bool:
         """Whether this frame may skip full detection (see the class docstring)."""
-        if not hasattr(self.recognizer.detector, "follow") or tuple(state.size) != (width, height):
+        if not isinstance(self.recognizer.detector, FollowingDetector) or tuple(state.size) != (width, height):
             return False
         if state.since_keyframe + 1 >= self.keyframe_every or len(state.signature) != len(signature):
             return False
@@ -184,8 +187,10 @@ class StreamAnalyzer:
         """The tracked faces in ``image``, left to right, or ``None`` when one was lost (then run a keyframe)."""
         if not previous:
             return np.zeros((0, 4), np.int32)
+        detector = self.recognizer.detector
+        assert isinstance(detector, FollowingDetector)  # _may_follow lets only such detectors through
         prior = np.asarray(previous, np.float64)
-        boxes, scores = self.recognizer.detector.follow(image, prior, self.follow_threshold)
+        boxes, scores = detector.follow(image, prior, self.follow_threshold)
         if (scores < self.follow_threshold).any():
             return None
         # two tracks that converged on one face: keep one, and treat it as a lost face (re-detect).

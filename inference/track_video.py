@@ -112,6 +112,7 @@ def track_video(path: str | os.PathLike, analyzer: TrackedStreamAnalyzer, fps: f
         out_frames.append({"index": index, "t_s": round(t, 3), "faces": face_dicts})
     if not out_frames:
         raise VideoOpenError(f"{path}: no frame could be decoded")
+    assert state is not None  # set by every analysed frame, and there was at least one
     TrackedStreamState.from_dict(state)  # the state a worker would keep is valid JSON state
     return {
         "video": os.fspath(path),
@@ -124,7 +125,7 @@ def track_video(path: str | os.PathLike, analyzer: TrackedStreamAnalyzer, fps: f
 def track_colour(track: int) -> tuple[int, int, int]:
     """A stable BGR colour for a track id (golden-angle hues)."""
     hue = int((track * 137.508) % 180)
-    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    bgr = cv2.cvtColor(np.array([[[hue, 200, 255]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
@@ -156,7 +157,8 @@ def write_annotated_video(
             if writer is None:
                 height, width = image.shape[:2]
                 rate = min(fps, result["fps"]) if fps is not None else result["fps"]
-                writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (width, height))
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]  # not in the cv2 stubs
+                writer = cv2.VideoWriter(str(out_path), fourcc, rate, (width, height))
                 if not writer.isOpened():
                     raise OSError(f"{out_path}: cannot open an mp4v video writer")
             for face in frame["faces"]:
@@ -191,13 +193,14 @@ def plot_timeline(result: dict, out_path: str | os.PathLike) -> Path:
     rows = max(1, len(shown))
     fig, axes = plt.subplots(rows, 1, figsize=(8, 1.6 * rows + 0.8), sharex=True, squeeze=False)
     for ax, track in zip(axes[:, 0], shown):
-        times, probs = [], []
+        times: list[float] = []
+        prob_rows: list[list[float]] = []
         for frame in result["frames"]:
             for face in frame["faces"]:
                 if face["track"] == track["track"]:
                     times.append(frame["t_s"])
-                    probs.append([face["smoothed_probabilities"][label] for label in LABELS])
-        probs = np.asarray(probs)
+                    prob_rows.append([face["smoothed_probabilities"][label] for label in LABELS])
+        probs = np.asarray(prob_rows)
         for k, label in enumerate(LABELS):
             ax.plot(times, probs[:, k], ".-", ms=2, lw=1, label=label)
         ax.set_ylim(0, 1)

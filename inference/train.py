@@ -59,13 +59,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras  # noqa: E402  (training only: the serving path never imports this module)
+import keras  # training only: the serving path never imports this module
 
-from inference.data import (  # noqa: E402
+from inference.data import (
     DatasetError,
     Fer2013,
     align_ferplus,
@@ -74,7 +75,7 @@ from inference.data import (  # noqa: E402
     load_fer2013,
     load_ferplus,
 )
-from inference.labels import LABELS, NUM_CLASSES  # noqa: E402
+from inference.labels import LABELS, NUM_CLASSES
 
 #: Label recipes of ``train --labels``.
 LABEL_RECIPES: tuple[str, ...] = ("fer2013", "ferplus", "mixed")
@@ -328,7 +329,7 @@ def load_training_data(
     public_test, public_test_votes = val_set, None
     n_train, n_val = len(train_set), len(val_set)
     votes_train = votes_val = None
-    info = {"training": labels}
+    info: dict[str, Any] = {"training": labels}
     if ferplus:
         votes = load_ferplus(ferplus)
         _log_errors(votes.errors, log)
@@ -342,6 +343,8 @@ def load_training_data(
     y_train, keep_train = make_targets(train_set.labels, votes_train, labels, mix_weight)
     y_val, keep_val = make_targets(val_set.labels, votes_val, labels, mix_weight)
     if labels != "fer2013":
+        # labels other than fer2013 need a FER+ file (checked on entry), so both vote arrays are set
+        assert votes_train is not None and votes_val is not None
         info.update(
             mix_fer2013_weight=mix_weight if labels == "mixed" else 0.0,
             dropped_training_faces=int((~keep_train).sum() + n_train - len(train_set)),
@@ -955,7 +958,7 @@ def _plots(history: list[dict], report: dict, out_dir: Path) -> None:
     ax.set(xlabel="predicted", ylabel="true", title=f"PublicTest confusion (acc {report['accuracy']:.3f})")
     for i in range(NUM_CLASSES):
         for j in range(NUM_CLASSES):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(out_dir / "confusion_matrix.png", dpi=100)
     plt.close(fig)
