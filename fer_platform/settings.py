@@ -249,6 +249,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000_000
 #: Largest request body accepted from a client that is not logged in (the login form, token requests), checked
 #: before anything reads it.
 FER_MAX_ANONYMOUS_BODY_BYTES = env.int("FER_MAX_ANONYMOUS_BODY_BYTES", default=65_536)
+#: Upload frames (photos count 1, videos their sampled frames) one user may queue per clock hour (0 = no quota).
+FER_UPLOAD_FRAMES_PER_HOUR = env.int("FER_UPLOAD_FRAMES_PER_HOUR", default=3000)
 #: Largest uploaded photo, pixels per side, read from the image header before decoding (decompression bombs).
 FER_MAX_UPLOAD_IMAGE_SIDE = env.int("FER_MAX_UPLOAD_IMAGE_SIDE", default=8192)
 #: Largest non-file request body Django parses in memory (forms, JSON); Django's default.

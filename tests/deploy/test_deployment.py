@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, compose_binary
 
 CHECK = Path(sys.executable).parent / "check-jsonschema"
 
@@ -24,6 +24,24 @@ def validate(path: Path) -> subprocess.CompletedProcess:
 def test_compose_file_matches_the_compose_spec():
     result = validate(REPO / "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_real_compose_v2_accepts_the_deployment_with_the_example_environment(tmp_path):
+    """``docker compose config -q`` of the real Compose v2 (interpolation, merge keys, depends_on, env files), with
+    the operator's ``.env`` made from ``.env.example``; and it does refuse a file that the spec check would miss."""
+    import shutil
+
+    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
+    shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    run = [str(compose_binary()), "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"]
+    ok = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    broken = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    broken["services"]["proxy"]["depends_on"] = {"nosuchservice": {"condition": "service_healthy"}}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    bad = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "nosuchservice" in bad.stderr
 
 
 def test_the_validator_catches_a_broken_compose_file(tmp_path):

