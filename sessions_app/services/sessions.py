@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 
@@ -90,6 +91,11 @@ def upload_source_allocate(*, session: EmotionSession) -> str:
 
 
 # --------------------------------------------------------------------------- issue 12: housekeeping
+def _publish_ended(session_id: int) -> None:
+    """Tell the session's live pages that it ended (``session.ended`` event)."""
+    event_publish(session_id, {"type": "session.ended", "session_id": session_id})
+
+
 def sessions_end_idle(*, idle_s: float | None = None, now=None) -> list[int]:
     """End every running session that has had no new frame for ``idle_s`` seconds.
 
@@ -112,9 +118,7 @@ def sessions_end_idle(*, idle_s: float | None = None, now=None) -> list[int]:
                 status=EmotionSession.Status.ENDED, ended_at=last_activity
             )
             if changed:
-                transaction.on_commit(
-                    lambda sid=session_id: event_publish(sid, {"type": "session.ended", "session_id": sid})
-                )
+                transaction.on_commit(functools.partial(_publish_ended, session_id))
                 ended.append(session_id)
     if ended:
         logger.info("ended %d idle session(s) after %s s without frames: %s", len(ended), idle_s, ended)
@@ -161,14 +165,14 @@ def session_notice_code_ensure(*, session: EmotionSession) -> str:
     possibilities, so a link cannot be guessed. Returns the code.
     """
     if session.notice_code:
-        return session.notice_code
+        return str(session.notice_code)
     for _ in range(10):
         code = "".join(secrets.choice(NOTICE_ALPHABET) for _ in range(8))
         if not EmotionSession.objects.filter(notice_code=code).exists():
             updated = EmotionSession.objects.filter(pk=session.pk, notice_code__isnull=True).update(notice_code=code)
             session.refresh_from_db(fields=["notice_code"])
             if updated or session.notice_code:
-                return session.notice_code
+                return str(session.notice_code)
     raise RuntimeError("could not allocate a unique notice code")
 
 
