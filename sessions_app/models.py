@@ -17,6 +17,8 @@ from inference.labels import LABELS
 
 #: Names of the per-label probability columns of ``Face`` and sum columns of ``TimelineBucket``, in LABELS order.
 PROBABILITY_FIELDS = tuple(f"p_{label}" for label in LABELS)
+#: Smoothed probabilities of a tracked face (causal EMA over its track, ``inference.tracking``), LABELS order.
+SMOOTHED_FIELDS = tuple(f"sp_{label}" for label in LABELS)
 SUM_FIELDS = tuple(f"sum_p_{label}" for label in LABELS)
 #: Alert target meaning the summed share of angry + disgust + fear + sad (``EmotionSession.alert_emotion``).
 ALERT_NEGATIVE = "negative"
@@ -144,6 +146,20 @@ class Face(models.Model):
     p_sad = models.FloatField()
     p_surprise = models.FloatField()
     p_neutral = models.FloatField()
+    track = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Anonymous track number within the frame's source (one camera connection): the same number in "
+        "consecutive frames is the same face, by box position only (no identity, no embedding). NULL for uploads.",
+    )
+    smoothed_label = models.CharField(max_length=16, blank=True, default="", db_default="")
+    sp_angry = models.FloatField(null=True, blank=True)
+    sp_disgust = models.FloatField(null=True, blank=True)
+    sp_fear = models.FloatField(null=True, blank=True)
+    sp_happy = models.FloatField(null=True, blank=True)
+    sp_sad = models.FloatField(null=True, blank=True)
+    sp_surprise = models.FloatField(null=True, blank=True)
+    sp_neutral = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["frame_id", "id"]
@@ -163,6 +179,12 @@ class Face(models.Model):
         """The 7 class probabilities (each 0..1, summing to ~1) in FER2013 label order, ``inference.LABELS``:
         angry, disgust, fear, happy, sad, surprise, neutral. ``label`` is the argmax, ``score`` its value."""
         return [getattr(self, f) for f in PROBABILITY_FIELDS]
+
+    @property
+    def smoothed_probabilities(self) -> list[float] | None:
+        """The track's smoothed probabilities after this frame (LABELS order), ``None`` for an untracked face."""
+        values = [getattr(self, f) for f in SMOOTHED_FIELDS]
+        return None if values[0] is None else values
 
 
 class TimelineBucket(models.Model):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Avg, CharField, Count, F, Max, Min, QuerySet, Sum, Value
+from django.db.models.functions import Cast, Coalesce, Concat, Floor
 from django.utils import timezone
 
 from inference.labels import LABELS, VALENCE
@@ -57,9 +57,13 @@ def session_can_stream(*, user, session: EmotionSession) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and session.owner_id == user.pk
 
 
-def _shares(sums: list[float], faces: int) -> tuple[dict[str, float] | None, str | None, float | None]:
-    """Mean probabilities, dominant label and mean valence from per-label sums over ``faces`` faces."""
-    if faces <= 0 or faces < settings.FER_MIN_FACES_FOR_AGGREGATES:
+def _shares(
+    sums: list[float], faces: int, people: int | None = None
+) -> tuple[dict[str, float] | None, str | None, float | None]:
+    """Mean probabilities, dominant label and mean valence from per-label sums over ``faces`` faces; ``None``s when
+    fewer than ``FER_MIN_FACES_FOR_AGGREGATES`` *people* (``people``, default ``faces``) are behind them."""
+    people = faces if people is None else people
+    if faces <= 0 or people < settings.FER_MIN_FACES_FOR_AGGREGATES:
         return None, None, None
     means = [s / faces for s in sums]
     probabilities = {label: round(m, 6) for label, m in zip(LABELS, means, strict=True)}
@@ -76,8 +80,9 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
         {"start_s": int, "end_s": int,            # bucket covers [start_s, end_s) seconds since session start
          "frames": int, "faces": int,               # faces: whose expression was read
          "faces_too_small": int,                    # seen, too small to read (not in the shares)
+         "people": int,                             # distinct people behind the read faces (session_people_per_bucket)
          "mean_face_count": float,                # (faces + faces_too_small) / frames
-         "probabilities": {label: mean p} | None, # None when faces < FER_MIN_FACES_FOR_AGGREGATES
+         "probabilities": {label: mean p} | None, # None when people < FER_MIN_FACES_FOR_AGGREGATES
          "dominant": label | None, "valence": float | None}   # same rule; valence in -1..1
 
     Raises ``ValueError`` when ``bucket_s < 1``.
@@ -97,12 +102,14 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
             cur[1] += faces
             cur[2] = [a + b for a, b in zip(cur[2], sums, strict=True)]
             cur[3] += small
+    people_by_bucket = session_people_per_bucket(session=session, bucket_s=bucket_s)
     timeline = []
     for k in sorted(acc):
         frames, faces, sums, small = acc[k]
         if frames <= 0:
             continue
-        probabilities, dominant, valence = _shares(sums, faces)
+        people = people_by_bucket.get(k, 0)
+        probabilities, dominant, valence = _shares(sums, faces, people)
         timeline.append(
             {
                 "start_s": k * bucket_s,
@@ -110,6 +117,7 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
                 "frames": frames,
                 "faces": faces,
                 "faces_too_small": small,
+                "people": people,
                 "mean_face_count": round((faces + small) / frames, 4),
                 "probabilities": probabilities,
                 "dominant": dominant,
@@ -117,6 +125,60 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
             }
         )
     return timeline
+
+
+def session_people_per_bucket(*, session: EmotionSession, bucket_s: int) -> dict[int, int]:
+    """Distinct people behind the read faces of each chart bucket ``k`` (``[k * bucket_s, (k + 1) * bucket_s)``):
+    the distinct anonymous tracks ``(source, track)`` of camera faces, plus every untracked face (uploaded photos and
+    videos, data stored before tracks: nothing tells their people apart, so each observation counts, as before).
+    Too-small faces are not counted (they are not read). The privacy rule ``FER_MIN_FACES_FOR_AGGREGATES`` applies to
+    this number: one person alone in front of a camera for a minute is one person, not 120 observations. Two grouped
+    SQL queries. Returns ``{k: people}`` for buckets with read faces.
+    """
+    bucket_s = int(bucket_s)
+    faces = Face.objects.filter(session=session, too_small=False)
+    tracked = (
+        faces.filter(track__isnull=False)
+        .annotate(k=Floor(F("frame__offset_s") / bucket_s))
+        .values("k")
+        .annotate(n=Count(Concat("frame__source", Value(":"), Cast("track", CharField())), distinct=True))
+    )
+    people = {int(row["k"]): row["n"] for row in tracked}
+    untracked = (
+        faces.filter(track__isnull=True)
+        .annotate(k=Floor(F("frame__offset_s") / bucket_s))
+        .values("k")
+        .annotate(n=Count("id"))
+    )
+    for row in untracked:
+        people[int(row["k"])] = people.get(int(row["k"]), 0) + row["n"]
+    return people
+
+
+def session_people(*, session: EmotionSession) -> dict:
+    """People seen in ``session`` and how long they stayed (dwell), from the anonymous tracks.
+
+    Returns ``{"people": int (distinct tracks, plus every untracked face observation), "tracks": int,
+    "dwell_s": {"median": float, "mean": float, "max": float} | None}``: a track's dwell is its last minus its first
+    frame time, seconds (None without tracks). Tracks are box positions within one camera connection, so a person
+    who leaves for longer than the tracker's memory (``inference.tracking``: 30 frames, 15 s at 2 fps) or
+    reconnects counts again: "people" is an upper bound.
+    """
+    faces = Face.objects.filter(session=session, too_small=False)
+    spans = list(
+        faces.filter(track__isnull=False)
+        .values("frame__source", "track")
+        .annotate(first=Min("frame__offset_s"), last=Max("frame__offset_s"))
+        .values_list("first", "last")
+    )
+    untracked = faces.filter(track__isnull=True).count()
+    dwell = None
+    if spans:
+        stays = sorted(last - first for first, last in spans)
+        mid = len(stays) // 2
+        median = stays[mid] if len(stays) % 2 else (stays[mid - 1] + stays[mid]) / 2
+        dwell = {"median": round(median, 3), "mean": round(sum(stays) / len(stays), 3), "max": round(stays[-1], 3)}
+    return {"people": len(spans) + untracked, "tracks": len(spans), "dwell_s": dwell}
 
 
 def session_distribution(*, session: EmotionSession) -> dict:
@@ -127,8 +189,9 @@ def session_distribution(*, session: EmotionSession) -> dict:
     """
     agg = session.buckets.aggregate(faces=Sum("faces"), **{f: Sum(f) for f in SUM_FIELDS})
     faces = agg["faces"] or 0
-    probabilities, dominant, _ = _shares([agg[f] or 0.0 for f in SUM_FIELDS], faces)
-    return {"faces": faces, "probabilities": probabilities, "dominant": dominant}
+    people = session_people(session=session)["people"] if faces else 0
+    probabilities, dominant, _ = _shares([agg[f] or 0.0 for f in SUM_FIELDS], faces, people)
+    return {"faces": faces, "people": people, "probabilities": probabilities, "dominant": dominant}
 
 
 def session_duration_s(*, session: EmotionSession, now: dt.datetime | None = None) -> float:

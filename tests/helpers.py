@@ -112,38 +112,39 @@ _B3 = probs(angry=0.5 / 6, happy=0.1 / 6, sad=3.5 / 6, neutral=1.9 / 6)
 _B4 = probs(fear=0.2, happy=0.2, surprise=0.6)
 #: Hand-computed timeline, 5-second buckets.
 EXPECTED_TIMELINE_5 = [
-    {"start_s": 0, "end_s": 5, "frames": 2, "faces": 6, "faces_too_small": 0,
+    {"start_s": 0, "end_s": 5, "frames": 2, "faces": 6, "faces_too_small": 0, "people": 6,
      "mean_face_count": 3.0, "probabilities": _B0,
      "dominant": "neutral", "valence": 0.9 * 1.3 / 6},
-    {"start_s": 5, "end_s": 10, "frames": 2, "faces": 7, "faces_too_small": 0,
+    {"start_s": 5, "end_s": 10, "frames": 2, "faces": 7, "faces_too_small": 0, "people": 7,
      "mean_face_count": 3.5, "probabilities": _B1,
      "dominant": "happy", "valence": 0.54},
-    {"start_s": 10, "end_s": 15, "frames": 1, "faces": 2, "faces_too_small": 0,
+    {"start_s": 10, "end_s": 15, "frames": 1, "faces": 2, "faces_too_small": 0, "people": 2,
      "mean_face_count": 2.0, "probabilities": None,
      "dominant": None, "valence": None},
-    {"start_s": 15, "end_s": 20, "frames": 2, "faces": 6, "faces_too_small": 0,
+    {"start_s": 15, "end_s": 20, "frames": 2, "faces": 6, "faces_too_small": 0, "people": 6,
      "mean_face_count": 3.0, "probabilities": _B3,
      "dominant": "sad", "valence": -0.7 * 0.5 / 6 + 0.9 * 0.1 / 6 - 0.7 * 3.5 / 6},
-    {"start_s": 20, "end_s": 25, "frames": 2, "faces": 3, "faces_too_small": 0,
+    {"start_s": 20, "end_s": 25, "frames": 2, "faces": 3, "faces_too_small": 0, "people": 3,
      "mean_face_count": 1.5, "probabilities": _B4,
      "dominant": "surprise", "valence": -0.6 * 0.2 + 0.9 * 0.2 + 0.3 * 0.6},
 ]  # fmt: skip
 #: Hand-computed timeline, 10-second buckets.
 EXPECTED_TIMELINE_10 = [
-    {"start_s": 0, "end_s": 10, "frames": 4, "faces": 13, "faces_too_small": 0,
+    {"start_s": 0, "end_s": 10, "frames": 4, "faces": 13, "faces_too_small": 0, "people": 13,
      "mean_face_count": 3.25,
      "probabilities": probs(happy=5.5 / 13, neutral=7.5 / 13), "dominant": "neutral", "valence": 0.9 * 5.5 / 13},
-    {"start_s": 10, "end_s": 20, "frames": 3, "faces": 8, "faces_too_small": 0,
+    {"start_s": 10, "end_s": 20, "frames": 3, "faces": 8, "faces_too_small": 0, "people": 8,
      "mean_face_count": 2.6667,
      "probabilities": probs(angry=0.075, happy=0.1125, sad=0.525, neutral=0.2875), "dominant": "sad",
      "valence": -0.7 * 0.075 + 0.9 * 0.1125 - 0.7 * 0.525},
-    {"start_s": 20, "end_s": 30, "frames": 2, "faces": 3, "faces_too_small": 0,
+    {"start_s": 20, "end_s": 30, "frames": 2, "faces": 3, "faces_too_small": 0, "people": 3,
      "mean_face_count": 1.5, "probabilities": _B4,
      "dominant": "surprise", "valence": 0.24},
 ]  # fmt: skip
 #: Hand-computed distribution over the whole session.
 EXPECTED_DISTRIBUTION = {
     "faces": 24,
+    "people": 24,
     "probabilities": probs(
         angry=0.6 / 24, fear=0.6 / 24, happy=7.0 / 24, sad=4.2 / 24, surprise=1.8 / 24, neutral=9.8 / 24
     ),

@@ -136,10 +136,16 @@ class TimelineBucketSerializer(serializers.Serializer):
     start_s = serializers.IntegerField(help_text="Bucket start, seconds since session start (inclusive).")
     end_s = serializers.IntegerField(help_text="Bucket end, seconds since session start (exclusive).")
     frames = serializers.IntegerField(help_text="Frames analysed in the bucket.")
-    faces = serializers.IntegerField(help_text="Face observations in the bucket.")
-    mean_face_count = serializers.FloatField(help_text="faces / frames.")
+    faces = serializers.IntegerField(help_text="Face observations whose expression was read in the bucket.")
+    faces_too_small = serializers.IntegerField(help_text="Face observations too small to read (not in the shares).")
+    people = serializers.IntegerField(
+        help_text="Distinct people behind the read faces: anonymous camera tracks plus untracked (uploaded) faces. "
+        "The privacy rule (min_faces) applies to this number."
+    )
+    mean_face_count = serializers.FloatField(help_text="(faces + faces_too_small) / frames.")
     probabilities = ProbabilitiesSerializer(
-        allow_null=True, help_text="Mean probability per emotion; null with fewer than min_faces faces."
+        allow_null=True,
+        help_text="Mean (track-smoothed) probability per emotion; null with fewer than min_faces people.",
     )
     dominant = serializers.ChoiceField(
         choices=LABELS, allow_null=True, help_text="Emotion with the highest mean; null with too few faces."
@@ -181,6 +187,7 @@ class FaceSerializer(serializers.ModelSerializer):
     captured_at = serializers.DateTimeField(source="frame.captured_at")
     source = serializers.CharField(source="frame.source", help_text="'camera' or 'upload:<n>'.")
     probabilities = serializers.SerializerMethodField()
+    smoothed_probabilities = serializers.SerializerMethodField()
 
     class Meta:
         model = Face
@@ -198,6 +205,9 @@ class FaceSerializer(serializers.ModelSerializer):
             "label",
             "score",
             "probabilities",
+            "track",
+            "smoothed_label",
+            "smoothed_probabilities",
         ]
         read_only_fields = fields
         extra_kwargs = {
@@ -212,6 +222,12 @@ class FaceSerializer(serializers.ModelSerializer):
     def get_probabilities(self, obj: Face) -> dict:
         """``{label: probability in [0, 1]}`` for the seven FER2013 labels of this face."""
         return {label: getattr(obj, field) for label, field in zip(LABELS, PROBABILITY_FIELDS, strict=True)}
+
+    @extend_schema_field(ProbabilitiesSerializer(allow_null=True))
+    def get_smoothed_probabilities(self, obj: Face) -> dict | None:
+        """The face's track-smoothed ``{label: probability}`` (causal EMA over its track), null when untracked."""
+        values = obj.smoothed_probabilities
+        return None if values is None else dict(zip(LABELS, values, strict=True))
 
 
 class ExportQuerySerializer(serializers.Serializer):

@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils.text import slugify
 
-from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face, Frame
+from sessions_app.models import PROBABILITY_FIELDS, SMOOTHED_FIELDS, EmotionSession, Face, Frame
 
 #: Export formats of the REST API.
 FORMATS: tuple[str, ...] = ("csv", "json")
@@ -42,7 +42,10 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "height",
     "face_count",
 )
-FACE_COLUMNS: tuple[str, ...] = ("face_id", "x", "y", "w", "h", "too_small", "label", "score", *PROBABILITY_FIELDS)
+FACE_COLUMNS: tuple[str, ...] = (
+    "face_id", "x", "y", "w", "h", "too_small", "label", "score", *PROBABILITY_FIELDS,
+    "track", "smoothed_label", *SMOOTHED_FIELDS,
+)  # fmt: skip
 #: CSV header, in column order.
 CSV_COLUMNS: tuple[str, ...] = ("session_id", *FRAME_COLUMNS, *FACE_COLUMNS)
 
@@ -65,6 +68,9 @@ _QUERY_FIELDS = (
     "faces__label",
     "faces__score",
     *(f"faces__{f}" for f in PROBABILITY_FIELDS),
+    "faces__track",
+    "faces__smoothed_label",
+    *(f"faces__{f}" for f in SMOOTHED_FIELDS),
 )
 
 
@@ -95,6 +101,8 @@ def _num(value) -> str:
         return text[:-2] if text.endswith(".0") else text
     if type(value) is bool:
         return "true" if value else "false"  # as PostgreSQL prints a boolean
+    if value is None:
+        return ""  # an untracked face's track and smoothed values
     return str(value)
 
 
@@ -217,6 +225,8 @@ def json_chunks(*, session: EmotionSession, frames_per_piece: int = FRAMES_PER_P
             "x, y, w, h, width, height": "pixels of the analysed frame",
             "score, p_*": "probability in [0, 1]",
             "too_small": "face too small to read its expression: counted, not in emotion shares",
+            "track": "anonymous track number within the frame's source (camera connection); null for uploads",
+            "smoothed_label, sp_*": "track-smoothed label and probabilities (causal EMA); empty/null when untracked",
         },
     }
     head = json.dumps(header)

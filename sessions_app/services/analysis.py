@@ -3,12 +3,14 @@
 The recogniser (``inference.EmotionRecognizer``) is loaded once per worker process (``recognizer_get``); frames are
 decoded in memory only and never written anywhere.
 
-Camera frames go through the streaming pipeline (``inference.stream.StreamAnalyzer``): full detection on keyframes
-(every ``settings.FER_STREAM_KEYFRAME_EVERY`` frames, on a scene change or a lost face), the cheap follow stage in
-between. Workers are stateless between frames, so each camera's small ``StreamState`` (frame counters, the last
-face boxes and a 16-number scene signature: no pixels, no identity) is kept in the shared cache for
-``STREAM_STATE_TTL_S``. Two frames of one camera analysed at the same time by two workers may both start from the
-same state; the later write wins, which costs at most an extra keyframe.
+Camera frames go through the streaming pipeline (``inference.tracked_stream.TrackedStreamAnalyzer``): full detection
+on keyframes (every ``settings.FER_STREAM_KEYFRAME_EVERY`` frames, on a scene change or a lost face), the cheap
+follow stage in between, and anonymous tracks with smoothed probabilities (``inference.tracking``: box positions
+only). Workers are stateless between frames, so each camera's small state (frame counters, the last face boxes, a
+16-number scene signature, track numbers and their smoothed probabilities: no pixels, no identity, no embedding) is
+kept in the shared cache for ``STREAM_STATE_TTL_S``. Two frames of one camera analysed at the same time by two
+workers may both start from the same state; the later write wins, which costs at most an extra keyframe (and, rarely,
+a face's track number restarting).
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ def recognizer_get():
 
 
 def stream_analyzer_get():
-    """The process-wide ``inference.stream.StreamAnalyzer`` around ``recognizer_get()``, with
-    ``settings.FER_STREAM_KEYFRAME_EVERY``."""
+    """The process-wide ``inference.tracked_stream.TrackedStreamAnalyzer`` (streaming detection + anonymous tracks +
+    smoothed probabilities) around ``recognizer_get()``, with ``settings.FER_STREAM_KEYFRAME_EVERY``."""
     global _stream_analyzer
     recognizer = recognizer_get()
-    if _stream_analyzer is None or _stream_analyzer.recognizer is not recognizer:
-        from inference.stream import StreamAnalyzer
+    if _stream_analyzer is None or _stream_analyzer.stream.recognizer is not recognizer:
+        from inference.tracked_stream import TrackedStreamAnalyzer
 
-        _stream_analyzer = StreamAnalyzer(recognizer, keyframe_every=settings.FER_STREAM_KEYFRAME_EVERY)
+        _stream_analyzer = TrackedStreamAnalyzer(recognizer, keyframe_every=max(1, settings.FER_STREAM_KEYFRAME_EVERY))
     return _stream_analyzer
 
 
@@ -69,8 +71,9 @@ def stream_state_key(session_id: int, source: str) -> str:
 
 
 def _analyze(image, *, session_id: int, source: str) -> list:
-    """Faces of ``image``: the streaming pipeline for camera frames (state in the cache), full detection else."""
-    if not source.startswith("camera:") or settings.FER_STREAM_KEYFRAME_EVERY <= 1:
+    """Faces of ``image``: for camera frames the streaming pipeline with tracks (state in the cache; tracked faces
+    as ``TrackedFace.to_dict()``), for uploads full detection of the frame alone."""
+    if not source.startswith("camera:"):
         return recognizer_get().analyze(image)
     key = stream_state_key(session_id, source)
     try:
@@ -88,7 +91,7 @@ def _analyze(image, *, session_id: int, source: str) -> list:
         cache.set(key, new_state.to_dict(), timeout=STREAM_STATE_TTL_S)
     except Exception:
         logger.warning("could not keep the stream state of %s", source, exc_info=True)
-    return faces
+    return [face.to_dict() for face in faces]
 
 
 def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str) -> None:

@@ -22,7 +22,15 @@ from django.db.models import F
 from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC, FrameMessage, FrameRejected, validate_frame
 from inference.labels import LABELS
 from sessions_app import selectors
-from sessions_app.models import PROBABILITY_FIELDS, SUM_FIELDS, EmotionSession, Face, Frame, TimelineBucket
+from sessions_app.models import (
+    PROBABILITY_FIELDS,
+    SMOOTHED_FIELDS,
+    SUM_FIELDS,
+    EmotionSession,
+    Face,
+    Frame,
+    TimelineBucket,
+)
 from sessions_app.services.events import event_publish
 from sessions_app.services.sessions import session_counters_add
 
@@ -168,25 +176,41 @@ def frame_analyze_enqueue(
     return result.id
 
 
-def _face_values(face) -> tuple[tuple[int, int, int, int], str, float, list[float], bool]:
-    """(box, label, score, probabilities in LABELS order, too_small) of a ``FaceResult`` or its ``to_dict()``
-    form (``too_small`` defaults to ``False``)."""
-    if isinstance(face, dict):
-        box, label, score, probs = face["box"], face["label"], face["score"], face["probabilities"]
-        too_small = bool(face.get("too_small", False))
-    else:
-        box, label, score, probs = face.box, face.label, face.score, face.probabilities
-        too_small = bool(getattr(face, "too_small", False))
-    if isinstance(probs, dict):
-        probs = [float(probs[label_]) for label_ in LABELS]
-    else:
-        probs = [float(p) for p in probs]
-    if len(probs) != len(LABELS):
-        raise ValueError(f"expected {len(LABELS)} probabilities, got {len(probs)}")
-    x, y, w, h = (max(0, int(v)) for v in box)
+def _probability_list(probs) -> list[float]:
+    """7 probabilities in LABELS order from a ``{label: p}`` dict or a sequence; raises ``ValueError``/``KeyError``."""
+    values = [float(probs[label]) for label in LABELS] if isinstance(probs, dict) else [float(p) for p in probs]
+    if len(values) != len(LABELS):
+        raise ValueError(f"expected {len(LABELS)} probabilities, got {len(values)}")
+    return values
+
+
+def _face_values(face) -> dict:
+    """The stored values of one face: a ``FaceResult``, its ``to_dict()``, or a tracked face's ``to_dict()``
+    (``inference.tracked_stream.TrackedFace``: adds ``track``, ``smoothed_label``, ``smoothed_probabilities``).
+
+    Returns ``{"box": (x, y, w, h), "label", "score", "probabilities": [7], "too_small": bool, "track": int | None,
+    "smoothed_label": str, "smoothed": [7] | None}``. Raises ``ValueError`` (or ``KeyError``) for malformed faces.
+    """
+    if not isinstance(face, dict):
+        face = face.to_dict()
+    label = face["label"]
     if label not in LABELS:
         raise ValueError(f"unknown label {label!r}")
-    return (x, y, w, h), str(label), float(score), probs, too_small
+    smoothed = face.get("smoothed_probabilities")
+    smoothed_label = str(face.get("smoothed_label") or "")
+    if smoothed_label and smoothed_label not in LABELS:
+        raise ValueError(f"unknown label {smoothed_label!r}")
+    track = face.get("track")
+    return {
+        "box": tuple(max(0, int(v)) for v in face["box"]),
+        "label": str(label),
+        "score": float(face["score"]),
+        "probabilities": _probability_list(face["probabilities"]),
+        "too_small": bool(face.get("too_small", False)),
+        "track": None if track is None else int(track),
+        "smoothed_label": smoothed_label,
+        "smoothed": None if smoothed is None else _probability_list(smoothed),
+    }
 
 
 def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
@@ -206,9 +230,14 @@ def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
             {
                 "box": [f.x, f.y, f.w, f.h],
                 "too_small": f.too_small,
+                "track": f.track,
+                "smoothed_label": f.smoothed_label or f.label,
                 "label": f.label,
                 "score": round(f.score, 4),
                 "probabilities": {label: round(p, 4) for label, p in zip(LABELS, f.probabilities, strict=True)},
+                "smoothed_probabilities": None
+                if f.smoothed_probabilities is None
+                else {label: round(p, 4) for label, p in zip(LABELS, f.smoothed_probabilities, strict=True)},
             }
             for f in faces
         ],
@@ -265,20 +294,26 @@ def frame_result_store(
             Face(
                 frame=frame,
                 session=session,
-                x=x,
-                y=y,
-                w=w,
-                h=h,
-                label=label,
-                score=score,
-                too_small=too_small,
-                **dict(zip(PROBABILITY_FIELDS, probs, strict=True)),
+                x=v["box"][0],
+                y=v["box"][1],
+                w=v["box"][2],
+                h=v["box"][3],
+                label=v["label"],
+                score=v["score"],
+                too_small=v["too_small"],
+                track=v["track"],
+                smoothed_label=v["smoothed_label"],
+                **dict(zip(PROBABILITY_FIELDS, v["probabilities"], strict=True)),
+                **dict(zip(SMOOTHED_FIELDS, v["smoothed"] or [None] * len(LABELS), strict=True)),
             )
-            for (x, y, w, h), label, score, probs, too_small in parsed
+            for v in parsed
         ]
         Face.objects.bulk_create(face_rows)
-        readable = [p for p in parsed if not p[4]]  # too-small faces are counted, not read
-        sums = [sum(p[3][i] for p in readable) for i in range(len(LABELS))]
+        readable = [v for v in parsed if not v["too_small"]]  # too-small faces are counted, not read
+        # Aggregates read tracked faces through their smoothed probabilities (the dashboard's values); raw ones
+        # stay in the exports.
+        shown = [v["smoothed"] or v["probabilities"] for v in readable]
+        sums = [sum(p[i] for p in shown) for i in range(len(LABELS))]
         bucket, _ = TimelineBucket.objects.get_or_create(session=session, second=second)
         TimelineBucket.objects.filter(pk=bucket.pk).update(
             frames=F("frames") + 1,

@@ -85,7 +85,12 @@ def test_summary_duration_is_the_sessions_wall_clock_duration(teacher, make_sess
 def test_distribution_is_hidden_below_min_faces(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)
-    assert selectors.session_distribution(session=s) == {"faces": 0, "probabilities": None, "dominant": None}
+    assert selectors.session_distribution(session=s) == {
+        "faces": 0,
+        "people": 0,
+        "probabilities": None,
+        "dominant": None,
+    }
     store_frame(s, 0.0, [face_result("fear")] * 2, sequence=0)
     assert selectors.session_distribution(session=s)["probabilities"] is None
 

@@ -82,7 +82,7 @@ def test_summary_describes_the_session_in_sentences(fixture_session):
 def test_too_few_faces_hides_every_emotion_aggregate(teacher_a):
     session = session_with_frames(teacher_a, name="Two faces", frames=[(1.0, "HS")])
     report = reports.session_report(session=session)
-    assert report.distribution == {"faces": 2, "probabilities": None, "dominant": None}
+    assert report.distribution == {"faces": 2, "people": 2, "probabilities": None, "dominant": None}
     assert all(item["probabilities"] is None and item["dominant"] is None for item in report.timeline)
     assert report.changes == []
     assert [s["dominant"] for s in report.segments] == [None]

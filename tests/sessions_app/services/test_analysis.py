@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inference.labels import LABELS
 from sessions_app import selectors
 from sessions_app.models import Face, Frame, TimelineBucket
 from sessions_app.services.frames import frame_analysis_record
@@ -61,6 +62,9 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
 
         @property
         def detector(self):
+            raise RuntimeError("onnxruntime exploded")
+
+        def classify(self, image, boxes):
             raise RuntimeError("onnxruntime exploded")
 
     s = make_session(teacher)
@@ -122,10 +126,19 @@ def test_camera_frames_follow_faces_between_keyframes_with_the_state_in_the_cach
     for seq in range(3):
         analysis.frame_analyze(session_id=s.pk, source="camera:st", sequence=seq, captured_at_ms=0.0, data_b64=data)
         states.append(cache.get(key))
-    assert [st["keyframe"] for st in states] == [True, False, False] and states[-1]["frame"] == 3
-    assert set(states[-1]) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
+    streams = [st["stream"] for st in states]
+    assert [st["keyframe"] for st in streams] == [True, False, False] and streams[-1]["frame"] == 3
+    assert set(streams[-1]) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
     counts = list(Frame.objects.filter(session=s).order_by("sequence").values_list("face_count", flat=True))
     assert len(counts) == 3 and all(abs(c - count) <= 1 for c in counts) and len(set(counts)) == 1
+    # every face keeps its anonymous track over the three frames, with smoothed probabilities stored beside the raw
+    tracks = [
+        sorted(Face.objects.filter(frame__session=s, frame__sequence=seq).values_list("track", flat=True))
+        for seq in range(3)
+    ]
+    assert tracks[0] == tracks[1] == tracks[2] == list(range(1, counts[0] + 1))
+    face = Face.objects.filter(frame__session=s, frame__sequence=2).first()
+    assert face.smoothed_label in LABELS and abs(sum(face.smoothed_probabilities) - 1) < 1e-3
     # an upload frame is always analysed whole and keeps no state
     analysis.frame_analyze(session_id=s.pk, source="upload:1", sequence=0, captured_at_ms=0.0, data_b64=data)
     assert cache.get(analysis.stream_state_key(s.pk, "upload:1")) is None
