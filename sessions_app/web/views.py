@@ -154,6 +154,7 @@ def session_dashboard(request: HttpRequest, session_id: int) -> HttpResponse:
         **_chart_config(request, session),
         "timeline": timeline,
         "distribution": selectors.session_distribution(session=session),
+        "running": session.status == EmotionSession.Status.RUNNING,
         **glance,
     }
     upload = None
