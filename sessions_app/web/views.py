@@ -154,6 +154,7 @@ def session_dashboard(request: HttpRequest, session_id: int) -> HttpResponse:
         **_chart_config(request, session),
         "timeline": timeline,
         "distribution": selectors.session_distribution(session=session),
+        "running": session.status == EmotionSession.Status.RUNNING,
         **glance,
     }
     upload = None
@@ -234,7 +235,7 @@ def session_upload(request: HttpRequest, session_id: int) -> HttpResponse:
             form.add_error("file", str(exc))
         else:
             sampling = _sampling_text(result, session)
-            messages.success(request, f"Queued {result['frames']} frame(s) from the {result['kind']}. {sampling}")
+            messages.success(request, f"Queued {result['frames']} frame(s) from the {result['kind']} for analysis.")
             url = reverse("sessions_app:session-dashboard", args=[session.pk])
             query = QueryDict(mutable=True)
             query.update({"upload": result["source"], "frames": result["frames"], "sampling": sampling})

@@ -29,6 +29,15 @@
     poll();
   }
 
+  // a running session: keep the mood at a glance current (every 5 s), like the live page
+  if (data.running && window.FerGlance) {
+    setInterval(function () {
+      fetch(data.timeline_url, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (d) { if (d) FerGlance.render(d, data); }).catch(function () {});
+    }, 5000);
+  }
+
   var canvas = document.getElementById("timeline-chart");
   if (!canvas || !tl.length) return;
   var chart = FerCharts.makeTimelineChart(canvas, tl, data);

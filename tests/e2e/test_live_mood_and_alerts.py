@@ -194,6 +194,16 @@ def test_an_idle_session_is_ended_by_the_beat_task_and_its_live_page_says_so(
             _login(page, daphne_server, "idle-teacher", "idle-password-1")
             page.goto(f"{daphne_server}/sessions/{idle.pk}/live/")
             expect(page.locator("#conn-status")).to_have_text("watching")
+            # keyboard only: the help popover and the end dialog open with Enter, the dialog closes with Escape
+            page.focus("#mood-help summary")
+            page.keyboard.press("Enter")
+            expect(page.locator("#mood-help dl")).to_be_visible()
+            page.focus("#end-session")
+            page.keyboard.press("Enter")
+            expect(page.locator("#end-dialog")).to_be_visible()
+            assert page.evaluate("document.activeElement.id") == "end-cancel"  # the safe choice has the focus
+            page.keyboard.press("Escape")
+            expect(page.locator("#end-dialog")).to_be_hidden()
             # what Celery beat sends every FER_SESSION_IDLE_CHECK_S, run by the real worker
             app.send_task("sessions_app.end_idle_sessions")
             expect(page.locator("#conn-status")).to_have_text("session ended", timeout=30_000)

@@ -171,6 +171,11 @@ def test_every_page_fits_a_phone_and_a_laptop_without_sideways_scrolling(live_se
                 expect(page.locator("#timeline-title")).to_contain_text("Crowd")
                 expect(page.locator("#mood-word")).to_have_text("positive")
                 expect(page.locator("#people-now")).to_have_text("12")
+                if size == "desktop":  # a running session's dashboard keeps its glance current
+                    offsets = [80 + i * 0.5 for i in range(20)]
+                    _store(crowd, offsets, lambda t: 0.0, faces=20, source="camera:later")
+                    expect(page.locator("#people-now")).to_have_text("20", timeout=15_000)
+                    expect(page.locator("#mood-word")).not_to_have_text("positive")
             if name == "live":
                 expect(page.locator("#timeline-title")).to_contain_text("Crowd emotion over time")
                 assert _chart_heights(page)[0] >= 180
