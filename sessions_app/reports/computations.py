@@ -229,6 +229,8 @@ class SessionReport:
     segments: list[dict]
     changes: list[dict]
     summary: list[str] = field(default_factory=list)
+    #: ``selectors.session_people``: distinct people (anonymous tracks + untracked faces) and dwell seconds.
+    people: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-ready form (the session as its id and name)."""

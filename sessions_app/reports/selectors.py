@@ -81,6 +81,7 @@ def session_report(*, session: EmotionSession, bucket_s: int | None = None) -> S
         timeline=timeline,
         segments=dominant_segments(timeline),
         changes=largest_changes(timeline),
+        people=selectors.session_people(session=session),
     )
     report.summary = summary_text(report)
     return report

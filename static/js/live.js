@@ -22,7 +22,8 @@
     var box = $("distribution"); box.innerHTML = "";
     if (!faces.length) { box.textContent = "No faces."; return; }
     cfg.labels.forEach(function (label) {
-      var mean = faces.reduce(function (s, f) { return s + (f.probabilities[label] || 0); }, 0) / faces.length;
+      // a tracked face shows its track's smoothed probabilities (steadier), an untracked one its raw ones
+      var mean = faces.reduce(function (s, f) { return s + ((f.smoothed_probabilities || f.probabilities)[label] || 0); }, 0) / faces.length;
       var row = document.createElement("div"); row.className = "bar-row"; row.setAttribute("role", "listitem");
       row.innerHTML = '<span class="bar-label"></span><span class="bar"><span class="fill"></span></span><span class="bar-val"></span>';
       row.children[0].textContent = label;
@@ -38,8 +39,9 @@
     $("face-count").textContent = ev.face_count; $("face-count").dataset.faceCount = ev.face_count;
     list.innerHTML = "";
     ev.faces.forEach(function (f) {
-      var li = document.createElement("li"); li.textContent = f.label + " " + Math.round(f.score * 100) + "%";
-      li.style.borderLeftColor = cfg.colors[f.label]; list.appendChild(li);
+      var shown = f.smoothed_label || f.label, probs = f.smoothed_probabilities || f.probabilities;
+      var li = document.createElement("li"); li.textContent = shown + " " + Math.round((probs[shown] || f.score) * 100) + "%";
+      li.style.borderLeftColor = cfg.colors[shown]; list.appendChild(li);
     });
     renderDistribution(ev.faces);
     if (!overlay || ev.source !== mySource) return;
@@ -49,9 +51,10 @@
       var d = document.createElement("div"); d.className = "face-box";
       d.style.left = f.box[0] * sx + "px"; d.style.top = f.box[1] * sy + "px";
       d.style.width = f.box[2] * sx + "px"; d.style.height = f.box[3] * sy + "px";
-      d.style.borderColor = cfg.colors[f.label];
-      var tag = document.createElement("span"); tag.className = "face-label"; tag.textContent = f.label;
-      tag.style.background = cfg.colors[f.label]; tag.style.color = cfg.text_colors[f.label];
+      var label = f.smoothed_label || f.label;
+      d.style.borderColor = cfg.colors[label];
+      var tag = document.createElement("span"); tag.className = "face-label"; tag.textContent = label;
+      tag.style.background = cfg.colors[label]; tag.style.color = cfg.text_colors[label];
       d.appendChild(tag); overlay.appendChild(d);
     });
   }

@@ -110,3 +110,27 @@ def test_session_faces_are_filtered_by_time_range(fixture_session):
     assert offsets(from_s=21) == [21.0] * 3
     assert offsets(to_s=0.5) == []
     assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
+
+
+def test_one_person_alone_is_one_person_however_many_frames_and_three_tracks_are_shown(
+    teacher, make_session, settings
+):
+    """The privacy rule counts distinct people (anonymous tracks), not observations: one tracked face over 10 frames
+    of a 5 s bucket stays hidden; three tracks in the next bucket are shown. People seen and their dwell come from
+    the same tracks."""
+    from tests.helpers import face_result, store_frame
+
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    for n in range(10):  # 0.0 .. 4.5 s: one person
+        store_frame(s, n * 0.5, [face_result("happy") | {"track": 1}], sequence=n)
+    for n in range(10, 14):  # 5.0 .. 6.5 s: three people
+        faces = [face_result("sad", box=(10 + 50 * t, 20, 30, 40)) | {"track": t} for t in (1, 2, 3)]
+        store_frame(s, n * 0.5, faces, sequence=n)
+    first, second = selectors.session_timeline(session=s, bucket_s=5)
+    assert (first["faces"], first["people"], first["probabilities"], first["dominant"]) == (10, 1, None, None)
+    assert (second["faces"], second["people"], second["dominant"]) == (12, 3, "sad")
+    people = selectors.session_people(session=s)
+    assert (people["people"], people["tracks"]) == (3, 3)
+    assert people["dwell_s"] == {"median": 1.5, "mean": pytest.approx((6.5 + 1.5 + 1.5) / 3, abs=1e-3), "max": 6.5}
+    assert selectors.session_distribution(session=s)["people"] == 3

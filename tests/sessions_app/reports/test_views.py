@@ -249,3 +249,15 @@ def test_overview_bad_parameters_are_400(clients, params):
     response = clients["admin"].get("/reports/", params)
     assert response.status_code == 400
     assert b'class="error"' in response.content
+
+
+def test_the_report_shows_people_seen_and_their_time_in_view(clients, teacher_a, make_session):
+    from tests.helpers import face_result, store_frame
+
+    s = make_session(teacher_a)
+    for n in range(9):  # two people over 4 s, one of them for the first second only
+        tracks = (1, 2) if n < 3 else (1,)
+        store_frame(s, n * 0.5, [face_result("happy", box=(10 + 50 * t, 20, 30, 40)) | {"track": t} for t in tracks], n)
+    page = clients["teacher_a"].get(f"/reports/sessions/{s.pk}/").content.decode()
+    assert re.search(r'data-testid="people">2<', page)
+    assert re.search(r'data-testid="dwell">2 s / 4 s<', page), re.search(r'data-testid="dwell">[^<]*', page)
