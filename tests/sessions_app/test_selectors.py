@@ -112,9 +112,7 @@ def test_session_faces_are_filtered_by_time_range(fixture_session):
     assert offsets(from_s=0, to_s=0.5000001) == [0.5] * 3
 
 
-def test_one_person_alone_is_one_person_however_many_frames_and_three_tracks_are_shown(
-    teacher, make_session, settings
-):
+def test_one_person_alone_is_one_person_however_many_frames_and_three_tracks_are_shown(teacher, make_session, settings):
     """The privacy rule counts distinct people (anonymous tracks), not observations: one tracked face over 10 frames
     of a 5 s bucket stays hidden; three tracks in the next bucket are shown. People seen and their dwell come from
     the same tracks."""
