@@ -82,3 +82,12 @@ def test_export_is_throttled_per_user(clients, fixture_session, settings):
     assert refused.status_code == 429 and error_of(refused)["code"] == "throttled"
     assert clients["admin"].get(url).status_code == 200  # another user has their own budget
     assert ExportRecord.objects.filter(user__username="teacher_a").count() == 2  # refused exports are not logged
+
+
+def test_throttles_let_requests_through_while_the_cache_is_down(teacher_a, settings):
+    """A Redis restart must not turn every token request and export into a 500: the limits fail open."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    response = Client().post("/api/v1/auth/token/", {"username": "teacher_a", "password": PASSWORD})
+    assert response.status_code == 200 and response.json()["token"]

@@ -294,3 +294,24 @@ async def test_under_overload_frames_wait_at_the_edge_instead_of_queueing(teache
     assert await sync_to_async(idle_queue)() == 1  # only camera 1's admitted frame reached the broker
     for comm in cams:
         await comm.disconnect()
+
+
+async def test_an_end_whose_event_was_lost_still_reaches_every_socket(teacher, make_session, idle_queue, monkeypatch):
+    """An ``ended`` event published while Redis was down is lost; sockets learn of the end from the database at
+    their next status check (``STATUS_CHECK_S``) and close, the camera stream and the viewer alike."""
+    from sessions_app.live import consumers
+
+    monkeypatch.setattr(consumers, "FLUSH_INTERVAL_S", 0.2)
+    monkeypatch.setattr(consumers, "STATUS_CHECK_S", 0.5)
+    s = await sync_to_async(make_session)(teacher)
+    sessionid = await sync_to_async(cookie)(teacher)
+    stream = await open_ws(f"/ws/sessions/{s.pk}/stream/", sessionid)
+    viewer = await open_ws(f"/ws/sessions/{s.pk}/watch/", sessionid)
+    await events(stream, 1)
+    await events(viewer, 1)
+    # ended in the database only: no event published (as if the channel layer had been down)
+    await sync_to_async(EmotionSession.objects.filter(pk=s.pk).update)(status=EmotionSession.Status.ENDED)
+    for comm in (stream, viewer):
+        (ended,) = await events(comm, 1, timeout=5)
+        assert ended == {"type": "ended", "session_id": s.pk}
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
