@@ -194,7 +194,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_process(
         [sys.executable, "-m", "celery", "-A", "fer_platform", "worker", "-P", "solo",
-         "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads",
+         "-Q", f"{TEST_QUEUE}.1.live,{TEST_QUEUE}.2.uploads,{TEST_QUEUE}",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{TEST_QUEUE}@%h"],
         env, log, ready="ready.",
     )  # fmt: skip
@@ -202,7 +202,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     stop_process(proc)
     _wait_for_other_db_sessions_to_end(django_db_blocker)
     with app.connection_for_write() as conn:
-        for suffix in (".1.live", ".2.uploads"):
+        for suffix in (".1.live", ".2.uploads", ""):
             conn.default_channel.queue_purge(TEST_QUEUE + suffix)
 
 
