@@ -64,16 +64,33 @@ def _admission_key() -> str:
     return ADMISSION_KEY_PREFIX + settings.FER_LIVE_QUEUE
 
 
-# Atomic "admit if fewer than N in flight": forget admissions older than the reclaim age (a crashed process's), then
-# add the token only while the set is below capacity.
+# Atomic fair admission. KEYS: in-flight tokens (score: admission time), waiting cameras (score: since when they
+# wait), their last try (score: time). ARGV: reclaim-before time, slots, now, token, camera, give-up-before time.
+# Forget admissions older than the reclaim age (a crashed process's) and cameras that stopped trying; a free slot goes
+# to a camera only when no camera has waited longer than it for one (first come, first served across cameras, so a
+# camera at 10 fps cannot starve one at 2 fps); a camera that must wait is queued with its first waiting time.
 _ADMIT_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
+for _, camera in ipairs(gone) do
+  redis.call('ZREM', KEYS[2], camera)
+  redis.call('ZREM', KEYS[3], camera)
+end
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+local rank = redis.call('ZRANK', KEYS[2], ARGV[5])
+local waiting = redis.call('ZCARD', KEYS[2])
+if free > 0 and (waiting == 0 or (rank and rank < free)) then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[5])
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
   return 1
 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 return 0
 """
+#: Seconds after its last try that a waiting camera loses its place in the admission queue (it disconnected).
+ADMISSION_GIVE_UP_S = 1.0
 _redis_client = None
 _admit_script = None
 
@@ -101,15 +118,21 @@ def frame_admission_acquire(*, token: str) -> bool:
     Bounded admission keeps the broker queue short under overload, so frames that are analysed are fresh and
     frame-to-result latency stays near (slots / worker throughput) instead of growing with the number of cameras;
     frames not admitted wait in their stream's pending slot (latest frame wins) and are offered again. Admissions
-    older than ``FER_FRAME_TASK_EXPIRES_S + 10`` s (a process that died) are reclaimed. Fails open (admits, logged)
-    when Redis cannot be reached: the broker, on the same Redis, then refuses the frame anyway.
+    older than ``FER_FRAME_TASK_EXPIRES_S + 10`` s (a process that died) are reclaimed. Fair share: when cameras
+    wait, a free slot goes to the camera that has waited longest (first come, first served across cameras; a camera
+    stops holding its place ``ADMISSION_GIVE_UP_S`` after its last try), so every camera gets its turn whatever its
+    frame rate. Fails open (admits, logged) when Redis cannot be reached: the broker, on the same Redis, then refuses
+    the frame anyway.
     """
     client, script = _admission_redis()
     now = time.time()
     reclaim_before = now - float(settings.FER_FRAME_TASK_EXPIRES_S) - 10.0
+    camera = token.rsplit(":", 1)[0]
+    key = _admission_key()
     try:
         slots = int(settings.FER_ANALYSIS_SLOTS)
-        return bool(script(keys=[_admission_key()], args=[reclaim_before, slots, now, token]))
+        args = [reclaim_before, slots, now, token, camera, now - ADMISSION_GIVE_UP_S]
+        return bool(script(keys=[key, key + ":waiting", key + ":tried"], args=args))
     except Exception:
         logger.warning("admission check failed: admitted", exc_info=True)
         return True

@@ -198,7 +198,7 @@ def admission(settings):
     settings.FER_ANALYSIS_SLOTS = 2
     client, _ = frames._admission_redis()
     yield client, frames._admission_key()
-    client.delete(frames._admission_key())
+    client.delete(frames._admission_key(), frames._admission_key() + ":waiting", frames._admission_key() + ":tried")
 
 
 def test_admission_holds_the_whole_system_to_its_slots_until_answers_give_them_back(admission):
@@ -251,3 +251,30 @@ def test_faces_too_small_to_read_are_counted_but_left_out_of_the_emotion_shares(
     # the two small "sad" faces are not read: the shares are the one readable face's
     assert bucket["dominant"] == "happy" and bucket["probabilities"]["sad"] == pytest.approx(0.05)
     assert selectors.session_distribution(session=s)["faces"] == 1
+
+
+def test_a_free_slot_goes_to_the_camera_that_waited_longest(admission):
+    """Fair share across cameras: a fast camera that already holds the slots cannot take the next free one while a
+    slower camera waits for its turn."""
+    from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
+
+    fast, slow = "1:camera:fast", "1:camera:slow"
+    assert frame_admission_acquire(token=f"{fast}:0") and frame_admission_acquire(token=f"{fast}:1")  # 2 slots
+    assert not frame_admission_acquire(token=f"{slow}:0")  # full: the slow camera waits, first in line
+    assert not frame_admission_acquire(token=f"{fast}:2")  # the fast one queues behind it
+    frame_admission_release(token=f"{fast}:0")
+    assert not frame_admission_acquire(token=f"{fast}:2")  # one slot free, but the slow camera waited longer
+    assert frame_admission_acquire(token=f"{slow}:0")
+    assert not frame_admission_acquire(token=f"{fast}:2")  # full again
+    frame_admission_release(token=f"{fast}:1")
+    assert frame_admission_acquire(token=f"{fast}:2")  # now its turn
+
+
+def test_a_camera_that_stopped_trying_loses_its_place(admission, monkeypatch):
+    from sessions_app.services import frames
+
+    assert frames.frame_admission_acquire(token="1:camera:a:0") and frames.frame_admission_acquire(token="1:camera:a:1")
+    assert not frames.frame_admission_acquire(token="1:camera:gone:0")  # waits, then disconnects
+    frames.frame_admission_release(token="1:camera:a:0")
+    monkeypatch.setattr(frames, "ADMISSION_GIVE_UP_S", 0.0)  # its last try is now "too long ago"
+    assert frames.frame_admission_acquire(token="1:camera:b:0")
