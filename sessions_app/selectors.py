@@ -239,6 +239,14 @@ def session_counters(*, session_id: int) -> dict[str, int]:
     return dict(zip(("received", "processed", "dropped", "rejected"), row or (0, 0, 0, 0), strict=True))
 
 
+def frame_get(*, session_id: int, source: str, sequence: int) -> tuple[Frame, list[Face]] | None:
+    """The stored frame ``(session, source, sequence)`` and its faces (by id), or ``None`` when it was not stored."""
+    frame = Frame.objects.filter(session_id=session_id, source=source, sequence=sequence).first()
+    if frame is None:
+        return None
+    return frame, list(Face.objects.filter(frame=frame).order_by("id"))
+
+
 def session_list_expired(*, days: int, now: dt.datetime | None = None) -> QuerySet[EmotionSession]:
     """Sessions whose end (or start, while not ended) lies more than ``days`` days before ``now``.
 

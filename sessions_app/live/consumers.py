@@ -332,7 +332,19 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             if won:
                 token = frame_services.frame_admission_token(self.session.pk, self.source, sequence)
                 await sync_to_async(frame_services.frame_admission_release, thread_sensitive=False)(token=token)
-            await self._apply(self.state.declare_lost(sequence) if won else self.state.forget(sequence))
+                await self._apply(self.state.declare_lost(sequence))
+                continue
+            # The worker claimed the frame first. Its answer may still be on the way (then only free the slot), or it
+            # was published while this socket was out of its group (a Redis restart forgets groups): then the frame
+            # is stored, and the client gets its result from the database.
+            stored = await database_sync_to_async(selectors.frame_get)(
+                session_id=self.session.pk, source=self.source, sequence=sequence
+            )
+            if stored is None:
+                await self._apply(self.state.forget(sequence))
+            else:
+                frame, faces = stored
+                await self.frame_result(frame_services.frame_result_event(frame, faces))
 
     async def _housekeeping(self) -> None:
         """Every FLUSH_INTERVAL_S: declare overdue frames lost, drop a stale pending frame, store counter deltas,
