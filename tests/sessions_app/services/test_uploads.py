@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from sessions_app.models import EmotionSession
 from sessions_app.services.uploads import UploadRejected, upload_process
+from tests.helpers import idle_celery_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -54,21 +55,5 @@ def test_the_quota_can_be_switched_off(teacher, make_session, group_photo, setti
 @pytest.fixture
 def idle_upload_queue(settings):
     """Upload frames go to a queue of this test that no worker consumes; yields a function giving its length."""
-    import secrets
-
-    from fer_platform.celery import app
-
-    name = f"fer-test-uploads-{secrets.token_hex(4)}"
-    settings.FER_UPLOAD_QUEUE = name
-
-    def length() -> int:
-        with app.connection_for_write() as conn:
-            try:
-                return conn.default_channel.queue_declare(name, passive=True).message_count
-            except Exception:
-                return 0
-
-    yield length
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(name)
-        conn.default_channel.queue_delete(name)
+    with idle_celery_queue(settings, "FER_UPLOAD_QUEUE") as length:
+        yield length
