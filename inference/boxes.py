@@ -37,6 +37,24 @@ class FollowingDetector(FaceDetector, Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+@runtime_checkable
+class KeypointDetector(FollowingDetector, Protocol):
+    """A ``FollowingDetector`` that also gives facial keypoints (``BlazeFaceDetector``: right eye, left eye, nose
+    tip, mouth centre, right ear tragion, left ear tragion, the subject's right and left), which head pose
+    (``inference.pose``) is estimated from.
+
+    ``detect_with_keypoints(image)`` returns ``(int32 (K, 4) boxes, float32 (K,) scores, float32 (K, 6, 2)
+    keypoints)``, keypoints ``(x, y)`` in pixels of ``image``, left to right; ``follow_with_keypoints(image, boxes,
+    score_threshold)`` the same in the order of ``boxes`` (keypoints ``NaN`` for a lost face).
+    """
+
+    def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def follow_with_keypoints(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every box of ``a`` with every box of ``b``.
 
@@ -66,15 +84,18 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0
     all boxes overlapping it with IoU above ``iou_threshold``, remove those, repeat.
 
     Args:
-        boxes: ``float (K, 4)``.
+        boxes: ``float (K, 4 + D)``: ``(x, y, w, h)`` and ``D >= 0`` more columns (e.g. keypoint coordinates) that
+            are averaged with the same weights; IoU uses the first four.
         scores: ``float (K,)``.
 
     Returns:
-        Merged boxes ``float64 (K', 4)`` and their scores (the best score of each group), best first.
+        Merged rows ``float64 (K', 4 + D)`` and their scores (the best score of each group), best first.
     """
     order = np.argsort(-np.asarray(scores), kind="stable")
-    boxes, scores = np.asarray(boxes, np.float64)[order], np.asarray(scores)[order]
-    overlaps = iou_matrix(boxes, boxes) > iou_threshold
+    boxes = np.asarray(boxes, np.float64)
+    columns = boxes.shape[1] if boxes.ndim == 2 else 4
+    boxes, scores = boxes.reshape(-1, columns)[order], np.asarray(scores)[order]
+    overlaps = iou_matrix(boxes[:, :4], boxes[:, :4]) > iou_threshold
     out_boxes, out_scores = [], []
     remaining = np.ones(len(boxes), bool)
     for i in range(len(boxes)):
@@ -86,7 +107,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0
         out_boxes.append((boxes[group] * weights).sum(axis=0) / weights.sum())
         out_scores.append(scores[i])
         remaining &= ~group
-    return np.asarray(out_boxes, np.float64).reshape(-1, 4), np.asarray(out_scores)
+    return np.asarray(out_boxes, np.float64).reshape(-1, columns), np.asarray(out_scores)
 
 
 def _contained(boxes: np.ndarray, overlap_threshold: float) -> np.ndarray:

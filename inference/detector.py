@@ -29,7 +29,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference.boxes import FaceDetector, clip_boxes, suppress_contained, suppress_duplicates, weighted_nms
+from inference.boxes import (
+    FaceDetector,
+    KeypointDetector,
+    clip_boxes,
+    suppress_contained,
+    suppress_duplicates,
+    weighted_nms,
+)
 from inference.classifier import MODELS_DIR, ModelLoadError, to_grey, to_rgb
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "BlazeFaceDetector",
     "FaceDetector",
     "HaarFaceDetector",
+    "KeypointDetector",
     "default_detector",
     "suppress_contained",
     "suppress_duplicates",
@@ -191,15 +199,15 @@ class BlazeFaceDetector:
         return self._anchors[key]
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Network on ``uint8 (N, H, W, 3)`` RGB (``H``, ``W`` multiples of 16): raw ``(cx, cy, w, h)``
-        regressions ``float32 (N, A, 4)`` in input pixels relative to the anchors, face probabilities
-        ``float32 (N, A)`` and the anchor centres ``float32 (A, 2)``."""
+        """Network on ``uint8 (N, H, W, 3)`` RGB (``H``, ``W`` multiples of 16): raw regressions ``float32 (N, A,
+        16)`` in input pixels relative to the anchors (``cx, cy, w, h``, then the six keypoints' ``x, y``), face
+        probabilities ``float32 (N, A)`` and the anchor centres ``float32 (A, 2)``."""
         x = batch.astype(np.float32)
         x *= 1 / 127.5
         x -= 1.0  # MediaPipe: [-1, 1]
         regressors, logits = self._session.run(None, {self._input: x})
         probability = 1.0 / (1.0 + np.exp(-np.clip(logits[:, :, 0], -80.0, 80.0)))
-        return regressors[:, :, :4], probability, self._anchor_grid(batch.shape[1], batch.shape[2])
+        return regressors, probability, self._anchor_grid(batch.shape[1], batch.shape[2])
 
     def _to_haar(self, cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
         """BlazeFace centre/size (image pixels) -> ``(x, y, w, h)`` boxes in Haar geometry (see ``BOX_SCALE``)."""
@@ -251,10 +259,28 @@ class BlazeFaceDetector:
         Raises:
             ValueError: unsupported image shape or dtype, or an empty image.
         """
+        boxes, scores, _ = self.detect_with_keypoints(image)
+        return boxes, scores
+
+    def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face boxes, scores and BlazeFace's six keypoints (full detector).
+
+        Args:
+            image: as ``detect_with_scores``.
+
+        Returns:
+            ``(boxes, scores, keypoints)``: as ``detect_with_scores``, plus ``float32 (K, 6, 2)`` keypoints ``(x,
+            y)`` in pixels of ``image`` (not clipped): the subject's right eye, left eye, nose tip, mouth centre,
+            right ear tragion and left ear tragion (MediaPipe's order), each the score-weighted mean over the merged
+            detections like the box.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
         rgb, resize = self._prepare(image)
         height, width = rgb.shape[:2]
         scales = self.level_scales(height, width)
-        box_parts: list[np.ndarray] = []
+        row_parts: list[np.ndarray] = []
         score_parts: list[np.ndarray] = []
         for level_index, scale in enumerate(scales):
             lw, lh = max(1, round(width * scale)), max(1, round(height * scale))
@@ -271,21 +297,23 @@ class BlazeFaceDetector:
                     block = level[y0 : y0 + self.BLOCK, x0 : x0 + self.BLOCK]
                     found = self._decode(block, scale, x0, y0, largest)
                     if found is not None:
-                        box_parts.append(found[0])
+                        row_parts.append(found[0])
                         score_parts.append(found[1])
-        if not box_parts:
-            return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
-        boxes, scores = weighted_nms(np.concatenate(box_parts), np.concatenate(score_parts), self.iou_threshold)
-        keep = suppress_contained(boxes, scores, self.overlap_threshold)
-        boxes, scores = boxes[keep] / resize, scores[keep]
-        return _finish(boxes, scores, image.shape[1], image.shape[0])
+        if not row_parts:
+            return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32)
+        rows, scores = weighted_nms(np.concatenate(row_parts), np.concatenate(score_parts), self.iou_threshold)
+        keep = suppress_contained(rows[:, :4], scores, self.overlap_threshold)
+        rows, scores = rows[keep] / resize, scores[keep]
+        boxes, scores, keypoints = _finish(rows[:, :4], scores, image.shape[1], image.shape[0], rows[:, 4:])
+        return boxes, scores, keypoints.reshape(-1, 6, 2).astype(np.float32)
 
     def _decode(
         self, block: np.ndarray, scale: float, x0: int, y0: int, largest: float | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Faces in one block of a level (``uint8 (h, w, 3)``, sides multiples of 16) at level offset
-        ``(x0, y0)``: Haar-geometry boxes in working-image pixels and scores, or ``None``; faces are kept in the
-        level's size band (``largest`` level pixels at most, ``None``: no upper bound)."""
+        ``(x0, y0)``: rows ``float64 (n, 16)`` of a Haar-geometry box and the six keypoints ``(x, y)``, in
+        working-image pixels, and their scores, or ``None``; faces are kept in the level's size band (``largest``
+        level pixels at most, ``None``: no upper bound)."""
         raw, probability, anchors = self._run(block[None])
         raw, probability = raw[0], probability[0]
         size = raw[:, 2]
@@ -297,9 +325,12 @@ class BlazeFaceDetector:
         if len(idx) == 0:
             return None
         r = raw[idx].astype(np.float64)
-        cx = (r[:, 0] + anchors[idx, 0] + x0) / scale
-        cy = (r[:, 1] + anchors[idx, 1] + y0) / scale
-        return self._to_haar(cx, cy, r[:, 2] / scale, r[:, 3] / scale), probability[idx]
+        offset = anchors[idx].astype(np.float64) + (x0, y0)
+        cx = (r[:, 0] + offset[:, 0]) / scale
+        cy = (r[:, 1] + offset[:, 1]) / scale
+        keypoints = (r[:, 4:16].reshape(-1, 6, 2) + offset[:, None, :]) / scale
+        boxes = self._to_haar(cx, cy, r[:, 2] / scale, r[:, 3] / scale)
+        return np.concatenate([boxes, keypoints.reshape(-1, 12)], axis=1), probability[idx]
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Face boxes: ``int32 (K, 4)`` ``(x, y, w, h)`` in pixels of ``image``, left to right (see
@@ -333,10 +364,22 @@ class BlazeFaceDetector:
         Raises:
             ValueError: unsupported image shape or dtype, or an empty image.
         """
+        found, scores, _ = self.follow_with_keypoints(image, boxes, score_threshold)
+        return found, scores
+
+    def follow_with_keypoints(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``follow`` plus the six keypoints of each followed face: ``float32 (K, 6, 2)`` ``(x, y)`` in pixels of
+        ``image`` (order as ``detect_with_keypoints``), ``NaN`` for a lost face.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         height, width = image.shape[:2]
         if len(boxes) == 0:
-            return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32)
+            return np.zeros((0, 4), np.int32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32)
         rgb = to_rgb(image)
         window = self.FOLLOW_WINDOW
         prior = self._from_haar(boxes)
@@ -353,6 +396,7 @@ class BlazeFaceDetector:
         probability = np.where(near, probability, 0.0)
         best = np.argmax(probability, axis=1)
         out, scores = boxes.copy(), np.zeros(len(boxes), np.float32)
+        keypoints = np.full((len(boxes), 6, 2), np.nan, np.float64)
         for i, (cx, cy, scale) in enumerate(transforms):
             j = best[i]
             if probability[i, j] < score_threshold:
@@ -363,9 +407,13 @@ class BlazeFaceDetector:
                 np.array([ncx]), np.array([ncy]), np.array([raw[i, j, 2] / scale]), np.array([raw[i, j, 3] / scale])
             )
             out[i], scores[i] = found[0], probability[i, j]
+            points = raw[i, j, 4:16].reshape(6, 2) + anchors[j]
+            keypoints[i] = (cx, cy) + (points - window / 2) / scale
         out = np.round(clip_boxes(out, width, height)).astype(np.int32)
-        scores[(out[:, 2] <= 0) | (out[:, 3] <= 0)] = 0.0
-        return out, scores
+        lost = (out[:, 2] <= 0) | (out[:, 3] <= 0)
+        scores[lost] = 0.0
+        keypoints[lost] = np.nan
+        return out, scores, keypoints.astype(np.float32)
 
 
 def _positions(length: int, block: int, step: int) -> list[int]:
@@ -378,13 +426,17 @@ def _positions(length: int, block: int, step: int) -> list[int]:
     return positions
 
 
-def _finish(boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes clipped to the image, rounded to ``int32``, empty ones dropped, sorted left to right."""
+def _finish(
+    boxes: np.ndarray, scores: np.ndarray, width: int, height: int, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes clipped to the image, rounded to ``int32``, empty ones dropped, sorted left to right; their scores and
+    the matching rows of ``extra`` (``(K, D)`` per-box columns such as keypoints, ``(K', 0)`` when ``None``)."""
+    extra = np.zeros((len(boxes), 0)) if extra is None else np.asarray(extra)
     boxes = np.round(clip_boxes(boxes, width, height))
     keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-    boxes, scores = boxes[keep], np.asarray(scores)[keep]
+    boxes, scores, extra = boxes[keep], np.asarray(scores)[keep], extra[keep]
     order = np.argsort(boxes[:, 0], kind="stable")
-    return boxes[order].astype(np.int32), scores[order].astype(np.float32)
+    return boxes[order].astype(np.int32), scores[order].astype(np.float32), extra[order]
 
 
 class HaarFaceDetector:

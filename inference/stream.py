@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from inference.boxes import FollowingDetector, associate, suppress_contained
+from inference.boxes import FollowingDetector, KeypointDetector, associate, suppress_contained
 from inference.classifier import to_grey
 from inference.recognizer import EmotionRecognizer, FaceResult
 
@@ -158,11 +158,11 @@ class StreamAnalyzer:
         if state is not None and self._may_follow(state, width, height, signature):
             followed = self._follow(image, state.boxes)
         if followed is None:  # a keyframe: full detection
-            faces = self.recognizer.classify(image, self.recognizer.detector.detect(image))
+            faces = self.recognizer.analyze(image)
             since_keyframe, keyframe_signature = 0, signature
         else:  # followed faces: there is a state, which keeps its keyframe's signature
             assert state is not None
-            faces = self.recognizer.classify(image, followed)
+            faces = self.recognizer.classify(image, *followed)
             since_keyframe, keyframe_signature = state.since_keyframe + 1, state.signature
         new_state = StreamState(
             frame=(state.frame if state else 0) + 1,
@@ -183,18 +183,24 @@ class StreamAnalyzer:
         change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
         return change <= self.scene_change
 
-    def _follow(self, image: np.ndarray, previous: list[list[int]]) -> np.ndarray | None:
-        """The tracked faces in ``image``, left to right, or ``None`` when one was lost (then run a keyframe)."""
+    def _follow(self, image: np.ndarray, previous: list[list[int]]) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The tracked faces in ``image``, left to right, as ``(int32 (K, 4) boxes, float32 (K, 6, 2) keypoints or
+        None)``, or ``None`` when one was lost (then run a keyframe)."""
         if not previous:
-            return np.zeros((0, 4), np.int32)
+            return np.zeros((0, 4), np.int32), None
         detector = self.recognizer.detector
         assert isinstance(detector, FollowingDetector)  # _may_follow lets only such detectors through
         prior = np.asarray(previous, np.float64)
-        boxes, scores = detector.follow(image, prior, self.follow_threshold)
+        keypoints = None
+        if isinstance(detector, KeypointDetector):
+            boxes, scores, keypoints = detector.follow_with_keypoints(image, prior, self.follow_threshold)
+        else:
+            boxes, scores = detector.follow(image, prior, self.follow_threshold)
         if (scores < self.follow_threshold).any():
             return None
         # two tracks that converged on one face: keep one, and treat it as a lost face (re-detect).
         keep = suppress_contained(boxes.astype(np.float64), scores, 0.5)
         if len(keep) < len(boxes) or len(associate(prior, boxes, min_iou=0.05)) < len(boxes):
             return None
-        return boxes[np.argsort(boxes[:, 0], kind="stable")]
+        order = np.argsort(boxes[:, 0], kind="stable")
+        return boxes[order], None if keypoints is None else keypoints[order]

@@ -89,9 +89,9 @@ def track_video(path: str | os.PathLike, analyzer: TrackedStreamAnalyzer, fps: f
 
     Returns:
         ``{"video": str(path), "fps": the file's frame rate, "frames": [{"index", "t_s", "faces": [
-        TrackedFace.to_dict() + "head_pose": None]}], "tracks": [{"track", "first_s", "last_s", "frames"}]}``;
-        ``tracks`` in order of first appearance, ``frames`` = analysed frames the track appears in.
-        ``head_pose`` is ``None`` (not estimated yet).
+        TrackedFace.to_dict()]}], "tracks": [{"track", "first_s", "last_s", "frames"}]}``;
+        ``tracks`` in order of first appearance, ``frames`` = analysed frames the track appears in. Each face's
+        ``head_pose`` is ``{"yaw", "pitch", "roll"}`` in degrees, or ``None`` (too small, or no pose found).
 
     Raises:
         VideoOpenError: unreadable video, or not one decodable frame.
@@ -105,7 +105,7 @@ def track_video(path: str | os.PathLike, analyzer: TrackedStreamAnalyzer, fps: f
         state = new_state.to_dict()
         face_dicts = []
         for face in faces:
-            face_dicts.append({**face.to_dict(), "head_pose": None})
+            face_dicts.append(face.to_dict())
             entry = tracks.setdefault(face.track, {"track": face.track, "first_s": round(t, 3), "frames": 0})
             entry["last_s"] = round(t, 3)
             entry["frames"] += 1

@@ -14,6 +14,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from inference.labels import LABELS
+from inference.pose import facing_camera
 
 #: Names of the per-label probability columns of ``Face`` and sum columns of ``TimelineBucket``, in LABELS order.
 PROBABILITY_FIELDS = tuple(f"p_{label}" for label in LABELS)
@@ -160,6 +161,14 @@ class Face(models.Model):
     sp_sad = models.FloatField(null=True, blank=True)
     sp_surprise = models.FloatField(null=True, blank=True)
     sp_neutral = models.FloatField(null=True, blank=True)
+    yaw = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Head yaw in degrees (inference.pose): positive turned toward the image's right; NULL when not "
+        "estimated (too small, no keypoints).",
+    )
+    pitch = models.FloatField(null=True, blank=True, help_text="Head pitch in degrees: positive chin up.")
+    roll = models.FloatField(null=True, blank=True, help_text="Head roll in degrees: positive clockwise in the image.")
 
     class Meta:
         ordering = ["frame_id", "id"]
@@ -185,6 +194,20 @@ class Face(models.Model):
         """The track's smoothed probabilities after this frame (LABELS order), ``None`` for an untracked face."""
         values = [getattr(self, f) for f in SMOOTHED_FIELDS]
         return None if values[0] is None else values
+
+    @property
+    def head_pose(self) -> dict[str, float] | None:
+        """``{"yaw", "pitch", "roll"}`` in degrees (``inference.pose`` conventions), ``None`` when not estimated."""
+        if self.yaw is None or self.pitch is None or self.roll is None:
+            return None
+        return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll}
+
+    @property
+    def facing_camera(self) -> bool | None:
+        """Whether the head faces the camera (``inference.pose.facing_camera``), ``None`` without a head pose."""
+        if self.yaw is None or self.pitch is None:
+            return None
+        return facing_camera(self.yaw, self.pitch)
 
 
 class TimelineBucket(models.Model):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Avg, CharField, Count, F, Max, Min, QuerySet, Sum, Value
+from django.db.models import Avg, Case, CharField, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat, Floor
 from django.utils import timezone
 
-from inference.labels import LABELS, VALENCE
+from inference.labels import AROUSAL, LABELS, VALENCE
+from inference.pose import FACING_MAX_PITCH_DEG, FACING_MAX_YAW_DEG
 from sessions_app.models import NEGATIVE_LABELS, SUM_FIELDS, EmotionSession, Face, Frame, TimelineBucket
 
 
@@ -83,7 +84,10 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
          "people": int,                             # distinct people behind the read faces (session_people_per_bucket)
          "mean_face_count": float,                # (faces + faces_too_small) / frames
          "probabilities": {label: mean p} | None, # None when people < FER_MIN_FACES_FOR_AGGREGATES
-         "dominant": label | None, "valence": float | None}   # same rule; valence in -1..1
+         "dominant": label | None, "valence": float | None,   # same rule; valence in -1..1
+         "arousal": float | None,                 # same rule; -1 calm .. 1 excited (inference.labels.AROUSAL)
+         "attention": float | None,               # people facing the camera, 0..1 (session_attention_per_bucket)
+         "people_posed": int}                     # people behind "attention" (those with a head pose)
 
     Raises ``ValueError`` when ``bucket_s < 1``.
     """
@@ -103,6 +107,7 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
             cur[2] = [a + b for a, b in zip(cur[2], sums, strict=True)]
             cur[3] += small
     people_by_bucket = session_people_per_bucket(session=session, bucket_s=bucket_s)
+    attention_by_bucket = session_attention_per_bucket(session=session, bucket_s=bucket_s)
     timeline = []
     for k in sorted(acc):
         frames, faces, sums, small = acc[k]
@@ -110,6 +115,7 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
             continue
         people = people_by_bucket.get(k, 0)
         probabilities, dominant, valence = _shares(sums, faces, people)
+        attention, posed = attention_by_bucket.get(k, (None, 0))
         timeline.append(
             {
                 "start_s": k * bucket_s,
@@ -122,9 +128,81 @@ def session_timeline(*, session: EmotionSession, bucket_s: int = 5) -> list[dict
                 "probabilities": probabilities,
                 "dominant": dominant,
                 "valence": valence,
+                "arousal": arousal_of_shares(probabilities),
+                "attention": attention,
+                "people_posed": posed,
             }
         )
     return timeline
+
+
+def arousal_of_shares(probabilities: dict[str, float] | None) -> float | None:
+    """Arousal (-1..1) of mean probabilities ``{label: p}``: ``sum(p * AROUSAL)`` (``inference.labels.AROUSAL``,
+    Russell's circumplex), rounded to 6 places; ``None`` without aggregates."""
+    if probabilities is None:
+        return None
+    return round(sum(probabilities[label] * a for label, a in zip(LABELS, AROUSAL, strict=True)), 6)
+
+
+def _facing() -> Case:
+    """1.0 for a face whose head pose faces the camera (``inference.pose.facing_camera``), else 0.0 (SQL)."""
+    within = Q(yaw__gte=-FACING_MAX_YAW_DEG, yaw__lte=FACING_MAX_YAW_DEG) & Q(
+        pitch__gte=-FACING_MAX_PITCH_DEG, pitch__lte=FACING_MAX_PITCH_DEG
+    )
+    return Case(When(within, then=Value(1.0)), default=Value(0.0), output_field=FloatField())
+
+
+def _attention_groups(faces: QuerySet[Face], by: tuple[str, ...]) -> dict[tuple, list[float]]:
+    """Per group ``by`` (e.g. the chart bucket ``k``): the facing share of each person, a tracked person's being the
+    share of their observations facing the camera, an untracked face's 1.0 or 0.0. Two grouped SQL queries."""
+    people: dict[tuple, list[float]] = {}
+    tracked = faces.filter(track__isnull=False).values(*by, "frame__source", "track").annotate(share=Avg(_facing()))
+    for row in tracked:
+        people.setdefault(tuple(row[b] for b in by), []).append(float(row["share"]))
+    untracked = faces.filter(track__isnull=True)
+    if by:
+        rows = list(untracked.values(*by).annotate(n=Count("id"), facing=Sum(_facing())))
+    else:  # values() without fields would group by every column
+        total = untracked.aggregate(n=Count("id"), facing=Sum(_facing()))
+        rows = [total] if total["n"] else []
+    for row in rows:
+        n, facing = int(row["n"]), int(round(row["facing"] or 0))
+        people.setdefault(tuple(row[b] for b in by), []).extend([1.0] * facing + [0.0] * (n - facing))
+    return people
+
+
+def _attention_share(shares: list[float]) -> float | None:
+    """Mean of the people's facing shares, or ``None`` below ``FER_MIN_FACES_FOR_AGGREGATES`` people."""
+    if not shares or len(shares) < settings.FER_MIN_FACES_FOR_AGGREGATES:
+        return None
+    return round(sum(shares) / len(shares), 6)
+
+
+def session_attention_per_bucket(*, session: EmotionSession, bucket_s: int) -> dict[int, tuple[float | None, int]]:
+    """Attention share of each chart bucket ``k``: the share of people facing the camera.
+
+    A head-orientation proxy (``inference.pose``: |yaw| <= 30 and |pitch| <= 25 degrees), not gaze and not
+    comprehension. Each person weighs the same: a tracked person (``(source, track)``) counts with the share of
+    their observations in the bucket that face the camera, an untracked face (uploads) counts as one person, facing
+    or not. Only read faces with a head pose count (too-small faces have none). The share is ``None`` below
+    ``FER_MIN_FACES_FOR_AGGREGATES`` such people (the privacy rule of the other aggregates).
+
+    Returns ``{k: (share 0..1 | None, people with a head pose)}`` for buckets with such faces.
+    """
+    bucket_s = int(bucket_s)
+    faces = Face.objects.filter(session=session, too_small=False, yaw__isnull=False, pitch__isnull=False).annotate(
+        k=Floor(F("frame__offset_s") / bucket_s)
+    )
+    groups = _attention_groups(faces, ("k",))
+    return {int(key[0]): (_attention_share(shares), len(shares)) for key, shares in groups.items()}
+
+
+def session_attention(*, session: EmotionSession) -> dict:
+    """Attention over the whole session: ``{"attention": share 0..1 | None, "people_posed": int}``, each person
+    (track, or untracked face) weighing the same (see ``session_attention_per_bucket``)."""
+    faces = Face.objects.filter(session=session, too_small=False, yaw__isnull=False, pitch__isnull=False)
+    shares = _attention_groups(faces, ()).get((), [])
+    return {"attention": _attention_share(shares), "people_posed": len(shares)}
 
 
 def session_people_per_bucket(*, session: EmotionSession, bucket_s: int) -> dict[int, int]:

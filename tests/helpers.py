@@ -143,6 +143,24 @@ EXPECTED_TIMELINE_10 = [
      "mean_face_count": 1.5, "probabilities": _B4,
      "dominant": "surprise", "valence": 0.24},
 ]  # fmt: skip
+
+
+def _with_pose_columns(timeline: list[dict]) -> list[dict]:
+    """Add the arousal (Russell's circumplex weights written out: angry 0.8, disgust 0.4, fear 0.8, happy 0.2, sad
+    -0.4, surprise 0.9, neutral 0) and the attention columns (the fixture frames have no head pose) to each item."""
+    for item in timeline:
+        p = item["probabilities"]
+        item["arousal"] = None if p is None else (
+            0.8 * p["angry"] + 0.4 * p["disgust"] + 0.8 * p["fear"] + 0.2 * p["happy"] - 0.4 * p["sad"]
+            + 0.9 * p["surprise"]
+        )  # fmt: skip
+        item["attention"], item["people_posed"] = None, 0
+    return timeline
+
+
+EXPECTED_TIMELINE_5 = _with_pose_columns(EXPECTED_TIMELINE_5)
+EXPECTED_TIMELINE_10 = _with_pose_columns(EXPECTED_TIMELINE_10)
+
 #: Hand-computed distribution over the whole session.
 EXPECTED_DISTRIBUTION = {
     "faces": 24,

@@ -10,7 +10,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from inference.labels import LABELS
+from inference.labels import LABELS, arousal_of, valence_of
 from sessions_app.models import PROBABILITY_FIELDS, EmotionSession, Face
 from sessions_app.reports.computations import MAX_BUCKET_S, MAX_POINTS, bucket_error
 from sessions_app.reports.exports import FORMATS
@@ -151,6 +151,16 @@ class TimelineBucketSerializer(serializers.Serializer):
         choices=LABELS, allow_null=True, help_text="Emotion with the highest mean; null with too few faces."
     )
     valence = serializers.FloatField(allow_null=True, help_text="Mean valence in [-1, 1]; null with too few faces.")
+    arousal = serializers.FloatField(
+        allow_null=True,
+        help_text="Mean arousal in [-1, 1] (-1 calm, +1 excited; Russell's circumplex); null with too few faces.",
+    )
+    attention = serializers.FloatField(
+        allow_null=True,
+        help_text="Share of people facing the camera (head |yaw| <= 30, |pitch| <= 25 degrees), 0..1, each person "
+        "counted once; a head-orientation proxy, not gaze. Null with fewer than min_faces people with a head pose.",
+    )
+    people_posed = serializers.IntegerField(help_text="People behind 'attention' (read faces with a head pose).")
 
 
 class TimelineSerializer(serializers.Serializer):
@@ -188,6 +198,11 @@ class FaceSerializer(serializers.ModelSerializer):
     source = serializers.CharField(source="frame.source", help_text="'camera' or 'upload:<n>'.")
     probabilities = serializers.SerializerMethodField()
     smoothed_probabilities = serializers.SerializerMethodField()
+    valence = serializers.SerializerMethodField(help_text="Valence of the raw probabilities, -1..1.")
+    arousal = serializers.SerializerMethodField(help_text="Arousal of the raw probabilities, -1..1.")
+    facing_camera = serializers.SerializerMethodField(
+        help_text="Head within 30 degrees of yaw and 25 of pitch of the camera; null without a head pose."
+    )
 
     class Meta:
         model = Face
@@ -208,9 +223,18 @@ class FaceSerializer(serializers.ModelSerializer):
             "track",
             "smoothed_label",
             "smoothed_probabilities",
+            "valence",
+            "arousal",
+            "yaw",
+            "pitch",
+            "roll",
+            "facing_camera",
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "yaw": {"help_text": "Head yaw, degrees: positive turned toward the image's right; null if not estimated."},
+            "pitch": {"help_text": "Head pitch, degrees: positive chin up; null if not estimated."},
+            "roll": {"help_text": "Head roll, degrees: positive clockwise in the image; null if not estimated."},
             "x": {"help_text": "Box left edge, pixels."},
             "y": {"help_text": "Box top edge, pixels."},
             "w": {"help_text": "Box width, pixels."},
@@ -228,6 +252,18 @@ class FaceSerializer(serializers.ModelSerializer):
         """The face's track-smoothed ``{label: probability}`` (causal EMA over its track), null when untracked."""
         values = obj.smoothed_probabilities
         return None if values is None else dict(zip(LABELS, values, strict=True))
+
+    def get_valence(self, obj: Face) -> float:
+        """``sum(p * VALENCE)`` of the raw probabilities (``inference.labels``), -1..1."""
+        return round(valence_of(obj.probabilities), 6)
+
+    def get_arousal(self, obj: Face) -> float:
+        """``sum(p * AROUSAL)`` of the raw probabilities (``inference.labels``), -1..1."""
+        return round(arousal_of(obj.probabilities), 6)
+
+    def get_facing_camera(self, obj: Face) -> bool | None:
+        """``inference.pose.facing_camera`` of the stored head pose, null without one."""
+        return obj.facing_camera
 
 
 class ExportQuerySerializer(serializers.Serializer):
@@ -268,6 +304,29 @@ class ChangeSerializer(serializers.Serializer):
     dominant_after = serializers.ChoiceField(choices=LABELS)
 
 
+class DwellSerializer(serializers.Serializer):
+    """How long tracks stayed in view, seconds."""
+
+    median = serializers.FloatField()
+    mean = serializers.FloatField()
+    max = serializers.FloatField()
+
+
+class PeopleSerializer(serializers.Serializer):
+    """People seen: distinct anonymous tracks plus untracked face observations (an upper bound)."""
+
+    people = serializers.IntegerField()
+    tracks = serializers.IntegerField()
+    dwell_s = DwellSerializer(allow_null=True)
+
+
+class AttentionSerializer(serializers.Serializer):
+    """Share of people facing the camera over the whole session (head-orientation proxy, not gaze)."""
+
+    attention = serializers.FloatField(allow_null=True, help_text="0..1; null with fewer than min_faces people.")
+    people_posed = serializers.IntegerField(help_text="People with a head pose behind the share.")
+
+
 class ReportSessionSerializer(serializers.Serializer):
     """The session a report is about: id, name and kind."""
 
@@ -296,6 +355,8 @@ class ReportSerializer(serializers.Serializer):
     segments = SegmentSerializer(many=True)
     changes = ChangeSerializer(many=True, help_text="Moments of largest change, largest first.")
     summary = serializers.ListField(child=serializers.CharField(), help_text="Plain-language summary sentences.")
+    people = PeopleSerializer()
+    attention = AttentionSerializer()
 
 
 class ReportQuerySerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from inference.labels import LABELS, VALENCE
+from inference.labels import AROUSAL, LABELS, VALENCE
 from sessions_app.models import ALERT_NEGATIVE, NEGATIVE_LABELS, EmotionSession
 from sessions_app.palette import LABEL_COLORS
 from sessions_app.selectors import session_duration_s
@@ -231,6 +231,8 @@ class SessionReport:
     summary: list[str] = field(default_factory=list)
     #: ``selectors.session_people``: distinct people (anonymous tracks + untracked faces) and dwell seconds.
     people: dict = field(default_factory=dict)
+    #: ``selectors.session_attention``: share of people facing the camera (head pose), and how many had a pose.
+    attention: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-ready form (the session as its id and name)."""
@@ -293,6 +295,28 @@ MOOD_WINDOW_S = 60
 def valence_of(probabilities: dict) -> float:
     """Valence (-1..1) of a mean-probability mix: ``sum(p[label] * VALENCE[label])`` (``inference.labels.VALENCE``)."""
     return round(sum(probabilities[label] * v for label, v in zip(LABELS, VALENCE, strict=True)), 6)
+
+
+def arousal_of(probabilities: dict) -> float:
+    """Arousal (-1..1) of a mean-probability mix: ``sum(p[label] * AROUSAL[label])`` (``inference.labels.AROUSAL``)."""
+    return round(sum(probabilities[label] * a for label, a in zip(LABELS, AROUSAL, strict=True)), 6)
+
+
+def attention_now(timeline: list[dict], *, window_s: int = MOOD_WINDOW_S) -> dict:
+    """Share of people facing the camera now: that of the newest timeline bucket with an attention share within
+    ``window_s`` seconds of the newest bucket with frames (items of ``selectors.session_timeline``).
+
+    Returns ``{"attention": float | None (0..1), "as_of_s": int | None (start of that bucket, seconds of session
+    time), "people": int (people with a head pose behind it)}``.
+    """
+    if not timeline:
+        return {"attention": None, "as_of_s": None, "people": 0}
+    end_s = timeline[-1]["end_s"]
+    recent = [b for b in timeline if b["end_s"] > end_s - window_s and b.get("attention") is not None]
+    if not recent:
+        return {"attention": None, "as_of_s": None, "people": 0}
+    latest = recent[-1]
+    return {"attention": latest["attention"], "as_of_s": latest["start_s"], "people": latest["people_posed"]}
 
 
 def mood_word(valence: float | None) -> str | None:

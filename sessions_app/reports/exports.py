@@ -7,7 +7,8 @@ generators are wrapped in an async iterator (``as_async_iterator``) because Djan
 synchronous streaming body into a list before sending it.
 
 Units: ``offset_s`` seconds since the session was created; ``processing_ms`` milliseconds; ``x, y, w, h, width,
-height`` pixels of the analysed frame; ``score`` and ``p_*`` probabilities in [0, 1].
+height`` pixels of the analysed frame; ``score`` and ``p_*`` probabilities in [0, 1]; ``yaw, pitch, roll`` degrees
+(``inference.pose``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
 )
 FACE_COLUMNS: tuple[str, ...] = (
     "face_id", "x", "y", "w", "h", "too_small", "label", "score", *PROBABILITY_FIELDS,
-    "track", "smoothed_label", *SMOOTHED_FIELDS,
+    "track", "smoothed_label", *SMOOTHED_FIELDS, "yaw", "pitch", "roll",
 )  # fmt: skip
 #: CSV header, in column order.
 CSV_COLUMNS: tuple[str, ...] = ("session_id", *FRAME_COLUMNS, *FACE_COLUMNS)
@@ -71,6 +72,9 @@ _QUERY_FIELDS = (
     "faces__track",
     "faces__smoothed_label",
     *(f"faces__{f}" for f in SMOOTHED_FIELDS),
+    "faces__yaw",
+    "faces__pitch",
+    "faces__roll",
 )
 
 
@@ -227,6 +231,8 @@ def json_chunks(*, session: EmotionSession, frames_per_piece: int = FRAMES_PER_P
             "too_small": "face too small to read its expression: counted, not in emotion shares",
             "track": "anonymous track number within the frame's source (camera connection); null for uploads",
             "smoothed_label, sp_*": "track-smoothed label and probabilities (causal EMA); empty/null when untracked",
+            "yaw, pitch, roll": "head pose in degrees (yaw + toward the image's right, pitch + chin up, roll + "
+            "clockwise in the image); null when not estimated",
         },
     }
     head = json.dumps(header)

@@ -82,6 +82,7 @@ def session_report(*, session: EmotionSession, bucket_s: int | None = None) -> S
         segments=dominant_segments(timeline),
         changes=largest_changes(timeline),
         people=selectors.session_people(session=session),
+        attention=selectors.session_attention(session=session),
     )
     report.summary = summary_text(report)
     return report

@@ -121,6 +121,9 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
         "overall_valence": (
             computations.valence_of(distribution["probabilities"]) if distribution["probabilities"] else None
         ),
+        "overall_arousal": (
+            computations.arousal_of(distribution["probabilities"]) if distribution["probabilities"] else None
+        ),
         "hidden_color": HIDDEN_COLOR,
         "distribution_rows": rows,
         "chart": timeline_chart(report.timeline, bucket_s=report.bucket_s),

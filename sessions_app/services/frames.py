@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 
@@ -212,7 +213,8 @@ def _face_values(face) -> dict:
     (``inference.tracked_stream.TrackedFace``: adds ``track``, ``smoothed_label``, ``smoothed_probabilities``).
 
     Returns ``{"box": (x, y, w, h), "label", "score", "probabilities": [7], "too_small": bool, "track": int | None,
-    "smoothed_label": str, "smoothed": [7] | None}``. Raises ``ValueError`` (or ``KeyError``) for malformed faces.
+    "smoothed_label": str, "smoothed": [7] | None, "pose": (yaw, pitch, roll) | None}`` (degrees). Raises
+    ``ValueError`` (or ``KeyError``) for malformed faces.
     """
     if not isinstance(face, dict):
         face = face.to_dict()
@@ -225,6 +227,7 @@ def _face_values(face) -> dict:
         raise ValueError(f"unknown label {smoothed_label!r}")
     track = face.get("track")
     return {
+        "pose": _head_pose(face.get("head_pose")),
         "box": tuple(max(0, int(v)) for v in face["box"]),
         "label": str(label),
         "score": float(face["score"]),
@@ -234,6 +237,20 @@ def _face_values(face) -> dict:
         "smoothed_label": smoothed_label,
         "smoothed": None if smoothed is None else _probability_list(smoothed),
     }
+
+
+def _head_pose(pose) -> tuple[float, float, float] | None:
+    """``(yaw, pitch, roll)`` degrees from a ``{"yaw", "pitch", "roll"}`` dict (or ``None``); raises ``ValueError``
+    for missing, non-finite or out-of-range (beyond +-180) angles."""
+    if pose is None:
+        return None
+    try:
+        angles = tuple(float(pose[name]) for name in ("yaw", "pitch", "roll"))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed head pose {pose!r}") from exc
+    if not all(math.isfinite(a) and -180.0 <= a <= 180.0 for a in angles):
+        raise ValueError(f"head pose angles out of range: {angles}")
+    return angles[0], angles[1], angles[2]
 
 
 def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
@@ -261,6 +278,8 @@ def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
                 "smoothed_probabilities": None
                 if f.smoothed_probabilities is None
                 else {label: round(p, 4) for label, p in zip(LABELS, f.smoothed_probabilities, strict=True)},
+                "head_pose": f.head_pose,
+                "facing_camera": f.facing_camera,
             }
             for f in faces
         ],
@@ -326,6 +345,9 @@ def frame_result_store(
                 too_small=v["too_small"],
                 track=v["track"],
                 smoothed_label=v["smoothed_label"],
+                yaw=v["pose"][0] if v["pose"] else None,
+                pitch=v["pose"][1] if v["pose"] else None,
+                roll=v["pose"][2] if v["pose"] else None,
                 **dict(zip(PROBABILITY_FIELDS, v["probabilities"], strict=True)),
                 **dict(zip(SMOOTHED_FIELDS, v["smoothed"] or [None] * len(LABELS), strict=True)),
             )

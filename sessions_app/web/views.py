@@ -58,9 +58,10 @@ def _chart_config(request: HttpRequest, session: EmotionSession) -> dict:
 
 def _glance(session: EmotionSession, timeline: list[dict]) -> dict:
     """Mood at a glance of ``session`` from its fine timeline: ``{"mood": computations.mood_now, "people":
-    selectors.session_people_now, "alerts": computations.session_alerts}``."""
+    selectors.session_people_now, "attention": computations.attention_now, "alerts": computations.session_alerts}``."""
     return {
         "mood": computations.mood_now(timeline),
+        "attention": computations.attention_now(timeline),
         "people": selectors.session_people_now(session=session),
         "alerts": computations.session_alerts(session, timeline),
     }

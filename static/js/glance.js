@@ -1,5 +1,5 @@
 /* Mood at a glance (templates/sessions_app/_glance.html): fills the tiles and the alert list from the
-   {"mood", "people", "alerts"} parts of timeline.json. Used by the live page and by the dashboard of a running
+   {"mood", "people", "attention", "alerts"} parts of timeline.json. Used by the live page and by the dashboard of a running
    session. cfg: {"min_faces", "bucket_s"}. */
 (function () {
   "use strict";
@@ -16,6 +16,10 @@
     else { marker.hidden = false; marker.style.left = ((Math.max(-1, Math.min(1, mood.valence)) + 1) * 50).toFixed(1) + "%"; }
     setText("mood-trend", TREND[mood.trend] || "–"); $("mood-trend").dataset.trend = mood.trend || "";
     setText("people-now", d.people && d.people.people !== null ? String(d.people.people) : "–");
+    var att = d.attention || {};
+    var hasAtt = att.attention !== null && att.attention !== undefined;
+    setText("attention-now", hasAtt ? Math.round(att.attention * 100) + "%" : "–");
+    setText("attention-detail", hasAtt ? "of " + att.people + " people at " + FerFmt.clock(att.as_of_s) : "needs " + cfg.min_faces + " people in " + cfg.bucket_s + " s");
     setText("negative-now", mood.negative === null || mood.negative === undefined ? "–" : Math.round(mood.negative * 100) + "%");
     var alerts = d.alerts, banner = $("alert-banner"), list = $("alert-list");
     if (alerts && alerts.enabled && banner && list) {

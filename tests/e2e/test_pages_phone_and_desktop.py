@@ -47,7 +47,14 @@ def _store(session, offsets, happy_at, faces=4, source="camera:layout"):
             height=480,
             processing_ms=80,
             faces=[
-                {"box": [10 + 60 * k, 20, 50, 50], "label": label, "score": p[label], "probabilities": p}
+                {
+                    "box": [10 + 60 * k, 20, 50, 50],
+                    "label": label,
+                    "score": p[label],
+                    "probabilities": p,
+                    # every fourth face looks away: 75 % of the people face the camera
+                    "head_pose": {"yaw": 60.0 if k % 4 == 0 else 5.0, "pitch": -3.0, "roll": 2.0},
+                }
                 for k in range(faces)
             ],
             publish=False,
@@ -165,7 +172,7 @@ def test_every_page_fits_a_phone_and_a_laptop_without_sideways_scrolling(live_se
                 )
                 assert span[0] >= 44 * 60 and span[1] == 0 and span[2] >= 500, span  # no bar in the pause
                 expect(page.locator("#mood-word")).to_have_text("neutral")
-                expect(page.locator("#attention-tile")).to_contain_text("not available yet")
+                expect(page.locator("#attention-now")).to_have_text("75%")
                 expect(page.locator("#alert-list li")).to_have_count(1)
             if name == "dashboard-crowd":
                 expect(page.locator("#timeline-title")).to_contain_text("Crowd")

@@ -17,6 +17,8 @@ FACE_KEYS = {
     "smoothed_label",
     "smoothed_probabilities",
     "too_small",
+    "valence",
+    "arousal",
     "head_pose",
 }
 
@@ -48,7 +50,9 @@ def test_track_json_gives_every_frame_its_tracked_faces_and_a_track_summary(vide
         assert len(frame["faces"]) == 3
         assert [face["track"] for face in frame["faces"]] == [1, 2, 3]  # left to right, one track per man
         for face in frame["faces"]:
-            assert set(face) == FACE_KEYS and face["head_pose"] is None and face["too_small"] is False
+            assert set(face) == FACE_KEYS and face["too_small"] is False
+            assert set(face["head_pose"]) == {"yaw", "pitch", "roll"}
+            assert -1 <= face["valence"] <= 1 and -1 <= face["arousal"] <= 1
             assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
             for key, label_key in (("probabilities", "label"), ("smoothed_probabilities", "smoothed_label")):
                 assert list(face[key]) == list(LABELS) and abs(sum(face[key].values()) - 1) < 1e-4
@@ -56,6 +60,10 @@ def test_track_json_gives_every_frame_its_tracked_faces_and_a_track_summary(vide
     assert result["tracks"] == [
         {"track": k, "first_s": 0.0, "last_s": pytest.approx(1.1), "frames": 12} for k in (1, 2, 3)
     ]
+    # the left man turns toward the image's right, the right man toward its left (see the photo)
+    for frame in result["frames"]:
+        left, _, right = frame["faces"]
+        assert left["head_pose"]["yaw"] > 10 and right["head_pose"]["yaw"] < -10
     first = result["frames"][0]["faces"][0]
     assert first["smoothed_probabilities"] == first["probabilities"]  # a new track starts at its first frame
 

@@ -132,3 +132,67 @@ def test_one_person_alone_is_one_person_however_many_frames_and_three_tracks_are
     assert (people["people"], people["tracks"]) == (3, 3)
     assert people["dwell_s"] == {"median": 1.5, "mean": pytest.approx((6.5 + 1.5 + 1.5) / 3, abs=1e-3), "max": 6.5}
     assert selectors.session_distribution(session=s)["people"] == 3
+
+
+def _posed(label, track, yaw, pitch=0.0, box_x=10):
+    return face_result(label, box=(box_x, 20, 40, 40)) | {
+        "track": track,
+        "head_pose": {"yaw": yaw, "pitch": pitch, "roll": 0.0},
+    }
+
+
+def test_attention_is_the_share_of_people_facing_the_camera_each_person_counted_once(teacher, make_session, settings):
+    """Bucket 0-5 s: track 1 faces the camera in all 8 frames, track 2 in 2 of 8 (yaw 50 in the others), track 3
+    looks down (pitch -40) throughout: (1 + 0.25 + 0) / 3 people. Observations alone would say 10 / 24."""
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    for n in range(8):
+        faces = [
+            _posed("happy", 1, yaw=-12.0, box_x=10),
+            _posed("happy", 2, yaw=5.0 if n < 2 else 50.0, box_x=100),
+            _posed("happy", 3, yaw=0.0, pitch=-40.0, box_x=200),
+        ]
+        store_frame(s, n * 0.5, faces, sequence=n)
+    (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
+    assert bucket["people_posed"] == 3
+    assert bucket["attention"] == pytest.approx((1 + 0.25 + 0) / 3, abs=1e-6)
+    assert selectors.session_attention(session=s) == {"attention": pytest.approx(1.25 / 3, abs=1e-6), "people_posed": 3}
+
+
+def test_attention_stays_hidden_below_min_people_and_ignores_faces_without_pose(teacher, make_session, settings):
+    """Two posed people (below the rule of 3) and faces without a head pose (too small, or Haar) give no share."""
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    for n in range(4):
+        faces = [
+            _posed("sad", 1, yaw=0.0, box_x=10),
+            _posed("sad", 2, yaw=0.0, box_x=100),
+            face_result("sad", box=(200, 20, 40, 40)) | {"track": 3},  # no head pose
+            face_result("sad", box=(300, 20, 16, 16)) | {"track": 4, "too_small": True},
+        ]
+        store_frame(s, n * 0.5, faces, sequence=n)
+    (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
+    assert (bucket["people"], bucket["people_posed"], bucket["attention"]) == (3, 2, None)
+    assert bucket["dominant"] == "sad"  # the emotion aggregates have their 3 people
+    assert selectors.session_attention(session=s) == {"attention": None, "people_posed": 2}
+
+
+def test_untracked_faces_count_one_person_each_for_attention(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 3
+    s = make_session(teacher)
+    faces = [
+        face_result("neutral", box=(10 + 60 * k, 20, 40, 40)) | {"head_pose": {"yaw": yaw, "pitch": 0.0, "roll": 0.0}}
+        for k, yaw in enumerate((0.0, 10.0, -29.0, 45.0))
+    ]
+    store_frame(s, 1.0, faces, sequence=0, source="upload:1")
+    (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
+    assert (bucket["people_posed"], bucket["attention"]) == (4, 0.75)
+
+
+def test_timeline_arousal_weights_the_mean_probabilities_by_russells_coordinates(teacher, make_session, settings):
+    settings.FER_MIN_FACES_FOR_AGGREGATES = 1
+    s = make_session(teacher)
+    p = {label: 0.0 for label in LABELS} | {"angry": 0.5, "sad": 0.5}
+    store_frame(s, 0.5, [face_result("angry", p=p)], sequence=0)
+    (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
+    assert bucket["arousal"] == pytest.approx(0.5 * 0.8 + 0.5 * -0.4)

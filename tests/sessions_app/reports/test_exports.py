@@ -75,7 +75,15 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
         width=7,
         height=9,
         processing_ms=1 / 3,
-        faces=[{"box": (1, 2, 3, 4), "label": "fear", "score": 1e-5, "probabilities": [1e-5, 2 / 3, 0, 0, 0, 0, 0.1]}],
+        faces=[
+            {
+                "box": (1, 2, 3, 4),
+                "label": "fear",
+                "score": 1e-5,
+                "probabilities": [1e-5, 2 / 3, 0, 0, 0, 0, 0.1],
+                "head_pose": {"yaw": -27.8, "pitch": 1 / 3, "roll": 0.0},
+            }
+        ],
         publish=False,
     )
     base = session.created_at.replace(microsecond=0)
@@ -97,9 +105,12 @@ def test_postgresql_and_python_csv_are_identical(fixture_session, teacher_a):
         assert postgres == python
     rows = list(csv.DictReader(io.StringIO(python.decode())))
     assert [r["captured_at"][19:] for r in rows[-3:]] == [".000000+00:00", ".274780+00:00", ".100000+00:00"]
+    unposed = [r for r in rows if r["face_id"] and not r["source"].startswith("upload")]
+    assert len(unposed) == 3 and all(r["yaw"] == r["pitch"] == r["roll"] == "" for r in unposed)  # empty, not 0
     rows = [r for r in rows if r["source"] != "camera"]
     assert rows[-1]["source"] == 'upload:1,"x"'
     assert float(rows[-1]["processing_ms"]) == 1 / 3 and float(rows[-1]["p_disgust"]) == 2 / 3
+    assert (rows[-1]["yaw"], float(rows[-1]["pitch"]), rows[-1]["roll"]) == ("-27.8", 1 / 3, "0")
 
 
 def test_json_export_matches_the_stored_rows(clients, fixture_session):

@@ -58,6 +58,9 @@ def test_report_page_shows_the_numbers(clients, fixture_session):
         'data-testid="p-neutral">40.8%<',  # 9.8 / 24
         'data-testid="p-happy">29.2%<',  # 7.0 / 24
         'data-testid="p-sad">17.5%<',  # 4.2 / 24
+        # 0.8 * 0.6/24 (angry) + 0.8 * 0.6/24 (fear) + 0.2 * 7/24 (happy) - 0.4 * 4.2/24 (sad) + 0.9 * 1.8/24 (surprise)
+        'data-testid="arousal">+0.10<',
+        'data-testid="attention">–<',  # the fixture's faces have no head pose
         "9 frames were analysed and 2 were dropped (18% of the frames).",
         "The largest change came at 20 s, when surprise rose by 60 percentage points and sad fell by 58.",
         "<td>surprise +60.0%</td>",

@@ -65,6 +65,19 @@ def test_malformed_faces_store_nothing(teacher, make_session):
     assert not Frame.objects.filter(session=s).exists() and not TimelineBucket.objects.filter(session=s).exists()
 
 
+def test_head_pose_is_stored_in_degrees_and_a_malformed_pose_stores_nothing(teacher, make_session):
+    s = make_session(teacher)
+    pose = {"yaw": 27.8, "pitch": -9.6, "roll": 8.5}
+    frame = store_frame(s, 1.0, [face_result("happy") | {"head_pose": pose}, face_result("sad")], sequence=0)
+    posed, plain = Face.objects.filter(frame=frame).order_by("id")
+    assert (posed.yaw, posed.pitch, posed.roll) == (27.8, -9.6, 8.5) and posed.head_pose == pose
+    assert posed.facing_camera is True and plain.head_pose is None and plain.facing_camera is None
+    for bad in ({"yaw": float("nan"), "pitch": 0, "roll": 0}, {"yaw": 400, "pitch": 0, "roll": 0}, {"yaw": 1}, "up"):
+        with pytest.raises(ValueError):
+            store_frame(s, 2.0, [face_result("sad"), face_result("sad") | {"head_pose": bad}], sequence=1)
+    assert Frame.objects.filter(session=s).count() == 1 and Face.objects.filter(session=s).count() == 2
+
+
 def test_result_event_is_published_after_commit(teacher, make_session, django_capture_on_commit_callbacks):
     layer = get_channel_layer()
     s = make_session(teacher)
@@ -72,7 +85,9 @@ def test_result_event_is_published_after_commit(teacher, make_session, django_ca
     async_to_sync(layer.group_add)(session_group_name(s.pk), channel)
     try:
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            store_frame(s, 2.0, [face_result("surprise")], sequence=3)
+            store_frame(
+                s, 2.0, [face_result("surprise") | {"head_pose": {"yaw": 50, "pitch": 0, "roll": 0}}], sequence=3
+            )
         assert len(callbacks) == 1
         event = async_to_sync(layer.receive)(channel)
     finally:
@@ -80,6 +95,8 @@ def test_result_event_is_published_after_commit(teacher, make_session, django_ca
     assert event["type"] == "frame.result" and event["sequence"] == 3 and event["face_count"] == 1
     assert event["faces"][0]["label"] == "surprise" and event["faces"][0]["box"] == [10, 20, 30, 40]
     assert set(event["faces"][0]["probabilities"]) == set(LABELS)
+    assert event["faces"][0]["head_pose"] == {"yaw": 50, "pitch": 0, "roll": 0}
+    assert event["faces"][0]["facing_camera"] is False
 
 
 @pytest.mark.django_db(transaction=True)
