@@ -34,6 +34,7 @@ from sessions_app.models import (
 )
 from sessions_app.services.events import event_publish
 from sessions_app.services.sessions import session_counters_add
+from sessions_app.services.tracks import upload_outcome_count
 
 logger = logging.getLogger(__name__)
 
@@ -460,6 +461,8 @@ def frame_analysis_record(
             claim=False,
         )
         return None
+    finally:  # the frame has its outcome (stored, or storage_failed): the last one of a video assigns its tracks
+        upload_outcome_count(session_id=session_id, source=source)
 
 
 def frame_dropped_record(
@@ -475,6 +478,7 @@ def frame_dropped_record(
     if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome=reason):
         return False
     session_counters_add(session_id=session_id, dropped=1)
+    upload_outcome_count(session_id=session_id, source=source)
     if publish:
         event_publish(
             session_id,
@@ -503,6 +507,8 @@ def frame_error_record(
     if claim and not _claim_by_id(session_id=session_id, source=source, sequence=sequence, outcome="error"):
         return False
     session_counters_add(session_id=session_id, rejected=1)
+    if claim:  # with claim=False the caller (frame_analysis_record) counts the outcome
+        upload_outcome_count(session_id=session_id, source=source)
     event_publish(
         session_id,
         {

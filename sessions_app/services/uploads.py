@@ -18,6 +18,7 @@ from inference.video import VideoReadError, sample_frames
 from sessions_app.models import EmotionSession
 from sessions_app.services.frames import frame_analyze_enqueue
 from sessions_app.services.sessions import session_counters_add, upload_source_allocate
+from sessions_app.services.tracks import upload_pending_set
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
     into the video is placed ``t`` seconds after the session's start (``captured_at = session.created_at + t``), as
     if the video were the recording of the session. Frames larger than the frame limits are downscaled. Video bytes
     are only read through a temporary file that is deleted right after sampling (OpenCV cannot demux from memory).
+    When the last frame of a video has its outcome, its faces are linked into anonymous tracks with smoothed
+    probabilities (``services.tracks``).
 
     Returns ``{"source": "upload:<n>", "kind": "image" | "video", "frames": int, "step_s": float | None (seconds of
     video between frames), "spread": bool (sampled over the whole video, not at the session rate),
@@ -147,6 +150,7 @@ def upload_process(*, session: EmotionSession, uploaded_file, max_frames: int | 
     upload_quota_take(user_id=session.owner_id, frames=len(frames))
     source = upload_source_allocate(session=session)
     session_counters_add(session_id=session.pk, received=len(frames))
+    upload_pending_set(session_id=session.pk, source=source, frames=len(frames))  # before a worker can finish one
     base_ms = session.created_at.timestamp() * 1000.0
     for sequence, (t, data) in enumerate(frames):
         frame_analyze_enqueue(

@@ -189,3 +189,14 @@ def test_photo_and_video_uploads_land_in_the_timeline(teacher, make_session, pho
     timeline = client.get(f"/sessions/{s.pk}/timeline.json?bucket=1").json()["timeline"]
     assert sum(b["frames"] for b in timeline) == 7
     assert np.isclose(sum(timeline[-1]["probabilities"].values()), 1.0, atol=1e-3)
+    # once its last frame is stored, the video's faces are linked into tracks (one per man, in all 6 frames);
+    # the photo's face stays untracked
+    deadline = time.monotonic() + 20
+    while not Face.objects.filter(session=s, frame__source="upload:2", track__isnull=False).exists():
+        assert time.monotonic() < deadline, "the video's tracks were not assigned"
+        time.sleep(0.2)
+    video_faces = Face.objects.filter(session=s, frame__source="upload:2")
+    tracks = {t: video_faces.filter(track=t).count() for t in video_faces.values_list("track", flat=True)}
+    assert None not in tracks and len(tracks) <= 4 and sorted(tracks.values())[-3:] >= [5, 5, 5], tracks
+    assert all(f.smoothed_probabilities is not None for f in video_faces)
+    assert Face.objects.get(session=s, frame__source="upload:1").track is None
