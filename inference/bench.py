@@ -4,8 +4,10 @@ Measured:
 - ``classify_ms_per_face_b1_1thread`` / ``_b32_1thread``: ONNX Runtime classification as served (``flip_tta``:
   mirror-image averaging, on by default, see ``inference.classifier.DEFAULT_FLIP_TTA``; ``classifier_int8``: the
   int8 copy of ``scripts/quantize_classifier.py`` is served), one intra-op thread, batch 1 and batch 32 real face
-  crops (both flips in one call); median of repeated runs, per face. ``_b32_1thread_no_tta``: one network pass per
-  face; ``_b32_1thread_float``: as served but with the float model.
+  crops; median of repeated runs, per face. As served, flip TTA is adaptive (``tta_margin``: only faces whose
+  one-pass top-two margin is below it get the mirror pass, ``tta_mirrored_share`` of the batch);
+  ``_b32_1thread_full_tta``: every face mirrored (both flips in one call); ``_b32_1thread_no_tta``: one network
+  pass per face; ``_b32_1thread_float``: as served but with the float model.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
@@ -136,6 +138,11 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     b32 = _median_ms(lambda: clf.predict_proba(batch32), repeats) / 32
     single = EmotionClassifier(model_path, threads=1, flip_tta=False)
     b32_single = _median_ms(lambda: single.predict_proba(batch32), repeats) / 32
+    full_tta = EmotionClassifier(model_path, threads=1, tta_margin=1.0)
+    b32_full = _median_ms(lambda: full_tta.predict_proba(batch32), repeats) / 32
+    one_pass = single.predict_proba(batch32)
+    top2 = np.partition(one_pass, -2, axis=1)[:, -2:]
+    mirrored_share = float(np.mean(top2[:, 1] - top2[:, 0] < clf.tta_margin)) if clf.tta_margin else 1.0
     float_clf = EmotionClassifier(model_path, threads=1, quantized=False)
     b32_float = _median_ms(lambda: float_clf.predict_proba(batch32), repeats) / 32
     analyze_ms = _median_ms(lambda: recognizer.analyze(frame), repeats)
@@ -163,6 +170,9 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         "classify_ms_per_face_b1_1thread": round(b1, 4),
         "classify_ms_per_face_b32_1thread": round(b32, 4),
         "classify_ms_per_face_b32_1thread_no_tta": round(b32_single, 4),
+        "classify_ms_per_face_b32_1thread_full_tta": round(b32_full, 4),
+        "tta_margin": clf.tta_margin,
+        "tta_mirrored_share": round(mirrored_share, 3),
         "classifier_int8": clf.quantized,
         "classify_ms_per_face_b32_1thread_float": round(b32_float, 4),
         "analyze_ms_per_frame": round(analyze_ms, 3),

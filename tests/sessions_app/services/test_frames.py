@@ -295,3 +295,25 @@ def test_a_camera_that_stopped_trying_loses_its_place(admission, monkeypatch):
     frames.frame_admission_release(token="1:camera:a:0")
     monkeypatch.setattr(frames, "ADMISSION_GIVE_UP_S", 0.0)  # its last try is now "too long ago"
     assert frames.frame_admission_acquire(token="1:camera:b:0")
+
+
+def test_a_freed_slot_wakes_the_camera_first_in_line_and_only_it(admission):
+    """The release tells the waiting camera at once (``admission.wake`` to its own group), so the slot does not
+    idle until that camera's next timed retry; the camera behind it is not woken for one free slot."""
+    from sessions_app.services.events import camera_group_name
+    from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
+
+    layer = get_channel_layer()
+    inboxes = {}
+    for source in ("camera:first", "camera:second"):
+        inboxes[source] = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(camera_group_name(7, source), inboxes[source])
+    assert frame_admission_acquire(token="7:camera:holder:0") and frame_admission_acquire(token="7:camera:holder:1")
+    assert not frame_admission_acquire(token="7:camera:first:0")
+    assert not frame_admission_acquire(token="7:camera:second:0")
+    frame_admission_release(token="7:camera:holder:0")
+    assert next_event(layer, inboxes["camera:first"]) == {"type": "admission.wake"}
+    assert frame_admission_acquire(token="7:camera:first:0")
+    frame_admission_release(token="7:camera:first:0")  # the first camera is no longer waiting: the second is woken
+    assert next_event(layer, inboxes["camera:second"]) == {"type": "admission.wake"}
+    assert no_event(layer, inboxes["camera:second"])  # once: the first release did not wake it
