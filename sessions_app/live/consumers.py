@@ -42,7 +42,7 @@ from sessions_app.live import streaming
 from sessions_app.live.streaming import Step, StreamFrame, StreamState
 from sessions_app.models import EmotionSession
 from sessions_app.services import frames as frame_services
-from sessions_app.services.events import session_group_name
+from sessions_app.services.events import camera_group_name, session_group_name
 from sessions_app.services.sessions import session_counters_add
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class _SessionEventsMixin:
         Returns ``False`` when the socket was closed.
         """
         await self.channel_layer.group_add(self.group, self.channel_name)
+        if getattr(self, "camera_group", None):  # a stream's own wake-up group
+            await self.channel_layer.group_add(self.camera_group, self.channel_name)
         if not self._watching_running or time.monotonic() - self._status_checked_at < STATUS_CHECK_S:
             return True
         self._status_checked_at = time.monotonic()
@@ -206,6 +208,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             lost_grace_s=streaming.LOST_GRACE_S,
         )
         await self._join()
+        self.camera_group = camera_group_name(self.session.pk, self.source)
+        await self.channel_layer.group_add(self.camera_group, self.channel_name)
         await self.accept()
         self._flusher = asyncio.create_task(self._housekeeping())
         await self._send_json(
@@ -288,6 +292,12 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         if self.state is not None:
             await self._apply(self.state.retry_pending())
 
+    async def admission_wake(self, event: dict) -> None:
+        """``admission.wake`` (``services.events.camera_wake``): this camera is first in line for a slot that was
+        just freed; offer the pending frame now (a no-op without one)."""
+        if self.state is not None:
+            await self._apply(self.state.retry_pending())
+
     # ------------------------------------------------------------------------------------- group events (own)
     async def frame_result(self, event: dict) -> None:
         """A ``frame.result`` group event (shape: ``services.events``). For this stream's own frames the client
@@ -363,9 +373,11 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 logger.exception("stream housekeeping failed")
 
     async def disconnect(self, code) -> None:
-        """Leave the group, stop housekeeping, count a still-pending frame as dropped and store the last counter
+        """Leave the groups, stop housekeeping, count a still-pending frame as dropped and store the last counter
         deltas. ``code``: the WebSocket close code (unused). Frames in flight are recorded by the worker."""
         await self._leave()
+        if getattr(self, "camera_group", None):
+            await self.channel_layer.group_discard(self.camera_group, self.channel_name)
         if getattr(self, "_flusher", None) is not None:
             self._flusher.cancel()
         if getattr(self, "_retry", None) is not None:

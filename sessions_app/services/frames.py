@@ -32,7 +32,7 @@ from sessions_app.models import (
     Frame,
     TimelineBucket,
 )
-from sessions_app.services.events import event_publish
+from sessions_app.services.events import camera_wake, event_publish
 from sessions_app.services.sessions import session_counters_add
 from sessions_app.services.tracks import upload_outcome_count
 
@@ -91,20 +91,32 @@ redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 return 0
 """
+# Release. KEYS: in-flight tokens, waiting cameras. ARGV: token, slots. Returns the cameras first in line for the
+# slots now free (to be woken).
+_RELEASE_LUA = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free <= 0 then
+  return {}
+end
+return redis.call('ZRANGE', KEYS[2], 0, free - 1)
+"""
 #: Seconds after its last try that a waiting camera loses its place in the admission queue (it disconnected).
 ADMISSION_GIVE_UP_S = 1.0
 _redis_client = None
 _admit_script = None
+_release_script = None
 
 
 def _admission_redis():
     """The process's Redis client for admission (``settings.REDIS_URL``) and the registered admit script."""
-    global _redis_client, _admit_script
+    global _redis_client, _admit_script, _release_script
     if _redis_client is None:
         import redis
 
         _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         _admit_script = _redis_client.register_script(_ADMIT_LUA)
+        _release_script = _redis_client.register_script(_RELEASE_LUA)
     return _redis_client, _admit_script
 
 
@@ -141,13 +153,20 @@ def frame_admission_acquire(*, token: str) -> bool:
 
 
 def frame_admission_release(*, token: str) -> None:
-    """Give the analysis slot of a live frame back (its answer is known: result, error, expiry, lost). Idempotent;
-    a no-op for frames that never held one (uploads). Never raises."""
-    client, _ = _admission_redis()
+    """Give the analysis slot of a live frame back (its answer is known: result, error, expiry, lost), and wake the
+    cameras first in line for the slots now free (``events.camera_wake``: they retry at once, so a slot does not
+    idle until their next timed retry). Idempotent; a no-op for frames that never held one (uploads). Never
+    raises."""
+    _admission_redis()
+    assert _release_script is not None
+    key = _admission_key()
     try:
-        client.zrem(_admission_key(), token)
+        waiting = _release_script(keys=[key, key + ":waiting"], args=[token, int(settings.FER_ANALYSIS_SLOTS)])
     except Exception:
         logger.warning("admission release of %s failed (reclaimed later)", token, exc_info=True)
+        return
+    for camera in waiting or []:
+        camera_wake(camera.decode() if isinstance(camera, bytes) else str(camera))
 
 
 def frame_validate(data: object, *, max_bytes: int | None = None) -> FrameMessage:
