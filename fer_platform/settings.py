@@ -210,8 +210,9 @@ LOGGING = {
 # --- Emotion analytics settings (README "Configuration") ---
 #: Model file served by workers; empty = the default model shipped in inference/models/.
 FER_MODEL_PATH = env.str("FER_MODEL_PATH", default="")
-#: Face detector of the workers: "blazeface" (default, shipped ONNX network) or "haar" (OpenCV cascade).
-FER_DETECTOR = env.str("FER_DETECTOR", default="blazeface")
+#: Face detector of the workers: "auto" (default: BlazeFace, plus MTCNN on crowd frames with many small faces),
+#: "blazeface", "mtcnn" (shipped ONNX networks) or "haar" (OpenCV cascade); see inference.detector.
+FER_DETECTOR = env.str("FER_DETECTOR", default="auto")
 #: Camera streams: run the full face detector at least every this many frames of a camera, and only follow the
 #: faces already found in between (inference.stream). 1 = full detection of every frame. A newcomer between
 #: keyframes is found at most N - 1 frames late (3.5 s at 2 fps with 8); a scene change or a lost face forces a
@@ -219,6 +220,10 @@ FER_DETECTOR = env.str("FER_DETECTOR", default="blazeface")
 FER_STREAM_KEYFRAME_EVERY = env.int("FER_STREAM_KEYFRAME_EVERY", default=8)
 #: Average each face with its mirror image (flip test-time augmentation): 69.0 % vs 67.8 % PublicTest accuracy.
 FER_FLIP_TTA = env.bool("FER_FLIP_TTA", default=True)
+#: With flip TTA, mirror only faces whose one-pass top-two margin is below this (e.g. 0.4: about half the
+#: classification work, same PublicTest accuracy, slightly less stable smoothed labels; inference.classifier);
+#: 1 = every face.
+FER_TTA_MARGIN = env.float("FER_TTA_MARGIN", default=1.0)
 #: Largest accepted frame message in bytes (JPEG/PNG).
 FER_MAX_FRAME_BYTES = env.int("FER_MAX_FRAME_BYTES", default=1_000_000)
 #: Largest accepted decoded frame, pixels.

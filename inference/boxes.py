@@ -110,6 +110,18 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0
     return np.asarray(out_boxes, np.float64).reshape(-1, columns), np.asarray(out_scores)
 
 
+def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``float64 (N, M)``: the intersection of ``a[i]`` and ``b[j]`` over the area of the smaller of the two
+    (1 when one box lies inside the other), for ``(x, y, w, h)`` boxes ``a (N, 4)`` and ``b (M, 4)``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[:, 0])
+    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[:, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    smaller = np.minimum((a[:, 2] * a[:, 3])[:, None], (b[:, 2] * b[:, 3])[None, :])
+    return inter / np.maximum(smaller, 1e-12)
+
+
 def _contained(boxes: np.ndarray, overlap_threshold: float) -> np.ndarray:
     """``bool (K, K)``: the intersection of boxes i and j covers more than ``overlap_threshold`` of the smaller."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)

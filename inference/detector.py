@@ -33,6 +33,8 @@ from inference.boxes import (
     FaceDetector,
     KeypointDetector,
     clip_boxes,
+    intersection_over_smaller,
+    iou_matrix,
     suppress_contained,
     suppress_duplicates,
     weighted_nms,
@@ -45,6 +47,7 @@ __all__ = [
     "BlazeFaceDetector",
     "FaceDetector",
     "HaarFaceDetector",
+    "HybridFaceDetector",
     "KeypointDetector",
     "default_detector",
     "suppress_contained",
@@ -53,20 +56,27 @@ __all__ = [
 ]
 
 BLAZEFACE_MODEL_NAME = "blazeface_short_range.onnx"
-DETECTORS = ("blazeface", "haar")
+DETECTORS = ("auto", "blazeface", "mtcnn", "haar")
 
 
 def default_detector(name: str | None = None):
-    """The detector named by ``name`` (``"blazeface"``, the default, or ``"haar"``; the web platform passes
-    ``settings.FER_DETECTOR``).
+    """The detector named by ``name``: ``"auto"`` (the default: ``HybridFaceDetector``, BlazeFace plus MTCNN on
+    crowd frames), ``"blazeface"``, ``"mtcnn"`` (``inference.mtcnn.MTCNNDetector`` alone) or ``"haar"``; the web
+    platform passes ``settings.FER_DETECTOR``.
 
     Raises:
         ValueError: unknown detector name.
-        ModelLoadError: the BlazeFace model file is missing or unusable.
+        ModelLoadError: a model file is missing or unusable.
     """
-    name = (name or "blazeface").strip().lower()
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return HybridFaceDetector()
     if name == "blazeface":
         return BlazeFaceDetector()
+    if name == "mtcnn":
+        from inference.mtcnn import MTCNNDetector
+
+        return MTCNNDetector()
     if name == "haar":
         return HaarFaceDetector()
     raise ValueError(f"unknown face detector {name!r}: expected one of {', '.join(DETECTORS)}")
@@ -437,6 +447,125 @@ def _finish(
     boxes, scores, extra = boxes[keep], np.asarray(scores)[keep], extra[keep]
     order = np.argsort(boxes[:, 0], kind="stable")
     return boxes[order].astype(np.int32), scores[order].astype(np.float32), extra[order]
+
+
+class HybridFaceDetector:
+    """BlazeFace on every frame, plus MTCNN on crowd frames for the small faces BlazeFace misses (the default).
+
+    BlazeFace (``BlazeFaceDetector``) is fast and exact on classroom frames but finds few faces under ~16 px; MTCNN
+    (``inference.mtcnn.MTCNNDetector``, 12-px window) finds the back rows of a crowd but costs ~10x as much on a
+    640x480 frame. So MTCNN runs only when BlazeFace's own result says "crowd": at least ``CROWD_MIN_FACES`` faces
+    under ``CROWD_FACE_SIDE`` px. Its faces that no BlazeFace face covers (IoU over ``MERGE_IOU`` or more than half
+    of the smaller box inside the other) are added, mapped to the Haar box geometry of the other detectors, without
+    keypoints (``NaN``: no head pose; they are nearly all too small to read anyway). The follow stage is
+    BlazeFace's.
+
+    Measured on ``shared/data/faces`` (README "Face detection"): no hand-counted photo and no crowd photo of up to 27
+    faces triggers MTCNN (each has at most 1 face under 32 px); the two large crowds do (69 and 77 of their
+    BlazeFace faces are under 32 px).
+
+    Args:
+        blazeface: the ``BlazeFaceDetector`` (default: a new one with its defaults).
+        mtcnn: the ``MTCNNDetector`` (default: a new one, ``min_size`` 12, ``max_side`` ``MTCNN_MAX_SIDE``), built
+            on first use.
+        threads: ONNX Runtime intra-op threads of the detectors it creates.
+
+    Raises:
+        ModelLoadError: a model file is missing or unusable.
+    """
+
+    CROWD_MIN_FACES = 8  #: BlazeFace faces under ``CROWD_FACE_SIDE`` px that make a frame a crowd frame
+    CROWD_FACE_SIDE = 32  #: px (box side, Haar geometry)
+    MERGE_IOU = 0.3  #: an MTCNN face overlapping a BlazeFace face more than this is the same face
+    #: MTCNN boxes (brow to chin) are 0.78x as wide and 1.04x as tall as the Haar-geometry boxes of the same faces,
+    #: same centre (measured on the 21 faces of the portraits and group photos of shared/data/faces).
+    #: MTCNN runs on frames downscaled to at most this side: on a 1920x1080 frame it then finds faces from ~18 px
+    #: (BlazeFace from 16), at 0.4x the work and memory of the full frame (measured peak RSS of a worker on a 1080p
+    #: crowd frame: 391 MB at full size).
+    MTCNN_MAX_SIDE = 1280
+    MTCNN_WIDTH_RATIO = 0.78
+    MTCNN_HEIGHT_RATIO = 1.04
+
+    def __init__(self, blazeface: BlazeFaceDetector | None = None, mtcnn=None, threads: int = 1):
+        self.blazeface = blazeface or BlazeFaceDetector(threads=threads)
+        self._mtcnn = mtcnn
+        self._threads = threads
+
+    @property
+    def mtcnn(self):
+        """The ``MTCNNDetector`` (loaded on first use: workers that never see a crowd do not load it)."""
+        if self._mtcnn is None:
+            from inference.mtcnn import MTCNNDetector
+
+            self._mtcnn = MTCNNDetector(max_side=self.MTCNN_MAX_SIDE, threads=self._threads)
+        return self._mtcnn
+
+    def is_crowd(self, boxes: np.ndarray) -> bool:
+        """Whether BlazeFace's ``int (K, 4)`` boxes of a frame make it a crowd frame (see the class docstring)."""
+        boxes = np.asarray(boxes).reshape(-1, 4)
+        return int((np.maximum(boxes[:, 2], boxes[:, 3]) < self.CROWD_FACE_SIDE).sum()) >= self.CROWD_MIN_FACES
+
+    def _to_haar(self, boxes: np.ndarray) -> np.ndarray:
+        """MTCNN ``(x, y, w, h)`` boxes -> square Haar-geometry boxes around the same centre, ``float64 (K, 4)``."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        side = (boxes[:, 2] / self.MTCNN_WIDTH_RATIO + boxes[:, 3] / self.MTCNN_HEIGHT_RATIO) / 2
+        cx, cy = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
+        return np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
+
+    def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces as ``BlazeFaceDetector.detect_with_keypoints``: ``int32 (K, 4)`` boxes, ``float32 (K,)`` scores
+        and ``float32 (K, 6, 2)`` keypoints (``NaN`` for faces only MTCNN found), left to right.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        boxes, scores, keypoints = self.blazeface.detect_with_keypoints(image)
+        if not self.is_crowd(boxes):
+            return boxes, scores, keypoints
+        extra, extra_scores = self.mtcnn.detect_with_scores(image)
+        extra = self._to_haar(extra)
+        if len(boxes) and len(extra):
+            known = boxes.astype(np.float64)
+            overlap = iou_matrix(extra, known).max(axis=1) > self.MERGE_IOU
+            inside = (intersection_over_smaller(extra, known) > 0.5).any(axis=1)
+            new = ~(overlap | inside)
+            extra, extra_scores = extra[new], extra_scores[new]
+        if len(extra) == 0:
+            return boxes, scores, keypoints
+        rows = np.concatenate([boxes.astype(np.float64), extra])
+        all_scores = np.concatenate([scores, extra_scores.astype(np.float32)])
+        points = np.concatenate([keypoints.reshape(-1, 12), np.full((len(extra), 12), np.nan)])
+        merged, merged_scores, merged_points = _finish(rows, all_scores, image.shape[1], image.shape[0], points)
+        return merged, merged_scores, merged_points.reshape(-1, 6, 2).astype(np.float32)
+
+    def detect_with_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and scores of ``detect_with_keypoints``.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        boxes, scores, _ = self.detect_with_keypoints(image)
+        return boxes, scores
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        """Face boxes, ``int32 (K, 4)`` ``(x, y, w, h)`` in pixels of ``image``, left to right.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        return self.detect_with_keypoints(image)[0]
+
+    def follow(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BlazeFace's follow stage (``BlazeFaceDetector.follow``)."""
+        return self.blazeface.follow(image, boxes, score_threshold)
+
+    def follow_with_keypoints(
+        self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BlazeFace's follow stage with keypoints (``BlazeFaceDetector.follow_with_keypoints``)."""
+        return self.blazeface.follow_with_keypoints(image, boxes, score_threshold)
 
 
 class HaarFaceDetector:

@@ -38,7 +38,7 @@ STREAM_STATE_TTL_S = 60
 
 def recognizer_get():
     """The process-wide ``inference.EmotionRecognizer``: ``settings.FER_MODEL_PATH`` (or the shipped model), served
-    with ``settings.FER_FLIP_TTA``, and the ``settings.FER_DETECTOR`` face detector.
+    with ``settings.FER_FLIP_TTA`` and ``settings.FER_TTA_MARGIN``, and the ``settings.FER_DETECTOR`` face detector.
 
     Raises ``inference.classifier.ModelLoadError`` (missing/unusable model) or ``ValueError`` (unknown detector).
     """
@@ -48,7 +48,11 @@ def recognizer_get():
             if _recognizer is None:
                 from inference import EmotionClassifier, EmotionRecognizer, default_detector
 
-                classifier = EmotionClassifier(settings.FER_MODEL_PATH or None, flip_tta=settings.FER_FLIP_TTA)
+                classifier = EmotionClassifier(
+                    settings.FER_MODEL_PATH or None,
+                    flip_tta=settings.FER_FLIP_TTA,
+                    tta_margin=settings.FER_TTA_MARGIN,
+                )
                 _recognizer = EmotionRecognizer(classifier, default_detector(settings.FER_DETECTOR or None))
     return _recognizer
 

@@ -43,8 +43,9 @@ def test_adaptive_flip_tta_mirrors_only_faces_whose_top_two_margin_is_small(fixt
     uncertain = top2[:, 1] - top2[:, 0] < 0.4
     assert 0 < uncertain.sum() < len(faces)  # the sample has both kinds
     expected = np.where(uncertain[:, None], (one + flipped) / 2, one)
-    adaptive = EmotionClassifier()  # the default margin, 0.4
+    adaptive = EmotionClassifier(tta_margin=0.4)
     assert adaptive.flip_tta and adaptive.tta_margin == 0.4
+    assert EmotionClassifier().tta_margin is None  # the default mirrors every face
     assert np.allclose(adaptive.predict_proba(faces), expected, atol=1e-6)
     assert np.allclose(adaptive.predict_proba(faces).sum(axis=1), 1.0, atol=1e-5)
     # the same labels as full TTA on nearly every face (measured 99.8 % on FER2013; here a small sample)

@@ -6,14 +6,29 @@ import numpy as np
 import pytest
 
 from inference import LABELS, EmotionRecognizer, FaceDetector
-from inference.boxes import associate, clip_boxes, iou_matrix, suppress_contained, suppress_duplicates, weighted_nms
+from inference.boxes import (
+    KeypointDetector,
+    associate,
+    clip_boxes,
+    iou_matrix,
+    suppress_contained,
+    suppress_duplicates,
+    weighted_nms,
+)
 from inference.classifier import ModelLoadError
-from inference.detector import BlazeFaceDetector, HaarFaceDetector, _blazeface_anchors, default_detector
+from inference.detector import (
+    BlazeFaceDetector,
+    HaarFaceDetector,
+    HybridFaceDetector,
+    _blazeface_anchors,
+    default_detector,
+)
 from inference.imageio import read_image
+from inference.mtcnn import MTCNNDetector
 
 from .conftest import REPO, crowd_references, hand_counts
 
-DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarFaceDetector}
+DETECTORS = {"auto": HybridFaceDetector, "blazeface": BlazeFaceDetector, "haar": HaarFaceDetector}
 
 
 @pytest.fixture(scope="module", params=sorted(DETECTORS))
@@ -21,13 +36,15 @@ def detector(request):
     return DETECTORS[request.param]()
 
 
-def test_default_detector_is_blazeface_and_chosen_by_name(monkeypatch):
+def test_default_detector_is_the_hybrid_and_others_are_chosen_by_name(monkeypatch):
     assert isinstance(BlazeFaceDetector(), FaceDetector) and isinstance(HaarFaceDetector(), FaceDetector)
+    assert isinstance(HybridFaceDetector(), KeypointDetector)
     assert not isinstance(object(), FaceDetector)
     monkeypatch.setenv("FER_DETECTOR", "haar")  # settings, not inference/, read the environment
-    assert isinstance(default_detector(), BlazeFaceDetector)
+    assert isinstance(default_detector(), HybridFaceDetector)
     assert isinstance(default_detector("haar"), HaarFaceDetector)
     assert isinstance(default_detector("BlazeFace"), BlazeFaceDetector)
+    assert isinstance(default_detector("mtcnn"), MTCNNDetector)
     with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
         default_detector("yolo")
 
@@ -59,7 +76,7 @@ def test_blazeface_boxes_match_haar_geometry(faces_dir):
         assert abs((b[1] + b[3] / 2) - (h[1] + h[3] / 2)) < 0.2 * h[2]
 
 
-@pytest.mark.parametrize(("name", "min_found"), [("blazeface", 80), ("haar", 63)])
+@pytest.mark.parametrize(("name", "min_found"), [("auto", 80), ("blazeface", 80), ("haar", 63)])
 def test_small_faces_in_a_720p_frame(name, min_found, faces_dir):
     # A 1280x720 frame tiled 4 x 3 with the 7-face photo scaled to 320x214: 84 faces of about 28-38 px.
     photo = read_image(faces_dir / "group_photos/dlib_2008_007676.jpg")
@@ -87,17 +104,42 @@ def test_no_face_and_other_image_kinds(detector, faces_dir):
 
 
 def test_crowd_photos_are_counted_within_the_reference_detectors(faces_dir):
-    """crowds/reference_counts.csv: counts by two other detectors (not ground truth). Photos of up to 26 people are
-    counted within one face of them; the 77-person company photo within 10 %."""
-    detector = BlazeFaceDetector()
+    """crowds/reference_counts.csv: counts by two other detectors (not ground truth). The default detector counts
+    photos of up to 20 people within one face of them, the 26- and 77-person photos within 10 %, and the crowd of
+    several hundred (where both references miss the back rows) at least at the larger reference; BlazeFace alone
+    finds only the front rows there."""
+    detector = HybridFaceDetector()
+    total = reference = 0
     for path, (low, high) in crowd_references(faces_dir).items():
         found = len(detector.detect(read_image(path)))
+        total, reference = total + found, reference + high
         if path.name == "ultralight_imgs_25.jpg":
-            assert found >= 60, f"{path.name}: found {found} (references {low}-{high})"  # measured 68 (README)
+            assert high <= found <= 1.4 * high, f"{path.name}: found {found} (references {low}-{high})"  # 202
+            assert len(BlazeFaceDetector().detect(read_image(path))) < 0.6 * high  # 73: the reason for MTCNN
         elif high > 20:
-            assert found >= 0.9 * high and found <= high + 2, f"{path.name}: found {found} (references {low}-{high})"
+            assert 0.9 * high <= found <= 1.1 * high, f"{path.name}: found {found} (references {low}-{high})"
         else:
             assert low - 1 <= found <= high + 1, f"{path.name}: found {found} (references {low}-{high})"
+    assert total >= 0.9 * reference
+
+
+def test_the_hybrid_runs_mtcnn_only_on_crowd_frames_and_its_extra_faces_have_no_keypoints(faces_dir):
+    detector = HybridFaceDetector()
+    for path in sorted((faces_dir / "group_photos").glob("*.jpg")) + sorted((faces_dir / "portraits").glob("*.jpg")):
+        detector.detect(read_image(path))
+    assert detector._mtcnn is None  # never needed (nor loaded) for the classroom photos
+    crowd = read_image(faces_dir / "crowds/ultralight_imgs_25.jpg")
+    blaze_boxes, _, blaze_points = detector.blazeface.detect_with_keypoints(crowd)
+    assert detector.is_crowd(blaze_boxes)
+    boxes, scores, keypoints = detector.detect_with_keypoints(crowd)
+    assert detector._mtcnn is not None and len(boxes) > 2 * len(blaze_boxes)
+    assert keypoints.shape == (len(boxes), 6, 2) and scores.shape == (len(boxes),)
+    missing = np.isnan(keypoints).all(axis=(1, 2))
+    assert missing.sum() == len(boxes) - len(blaze_boxes)  # BlazeFace's faces keep theirs, MTCNN's have none
+    assert list(boxes[:, 0]) == sorted(boxes[:, 0])
+    # the added faces are the small ones BlazeFace missed, not doubles of its faces
+    assert np.median(boxes[missing][:, 2]) < 24
+    assert iou_matrix(boxes[missing].astype(float), blaze_boxes.astype(float)).max() <= HybridFaceDetector.MERGE_IOU
 
 
 def test_min_size_is_honoured_by_an_upscaled_first_level(faces_dir):
@@ -121,8 +163,8 @@ def test_no_false_faces_on_frames_without_faces():
         rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8),
         cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 3),
     ]
-    detector = BlazeFaceDetector()
-    assert sum(len(detector.detect(frame)) for frame in frames) <= 2
+    for detector in (BlazeFaceDetector(), HybridFaceDetector()):
+        assert sum(len(detector.detect(frame)) for frame in frames) <= 2
 
 
 def test_degenerate_images_give_a_documented_result():

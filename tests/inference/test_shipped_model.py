@@ -39,15 +39,16 @@ def test_shipped_model_as_served_reaches_the_target_on_real_public_test(card, mo
         pytest.skip(f"FER2013 not found at {FER2013}")
     from inference.evaluate import evaluate
 
-    served = evaluate(str(FER2013), usage="PublicTest")  # as served: adaptive flip TTA, int8 copy when there is one
+    served = evaluate(str(FER2013), usage="PublicTest")  # as served: flip TTA, int8 copy when there is one
     assert served["model"] == str(MODELS_DIR / "fer_cnn.onnx") and served["flip_tta"] is True
     assert served["n"] == 3589 and served["accuracy"] >= TARGET_ACCURACY
     # scripts/quantize_classifier.py writes an int8 copy only within 0.3 points of the float model
     assert served["accuracy"] >= card["public_test_flip_tta"]["accuracy"] - 0.003
 
     monkeypatch.setattr("inference.classifier.DEFAULT_QUANTIZED", False)  # the float model the card describes
+    monkeypatch.setattr("inference.classifier.DEFAULT_TTA_MARGIN", 0.4)  # adaptive TTA, mirroring about a third
     adaptive_float = evaluate(str(FER2013), usage="PublicTest")
-    assert adaptive_float["accuracy"] >= card["public_test_flip_tta"]["accuracy"] - 0.003  # mirrors a third
+    assert adaptive_float["accuracy"] >= card["public_test_flip_tta"]["accuracy"] - 0.003
     monkeypatch.setattr("inference.classifier.DEFAULT_TTA_MARGIN", 1.0)  # every face mirrored, as in the card
     served_float = evaluate(str(FER2013), usage="PublicTest")
     assert served_float["accuracy"] == pytest.approx(card["public_test_flip_tta"]["accuracy"], abs=1e-3)
