@@ -103,6 +103,23 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {image.shape}")
 
 
+def to_rgb_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``to_rgb(image)`` downscaled (``INTER_AREA``) so that its longer side is at most ``max_side`` pixels, and the
+    scale applied (working-image pixels per ``image`` pixel, 1.0 when it was small enough): the detectors' working
+    image, whose boxes are divided by the scale to map them back.
+
+    Raises:
+        ValueError: unsupported shape or dtype, or an empty image.
+    """
+    rgb = to_rgb(image)
+    height, width = rgb.shape[:2]
+    if max(height, width) <= max_side:
+        return rgb, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
 def to_grey(image: np.ndarray) -> np.ndarray:
     """Any OpenCV image -> ``uint8 (H, W)`` grey.
 

@@ -39,7 +39,7 @@ from inference.boxes import (
     suppress_duplicates,
     weighted_nms,
 )
-from inference.classifier import MODELS_DIR, ModelLoadError, to_grey, to_rgb
+from inference.classifier import MODELS_DIR, ModelLoadError, to_grey, to_rgb, to_rgb_within
 
 __all__ = [
     "BLAZEFACE_MODEL_NAME",
@@ -235,14 +235,7 @@ class BlazeFaceDetector:
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """RGB working image (downscaled to ``max_side``) and its scale relative to ``image``."""
-        rgb = to_rgb(image)
-        height, width = rgb.shape[:2]
-        resize = 1.0
-        if max(height, width) > self.max_side:
-            resize = self.max_side / max(height, width)
-            size = (max(1, round(width * resize)), max(1, round(height * resize)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        return rgb, resize
+        return to_rgb_within(image, self.max_side)
 
     def level_scales(self, height: int, width: int) -> list[float]:
         """Pyramid level scales (level pixels per working-image pixel) for a ``height x width`` working image,

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from inference.boxes import clip_boxes
-from inference.classifier import MODELS_DIR, ModelLoadError, to_rgb
+from inference.classifier import MODELS_DIR, ModelLoadError, to_rgb_within
 
 __all__ = ["MTCNN_MODEL_NAMES", "MTCNNDetector", "nms"]
 
@@ -263,13 +263,7 @@ class MTCNNDetector:
         Raises:
             ValueError: unsupported image shape or dtype, or an empty image.
         """
-        rgb = to_rgb(image)
-        height, width = rgb.shape[:2]
-        resize = 1.0
-        if max(height, width) > self.max_side:
-            resize = self.max_side / max(height, width)
-            size = (max(1, round(width * resize)), max(1, round(height * resize)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        rgb, resize = to_rgb_within(image, self.max_side)
         normalised = (rgb.astype(np.float32) - 127.5) / 128.0
         boxes, scores, landmarks = self._cascade(normalised)
         boxes, landmarks = boxes / resize, landmarks / resize

@@ -17,7 +17,7 @@ from django.db.models import Avg, Case, CharField, Count, F, FloatField, Max, Mi
 from django.db.models.functions import Cast, Coalesce, Concat, Floor
 from django.utils import timezone
 
-from inference.labels import AROUSAL, LABELS, VALENCE
+from inference.labels import LABELS, arousal_of, valence_of
 from inference.pose import FACING_MAX_PITCH_DEG, FACING_MAX_YAW_DEG
 from sessions_app.models import NEGATIVE_LABELS, SUM_FIELDS, EmotionSession, Face, Frame, TimelineBucket
 
@@ -69,7 +69,7 @@ def _shares(
     means = [s / faces for s in sums]
     probabilities = {label: round(m, 6) for label, m in zip(LABELS, means, strict=True)}
     dominant = LABELS[max(range(len(LABELS)), key=lambda i: means[i])]
-    valence = round(sum(m * v for m, v in zip(means, VALENCE, strict=True)), 6)
+    valence = round(valence_of(means), 6)
     return probabilities, dominant, valence
 
 
@@ -141,7 +141,7 @@ def arousal_of_shares(probabilities: dict[str, float] | None) -> float | None:
     Russell's circumplex), rounded to 6 places; ``None`` without aggregates."""
     if probabilities is None:
         return None
-    return round(sum(probabilities[label] * a for label, a in zip(LABELS, AROUSAL, strict=True)), 6)
+    return round(arousal_of([probabilities[label] for label in LABELS]), 6)
 
 
 def _facing() -> Case:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from inference.labels import AROUSAL, LABELS, VALENCE
+from inference import labels
+from inference.labels import LABELS
 from sessions_app.models import ALERT_NEGATIVE, NEGATIVE_LABELS, EmotionSession
 from sessions_app.palette import LABEL_COLORS
 from sessions_app.selectors import session_duration_s
@@ -293,13 +294,13 @@ MOOD_WINDOW_S = 60
 
 
 def valence_of(probabilities: dict) -> float:
-    """Valence (-1..1) of a mean-probability mix: ``sum(p[label] * VALENCE[label])`` (``inference.labels.VALENCE``)."""
-    return round(sum(probabilities[label] * v for label, v in zip(LABELS, VALENCE, strict=True)), 6)
+    """Valence (-1..1) of a mean-probability mix ``{label: p}`` (``inference.labels.valence_of``), rounded."""
+    return round(labels.valence_of([probabilities[label] for label in LABELS]), 6)
 
 
 def arousal_of(probabilities: dict) -> float:
-    """Arousal (-1..1) of a mean-probability mix: ``sum(p[label] * AROUSAL[label])`` (``inference.labels.AROUSAL``)."""
-    return round(sum(probabilities[label] * a for label, a in zip(LABELS, AROUSAL, strict=True)), 6)
+    """Arousal (-1..1) of a mean-probability mix ``{label: p}`` (``inference.labels.arousal_of``), rounded."""
+    return round(labels.arousal_of([probabilities[label] for label in LABELS]), 6)
 
 
 def attention_now(timeline: list[dict], *, window_s: int = MOOD_WINDOW_S) -> dict:
