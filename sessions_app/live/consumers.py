@@ -357,11 +357,17 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                 await self.frame_result(frame_services.frame_result_event(frame, faces))
 
     async def _housekeeping(self) -> None:
-        """Every FLUSH_INTERVAL_S: declare overdue frames lost, drop a stale pending frame, store counter deltas,
-        re-join the group and check the session's status (``_keep_alive``)."""
+        """Every FLUSH_INTERVAL_S: note a channel-layer outage seen since the last round (frames in flight then become
+        overdue sooner, ``StreamState.overdue``), declare overdue frames lost, drop a stale pending frame, store
+        counter deltas, re-join the group and check the session's status (``_keep_alive``)."""
+        outages_seen = getattr(self.channel_layer, "outages", 0)
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             try:
+                outages = getattr(self.channel_layer, "outages", 0)  # ResilientRedisChannelLayer counts them
+                if outages != outages_seen:  # Redis went away: queued frames may be lost with it
+                    outages_seen = outages
+                    self.state.note_outage()
                 await self._declare_overdue_lost()
                 await self._apply(self.state.expire_pending())
                 await self._flush()

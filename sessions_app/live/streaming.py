@@ -34,6 +34,11 @@ from dataclasses import dataclass, field, replace
 RATE_TOLERANCE = 3.0
 #: Extra seconds after the task expiry before an unanswered frame is declared lost.
 LOST_GRACE_S = 10.0
+#: Seconds after a failed dispatch (the broker was down) at which frames dispatched before it and still unanswered
+#: are overdue: a broker that went away took the queued ones with it, and waiting the full ``expires_s +
+#: lost_grace_s`` would hold the stream's slots for ~20 s after it came back. A frame a worker did hold is answered
+#: within this in practice; if not, the outcome claim still lets only one answer count.
+OUTAGE_GRACE_S = 3.0
 
 
 class ClientClock:
@@ -131,6 +136,7 @@ class StreamState:
         self.bucket_rate, self.bucket_capacity = rate, max(4.0, rate)
         self.tokens, self.tokens_at = self.bucket_capacity, monotonic()
         self.in_flight: dict[int, float] = {}  # sequence -> monotonic dispatch time
+        self.outage_at: float | None = None  # monotonic time of the last failed dispatch
         self.pending: StreamFrame | None = None
         self.next_sequence = 0
         self.stats = {"sent": 0, "processed": 0, "dropped": 0, "rejected": 0}
@@ -216,6 +222,7 @@ class StreamState:
         """The frame ``sequence`` of a previous ``Step.dispatch`` could not be queued (broker down): it is dropped
         (``queue_unavailable``) and its slot freed. The pending frame stays pending (the next frame replaces it)."""
         step = Step()
+        self.note_outage()
         if self.in_flight.pop(sequence, None) is not None:
             self._drop(step, sequence, "queue_unavailable")
         return step
@@ -230,9 +237,18 @@ class StreamState:
         return step
 
     # ------------------------------------------------------------------------------------------ housekeeping
+    def note_outage(self) -> None:
+        """Redis (broker and channel layer) was found unreachable now: frames in flight may be gone (see
+        ``overdue``)."""
+        self.outage_at = self._monotonic()
+
     def overdue(self) -> list[int]:
-        """Sequences dispatched more than ``expires_s + lost_grace_s`` seconds ago and still unanswered."""
-        deadline = self._monotonic() - (self.expires_s + self.lost_grace_s)
+        """Sequences still unanswered that were dispatched more than ``expires_s + lost_grace_s`` seconds ago, or
+        before a failed dispatch (the broker was down) that lies more than ``OUTAGE_GRACE_S`` seconds back."""
+        now = self._monotonic()
+        deadline = now - (self.expires_s + self.lost_grace_s)
+        if self.outage_at is not None and now - self.outage_at > OUTAGE_GRACE_S:
+            deadline = max(deadline, self.outage_at)
         return [s for s, t in self.in_flight.items() if t < deadline]
 
     def declare_lost(self, sequence: int) -> Step:

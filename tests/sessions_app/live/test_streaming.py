@@ -178,6 +178,24 @@ def test_overdue_frames_are_lost_or_forgotten_and_counted_once(clocks):
     assert state.take_counter_delta() == {"received": 3, "dropped": 2, "rejected": 0}
 
 
+def test_frames_in_flight_when_the_broker_went_away_are_overdue_soon_after_a_failed_dispatch(clocks):
+    """A broker outage loses the queued frames: they are declared overdue OUTAGE_GRACE_S after the first failed
+    dispatch instead of 20 s after they were sent, so the stream's slots come back with the broker."""
+    state = make(clocks, max_in_flight=3, expires_s=10.0, lost_grace_s=10.0)
+    offer(state, clocks, 0)
+    offer(state, clocks, 1)  # both queued, then the broker dies with them
+    clocks.advance(1.0)
+    offer(state, clocks, 2)
+    state.dispatch_failed(2)  # queue_unavailable: the outage is noticed
+    clocks.advance(2.0)
+    assert state.overdue() == []  # a worker holding one may still answer
+    clocks.advance(1.5)
+    assert sorted(state.overdue()) == [0, 1]
+    offer(state, clocks, 3)  # sent after the outage: only the normal deadline applies
+    clocks.advance(5.0)
+    assert 3 not in state.overdue()
+
+
 def test_failed_dispatch_and_close_count_their_frames_as_dropped_once(clocks):
     state = make(clocks, max_in_flight=1)
     offer(state, clocks, 0)
