@@ -472,10 +472,11 @@ class HybridFaceDetector:
     MERGE_IOU = 0.3  #: an MTCNN face overlapping a BlazeFace face more than this is the same face
     #: MTCNN boxes (brow to chin) are 0.78x as wide and 1.04x as tall as the Haar-geometry boxes of the same faces,
     #: same centre (measured on the 21 faces of the portraits and group photos of shared/data/faces).
-    #: MTCNN runs on frames downscaled to at most this side: on a 1920x1080 frame it then finds faces from ~18 px
-    #: (BlazeFace from 16), at 0.4x the work and memory of the full frame (measured peak RSS of a worker on a 1080p
-    #: crowd frame: 391 MB at full size).
-    MTCNN_MAX_SIDE = 1280
+    #: MTCNN runs on frames downscaled to at most this side: on a 1920x1080 frame it then finds faces from ~23 px
+    #: (BlazeFace from 16), on 1280x720 from 15 px. Measured on a 1280x720 crowd frame (77 faces of ~30 px): 0.50 s
+    #: instead of 0.75 s at 1280, the same faces; a worker's RSS after a 1080p crowd frame 313 MB (321 at 1280, 391
+    #: at full size); the crowd photos of shared/data/faces are at most 1024 px wide (unchanged).
+    MTCNN_MAX_SIDE = 1024
     MTCNN_WIDTH_RATIO = 0.78
     MTCNN_HEIGHT_RATIO = 1.04
 
