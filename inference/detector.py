@@ -474,8 +474,8 @@ class HybridFaceDetector:
     #: same centre (measured on the 21 faces of the portraits and group photos of shared/data/faces).
     #: MTCNN runs on frames downscaled to at most this side: on a 1920x1080 frame it then finds faces from ~23 px
     #: (BlazeFace from 16), on 1280x720 from 15 px. Measured on a 1280x720 crowd frame (77 faces of ~30 px): 0.50 s
-    #: instead of 0.75 s at 1280, the same faces; a worker's RSS after a 1080p crowd frame 313 MB (321 at 1280, 391
-    #: at full size); the crowd photos of shared/data/faces are at most 1024 px wide (unchanged).
+    #: instead of 0.75 s at 1280, the same faces; a worker's RSS after a 1080p crowd frame (with 384-px PNet blocks)
+    #: 313 MB, 321 at 1280, 391 at full size; the crowd photos of shared/data/faces are at most 1024 px wide.
     MTCNN_MAX_SIDE = 1024
     MTCNN_WIDTH_RATIO = 0.78
     MTCNN_HEIGHT_RATIO = 1.04

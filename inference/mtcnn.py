@@ -164,15 +164,17 @@ class MTCNNDetector:
     RNET_NMS = 0.7  #: IoU threshold of NMS after RNet
     ONET_NMS = 0.7  #: "min" overlap threshold of the last NMS (after ONet)
     #: RNet/ONet patches per ONNX Runtime call. Measured on a 1920x1080 frame (2368 RNet candidates): peak memory
-    #: +270 MB with 256 per call for both networks and 1024-px PNet blocks, +145 MB with these and 384-px blocks,
+    #: +270 MB with 256 per call for both networks and 1024-px PNet blocks, +145 MB with 64 / 16 and 384-px blocks,
     #: for the same CPU time (0.9 s); a network's working memory grows with the batch (ONet ~0.5 MB per patch).
-    BATCH = {"rnet": 64, "onet": 16}
+    #: With these and 256-px blocks a default worker's RSS after a 1080p crowd frame is 279 MB (313 with 64 / 16 and
+    #: 384 px), the same faces found on shared/data/faces and no slower.
+    BATCH = {"rnet": 32, "onet": 8}
     MAX_LEVEL_SIDE = 2304  #: longest side of the first (largest) pyramid level, in pixels (1.2 x 1920)
     #: Pyramid levels with a side over ``BLOCK`` pixels run PNet in blocks of at most ``BLOCK`` (+1) px side, even
     #: origins, overlapping by ``CELL - STRIDE`` px, each output cell taken from the block its window starts in:
     #: exactly the whole-level result, with bounded memory (PNet's working memory, measured: 45 MB for a 512x512
-    #: block, 110 MB for 1024x1024).
-    BLOCK = 384
+    #: block, 110 MB for 1024x1024; see ``BATCH`` for the choice of 256).
+    BLOCK = 256
 
     def __init__(
         self,
