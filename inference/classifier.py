@@ -47,6 +47,28 @@ DEFAULT_QUANTIZED = True
 log = logging.getLogger(__name__)
 
 
+def onnx_session(path: str | os.PathLike, threads: int = 1):
+    """ONNX Runtime CPU session of the model at ``path``: ``threads`` intra-op threads, one inter-op thread,
+    sequential execution, all graph optimisations, warnings off (the one place every network of ``inference/`` is
+    loaded).
+
+    Raises:
+        ModelLoadError: the file is not a loadable ONNX model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({exc})") from exc
+
+
 def quantized_path(model_path: str | os.PathLike) -> Path:
     """Where ``scripts/quantize_classifier.py`` writes the int8 copy of a model: ``<stem>.int8.onnx`` beside it."""
     path = Path(model_path)
@@ -222,18 +244,8 @@ class EmotionClassifier:
 
     @staticmethod
     def _load(path: Path, threads: int):
-        """ONNX Runtime session of ``path`` (one intra-op thread by default, sequential, all optimisations)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{path}: not a loadable ONNX model: {exc}") from exc
+        """ONNX Runtime session of ``path`` (``onnx_session``)."""
+        return onnx_session(path, threads)
 
     def _check(self, session, path: Path) -> None:
         """Check the model's signature and remember its input and output names."""

@@ -39,7 +39,7 @@ from inference.boxes import (
     suppress_duplicates,
     weighted_nms,
 )
-from inference.classifier import MODELS_DIR, ModelLoadError, to_grey, to_rgb, to_rgb_within
+from inference.classifier import MODELS_DIR, ModelLoadError, onnx_session, to_grey, to_rgb, to_rgb_within
 
 __all__ = [
     "BLAZEFACE_MODEL_NAME",
@@ -168,19 +168,10 @@ class BlazeFaceDetector:
         overlap_threshold: float = 0.5,
         threads: int = 1,
     ):
-        import onnxruntime as ort
-
         self.model_path = Path(model_path) if model_path else MODELS_DIR / BLAZEFACE_MODEL_NAME
         if not self.model_path.is_file():
             raise ModelLoadError(f"{self.model_path}: face detection model not found")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model ({exc})") from exc
+        self._session = onnx_session(self.model_path, threads)
         shapes = {o.name: o.shape[2:] for o in self._session.get_outputs()}
         input_shape = self._session.get_inputs()[0].shape
         if shapes != {"regressors": [16], "classificators": [1]} or len(input_shape) != 4 or input_shape[3] != 3:

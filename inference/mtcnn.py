@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from inference.boxes import clip_boxes
-from inference.classifier import MODELS_DIR, ModelLoadError, to_rgb_within
+from inference.classifier import MODELS_DIR, ModelLoadError, onnx_session, to_rgb_within
 
 __all__ = ["MTCNN_MODEL_NAMES", "MTCNNDetector", "nms"]
 
@@ -203,19 +203,10 @@ class MTCNNDetector:
 
     def _load(self, name: str, threads: int):
         """ONNX Runtime session of network ``name``, its signature checked."""
-        import onnxruntime as ort
-
         path = self.models_dir / MTCNN_MODEL_NAMES[name]
         if not path.is_file():
             raise ModelLoadError(f"{path}: MTCNN {name.upper()} model not found (scripts/convert_mtcnn.py)")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        session = onnx_session(path, threads)
         outputs, side = _SIGNATURES[name]
         got = {o.name: o.shape[-1] for o in session.get_outputs()}
         shape = session.get_inputs()[0].shape

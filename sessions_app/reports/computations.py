@@ -298,11 +298,6 @@ def valence_of(probabilities: dict) -> float:
     return round(labels.valence_of([probabilities[label] for label in LABELS]), 6)
 
 
-def arousal_of(probabilities: dict) -> float:
-    """Arousal (-1..1) of a mean-probability mix ``{label: p}`` (``inference.labels.arousal_of``), rounded."""
-    return round(labels.arousal_of([probabilities[label] for label in LABELS]), 6)
-
-
 def attention_now(timeline: list[dict], *, window_s: int = MOOD_WINDOW_S) -> dict:
     """Share of people facing the camera now: that of the newest timeline bucket with an attention share within
     ``window_s`` seconds of the newest bucket with frames (items of ``selectors.session_timeline``).

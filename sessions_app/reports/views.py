@@ -121,9 +121,7 @@ def _report_context(request: HttpRequest, session: EmotionSession, bucket_s: int
         "overall_valence": (
             computations.valence_of(distribution["probabilities"]) if distribution["probabilities"] else None
         ),
-        "overall_arousal": (
-            computations.arousal_of(distribution["probabilities"]) if distribution["probabilities"] else None
-        ),
+        "overall_arousal": selectors.arousal_of_shares(distribution["probabilities"]),
         "hidden_color": HIDDEN_COLOR,
         "distribution_rows": rows,
         "chart": timeline_chart(report.timeline, bucket_s=report.bucket_s),
