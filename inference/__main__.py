@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference {train,evaluate,predict,bench,track} ...`` (``--help`` on each)."""
+"""Command line: ``python -m inference {train,ensemble,evaluate,predict,bench,track} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def _train(args) -> int:
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
         f" (flip TTA {card['public_test_flip_tta']['accuracy']:.4f}); model and card in {args.out}"
+    )
+    return 0
+
+
+def _ensemble(args) -> int:
+    from inference.ensemble import EnsembleError, ensemble
+
+    try:
+        card = ensemble(args.members, data=args.data, out=args.out, ferplus=args.ferplus)
+    except EnsembleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"PublicTest accuracy {card['public_test']['accuracy']:.4f} "
+        f"(flip TTA {card['public_test_flip_tta']['accuracy']:.4f}) of {len(card['members'])} members; "
+        f"model and card in {args.out}"
     )
     return 0
 
@@ -199,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", action="store_true", help="ECE (15 bins) and mean probability vs true share")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("ensemble", help="serve several trained models as one: the mean of their probabilities")
+    p.add_argument("members", nargs="+", help=".keras models of the same input and output (two or more)")
+    p.add_argument("--data", required=True, help="fer2013.csv[.gz]: PublicTest rows evaluate the ensemble")
+    p.add_argument("--ferplus", help="FER+ fer2013new.csv (rows in the order of --data): FER+ metrics in the card")
+    p.add_argument("--out", required=True, help="output folder: model.keras, model.onnx, model_card.json")
+    p.set_defaults(func=_ensemble)
 
     p = sub.add_parser("predict", help="detect and classify faces in photos")
     p.add_argument("images", nargs="+", help="jpg/png/tiff/bmp files")

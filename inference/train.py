@@ -494,6 +494,9 @@ def build_or_resume(
 def warm_start(model, init: str) -> dict:
     """Copy the weights of the ``.keras`` file ``init`` into ``model`` (same architecture) and describe the source.
 
+    When ``init`` is an ensemble (``inference.ensemble``), the weights come from its first member of the same
+    architecture, while the numbers describe the whole file (its card's training adds up all members).
+
     Returns:
         ``{"path", "sha256", "epochs_run", "training_wall_time_s", "total_wall_time_s", "labels"}``; the numbers
         come from ``model_card.json`` beside ``init`` (a file ``<stem>_card.json`` or ``model_card.json``), ``None``
@@ -508,10 +511,14 @@ def warm_start(model, init: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{init}: no such model file")
     source = keras.models.load_model(path, compile=False)
-    ours, theirs = model.get_weights(), source.get_weights()
-    if [w.shape for w in ours] != [w.shape for w in theirs]:
+    ours = [w.shape for w in model.get_weights()]
+    # An ensemble (inference.ensemble, e.g. the shipped model) holds its members as nested models: start from the
+    # first member of this architecture.
+    candidates = [source, *(layer for layer in source.layers if isinstance(layer, keras.Model))]
+    match = next((c for c in candidates if [w.shape for w in c.get_weights()] == ours), None)
+    if match is None:
         raise ValueError(f"{init}: architecture differs from the model being trained (weight shapes differ)")
-    model.set_weights(theirs)
+    model.set_weights(match.get_weights())
     card = {}
     for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
         if candidate.is_file():

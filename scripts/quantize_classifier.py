@@ -12,7 +12,8 @@ Works for any model written by ``inference/export.py`` (input ``face`` ``float32
    "Benchmark" has the variants tried);
 3. compare PublicTest accuracy of the float and int8 models, both as served (flip TTA); if the int8 model is more
    than ``--max-drop`` points worse, write nothing and exit 1;
-   (the final ``Softmax`` stays float, so probabilities still sum to 1);
+   (the final ``Softmax``, and an ensemble's mean of its members' probabilities, stay float, so probabilities
+   still sum to 1);
 4. write ``<model>.int8.onnx`` beside the model with the float file's SHA-256 in its metadata
    (``source_sha256``). ``inference.classifier.EmotionClassifier`` serves that file instead of the float one only
    while the hash matches, so a re-exported model is served in float until this script is run again.
@@ -54,8 +55,14 @@ def main() -> int:
     calibration = train.images[pick][..., None].astype(np.float32)
     graph = onnx.load(str(model)).graph
     input_name = graph.input[0].name
-    # probabilities stay float: a quantised Softmax output moves in steps of 1/255 and rows no longer sum to 1
+    # probabilities stay float: a quantised Softmax output moves in steps of 1/255 and rows no longer sum to 1;
+    # so does everything computed from them (an ensemble's mean of its members' probabilities)
     softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
+    float_tensors = {out for node in graph.node if node.op_type == "Softmax" for out in node.output}
+    for node in graph.node:  # nodes are in topological order
+        if node.op_type != "Softmax" and float_tensors.intersection(node.input):
+            softmax.append(node.name)
+            float_tensors.update(node.output)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

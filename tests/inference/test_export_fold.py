@@ -41,3 +41,42 @@ def test_fold_input_rescale_is_exact_and_removes_the_rescale_ops(tmp_path):
     assert np.abs(run["before"] - run["after"]).max() < 1e-5
     # A graph without the pattern is left alone.
     assert fold_input_rescale(proto) is False
+
+
+@pytest.mark.slow
+def test_fold_input_rescale_folds_every_member_of_an_ensemble_that_shares_the_rescale():
+    import keras
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    from inference.ensemble import build_ensemble
+    from inference.model import build_model
+
+    members = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        members.append(build_model(stages=((8, 1), (16, 1)), dense_units=16))
+    model = build_ensemble(members)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")])
+    def serve(face):
+        return {"probabilities": model(face, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
+    before = onnx.ModelProto()
+    before.CopyFrom(proto)
+    assert [n.op_type for n in proto.graph.node[:3]] == ["Mul", "Add", "Reshape"]  # one rescale for both members
+    assert fold_input_rescale(proto) is True
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Mul" not in ops[:4] and "Add" not in ops[:4] and ops.count("Pad") == 2
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 48, 48, 1)).astype(np.float32)
+    x[:, 0, :, :] = 0
+    x[:, :, -1, :] = 255
+    run = {}
+    for name, m in (("before", before), ("after", proto)):
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        run[name] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(run["before"] - run["after"]).max() < 1e-5
