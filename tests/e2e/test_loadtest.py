@@ -29,7 +29,10 @@ KEYS = {
     "clients", "fps", "seconds", "frames_sent", "frames_processed", "frames_dropped", "faces_detected", "errors",
     "frame_errors", "unanswered", "latency_ms", "memory_mb", "wall_s", "session_ids",
 }  # fmt: skip
-NEW_KEYS = {"per_client_processed_fps", "analysed_fps_over_time", "clients_connected", "size", "dropped_by_reason"}
+NEW_KEYS = {
+    "per_client_processed_fps", "analysed_fps_over_time", "clients_connected", "size", "dropped_by_reason",
+    "scene_seconds",
+}  # fmt: skip
 #: Nothing listens there: a command that touched the database would fail.
 NO_DATABASE = "postgres://nobody@127.0.0.1:9/no_such_database"
 
@@ -76,6 +79,7 @@ def test_loadtest_in_its_own_user_mode_streams_a_group_photo_and_reports_todays_
     assert set(result["latency_ms"]) == {"p50", "p95", "max"}
     assert set(result["memory_mb"]) == {"web_peak", "workers_peak"}
     assert result["clients"] == 2 and result["clients_connected"] == 2 and result["size"] is None
+    assert result["scene_seconds"] == 10.0  # the default: a still camera filming one scene
     sent, processed = result["frames_sent"], result["frames_processed"]
     assert 14 <= sent <= 18  # 2 clients x 2 fps x 4 s
     _assert_accounted(result)
@@ -269,6 +273,35 @@ def test_letterboxing_fits_the_photo_into_the_webcam_frame_keeping_its_aspect_ra
     assert np.all(frame[:26] == 128) and np.all(frame[-26:] == 128) and not np.all(frame[26:30] == 128)
     jpeg = load_frames([str(group_photo[0])], (640, 480))[0]
     assert jpeg.startswith(b"\xff\xd8\xff") and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (480, 640, 3)
+
+
+def test_a_still_camera_sends_noisy_copies_of_one_scene_and_cuts_to_the_next_photo_on_schedule(photos):
+    import cv2
+    import numpy as np
+
+    from sessions_app.management.commands.loadtest import frame_for, load_frames, scene_variants
+
+    paths = sorted(p for p in photos if p.parent.name == "group_photos")[:2]
+    frames = load_frames([str(p) for p in paths], (640, 480))
+    scenes = scene_variants(frames, variants=4, sigma=2.0)
+    assert [len(s) for s in scenes] == [4, 4] and len(set(scenes[0])) == 4  # no two copies are the same bytes
+
+    def grey(data):
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+
+    original, copy = grey(frames[0]), grey(scenes[0][1])
+    assert 0.5 < np.abs(copy - original).mean() < 4.0  # sensor noise of a few grey levels, the same picture
+    assert np.abs(grey(scenes[1][0]) - original).mean() > 10  # the other photo is another scene
+
+    # at 2 fps with 10-s scenes: client 0 films photo 0 for 20 frames, then photo 1; client 1 starts on photo 1
+    sent = [frame_for(scenes, n, offset=0, fps=2.0, scene_seconds=10.0) for n in range(24)]
+    assert all(f in scenes[0] for f in sent[:20]) and all(f in scenes[1] for f in sent[20:])
+    assert sent[0] != sent[1] and sent[:4] == scenes[0]
+    assert frame_for(scenes, 0, offset=1, fps=2.0, scene_seconds=10.0) in scenes[1]
+    # --scene-seconds 0: a cut every frame, round-robin over the photos as sent
+    cuts = [[f] for f in frames]
+    sent = [frame_for(cuts, n, offset=1, fps=2.0, scene_seconds=0) for n in range(3)]
+    assert sent == [frames[1], frames[0], frames[1]]
 
 
 def test_results_per_second_and_the_ramp_target_are_computed_from_the_run():

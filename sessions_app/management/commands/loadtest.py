@@ -15,10 +15,13 @@ How it talks to the server (all over HTTP(S), like a browser and an API client w
    keeps the session cookie, which the WebSocket handshake needs;
 2. gets an API token (``POST /api/v1/auth/token/``) and creates one ``crowd`` session per client through the REST
    API (``POST /api/v1/sessions/``);
-3. opens one camera WebSocket per session (``/ws/sessions/<id>/stream/``, ``ws://`` or ``wss://``), streams the
-   photos round-robin as JPEG frames (with the ``FRM1`` header carrying the sequence number and capture time) at
-   ``--fps`` for ``--seconds``, then waits until every frame is accounted for (result, dropped or error) or the
-   drain timeout passes;
+3. opens one camera WebSocket per session (``/ws/sessions/<id>/stream/``, ``ws://`` or ``wss://``), streams JPEG
+   frames (with the ``FRM1`` header carrying the sequence number and capture time) at ``--fps`` for ``--seconds``,
+   then waits until every frame is accounted for (result, dropped or error) or the drain timeout passes. Like a
+   webcam, each client films one scene: client *i* starts on photo *i* (round-robin), sends noisy copies of it
+   (``scene_variants``: sensor noise, so no two consecutive frames are equal) and moves to the next photo every
+   ``--scene-seconds`` (default 10 s, a scene cut). ``--scene-seconds 0`` sends a different photo every frame, as
+   this command did before: every frame is a scene cut and gets full face detection, the worst case;
 4. ends the sessions through the API (also after a failure or Ctrl-C).
 
 Without ``--username`` it creates a throw-away user (``loadtest-<random>``) in this process's database first (so run
@@ -33,16 +36,17 @@ stopping after the first step that misses the target: p95 latency at most ``--ta
 errors, nothing unanswered, and at most ``--max-dropped-pct`` (default 2 %) of the frames dropped. It reports the
 largest count that met it.
 
-``--json`` prints one object per run: ``clients, fps, seconds, size, frames_sent, frames_processed, frames_dropped,
-dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered, clients_connected, latency_ms
-{p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time [{t_s, fps}], memory_mb
-{web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to result, measured in the
-client), rates in frames per second (``per_client_processed_fps``: results received by a client / its streaming
-time; ``analysed_fps_over_time``: results of all clients arriving in second ``[t_s, t_s + 1)`` after the start),
-memory in MB (peak RSS, sampled every 0.5 s, of the local daphne process listening on the URL's port and of the
-local Celery workers on the same broker and queue as that daphne; ``null`` when the server is not on this machine or
-they cannot be seen). With ``--ramp``: ``{"target_p95_ms", "max_dropped_pct", "steps": [one object per step, plus
-"meets_target" and "missed" (reasons)], "max_clients_meeting_target"}`` (``null`` when no step met it).
+``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, frames_sent, frames_processed,
+frames_dropped, dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered,
+clients_connected, latency_ms {p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time
+[{t_s, fps}], memory_mb {web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to
+result, measured in the client), rates in frames per second (``per_client_processed_fps``: results received by a
+client / its streaming time; ``analysed_fps_over_time``: results of all clients arriving in second ``[t_s, t_s +
+1)`` after the start), memory in MB (peak RSS, sampled every 0.5 s, of the local daphne process listening on the
+URL's port and of the local Celery workers on the same broker and queue as that daphne; ``null`` when the server is
+not on this machine or they cannot be seen). With ``--ramp``: ``{"target_p95_ms", "max_dropped_pct", "steps": [one
+object per step, plus "meets_target" and "missed" (reasons)], "max_clients_meeting_target"}`` (``null`` when no step
+met it).
 
 Accounting: every frame sent gets exactly one answer (``result``, ``dropped`` or ``error`` event), or is counted as
 ``unanswered`` when none came before the drain timeout, so ``frames_sent == frames_processed + frames_dropped +
@@ -169,6 +173,46 @@ def load_frames(paths: list[str], size: tuple[int, int] | None = None) -> list[b
                 data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
         frames.append(data)
     return frames
+
+
+#: Noisy copies of each photo streamed in turn while a client's scene lasts (``--scene-seconds``).
+SCENE_VARIANTS = 8
+#: Standard deviation of the sensor noise added to each copy, in grey levels: about what a webcam shows in a lit
+#: classroom (EMVA 1288 temporal dark noise plus shot noise of an 8-bit consumer sensor, 1-3 DN).
+SCENE_NOISE_SIGMA = 2.0
+
+
+def scene_variants(frames: list[bytes], variants: int = SCENE_VARIANTS, sigma: float = SCENE_NOISE_SIGMA,
+                   seed: int = 0) -> list[list[bytes]]:  # fmt: skip
+    """For each JPEG in ``frames``, ``variants`` JPEGs of the same picture with independent Gaussian noise of
+    ``sigma`` grey levels (quality ``FRAME_JPEG_QUALITY``): consecutive frames of a still camera, which differ
+    pixel by pixel but show one scene. Returns ``[[bytes] * variants] * len(frames)``."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    scenes = []
+    for data in frames:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+        copies = []
+        for _ in range(variants):
+            noisy = np.clip(image + rng.normal(0.0, sigma, image.shape), 0, 255).astype(np.uint8)
+            copies.append(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])[1].tobytes())
+        scenes.append(copies)
+    return scenes
+
+
+def frame_for(scenes: list[list[bytes]], n: int, *, offset: int, fps: float, scene_seconds: float) -> bytes:
+    """The bytes a client sends as its frame ``n`` (0, 1, ...).
+
+    ``scene_seconds > 0``: a still camera whose scene changes every ``scene_seconds`` s: client ``offset`` starts on
+    photo ``offset`` and shows its noisy copies in turn, then the next photo. ``scene_seconds == 0``: a different
+    photo every frame (round-robin from ``offset``), so every frame is a scene cut and gets full face detection: the
+    worst case of the streaming pipeline."""
+    if scene_seconds <= 0:
+        return scenes[(n + offset) % len(scenes)][0]
+    scene = scenes[(offset + int(n / fps // scene_seconds)) % len(scenes)]
+    return scene[n % len(scene)]
 
 
 # ---------------------------------------------------------------------------------------------- HTTP client
@@ -403,11 +447,12 @@ class Stats:
     messages: list[str] = field(default_factory=list)
 
 
-async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fps: float, seconds: float,
-                  drain_s: float, offset: int, stats: Stats, context: ssl.SSLContext | None) -> None:  # fmt: skip
-    """One camera client: connect to ``ws_url`` (``Cookie``/``Origin`` headers, TLS ``context`` for wss), send
-    ``frames`` round-robin (from index ``offset``) at ``fps`` frames/s for ``seconds`` s, then wait up to ``drain_s``
-    s for the last answers. Adds to ``stats``. Never raises."""
+async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes]], fps: float, seconds: float,
+                  drain_s: float, offset: int, stats: Stats, context: ssl.SSLContext | None,
+                  scene_seconds: float) -> None:  # fmt: skip
+    """One camera client: connect to ``ws_url`` (``Cookie``/``Origin`` headers, TLS ``context`` for wss), send the
+    frames of ``scenes`` (``frame_for``: client ``offset``, ``scene_seconds``) at ``fps`` frames/s for ``seconds``
+    s, then wait up to ``drain_s`` s for the last answers. Adds to ``stats``. Never raises."""
     import websockets
     from websockets.typing import Origin
 
@@ -459,7 +504,7 @@ async def _client(ws_url: str, origin: str, cookie: str, frames: list[bytes], fp
                 header = FRAME_HEADER.pack(FRAME_HEADER_MAGIC, n, time.time() * 1000.0)
                 sent_at[n] = time.perf_counter()
                 try:
-                    await ws.send(header + frames[(n + offset) % len(frames)])
+                    await ws.send(header + frame_for(scenes, n, offset=offset, fps=fps, scene_seconds=scene_seconds))
                 except Exception:
                     sent_at.pop(n, None)  # never sent
                     raise
@@ -491,8 +536,8 @@ def fps_over_time(result_at: list[float]) -> list[dict]:
     return [{"t_s": k, "fps": n} for k, n in enumerate(counts)]
 
 
-def run_step(server: Server, cookie: str, frames: list[bytes], *, clients: int, fps: float, seconds: float,
-             drain_s: float, size: tuple[int, int] | None) -> dict:  # fmt: skip
+def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients: int, fps: float, seconds: float,
+             drain_s: float, size: tuple[int, int] | None, scene_seconds: float) -> dict:  # fmt: skip
     """One load-test run with ``clients`` camera clients: create their sessions through the API, stream, end the
     sessions (also when interrupted). Returns the result object of the module doc. Raises ``CommandError`` when a
     session cannot be created or no client could connect."""
@@ -518,13 +563,14 @@ def run_step(server: Server, cookie: str, frames: list[bytes], *, clients: int, 
                         f"{server.ws_base}/ws/sessions/{sid}/stream/",
                         server.base,
                         cookie,
-                        frames,
+                        scenes,
                         fps,
                         seconds,
                         drain_s,
                         i,
                         stats,
                         server.context,
+                        scene_seconds,
                     )  # fmt: skip
                     for i, sid in enumerate(session_ids)
                 ]
@@ -544,6 +590,7 @@ def run_step(server: Server, cookie: str, frames: list[bytes], *, clients: int, 
         "fps": fps,
         "seconds": seconds,
         "size": f"{size[0]}x{size[1]}" if size else None,
+        "scene_seconds": scene_seconds,
         "frames_sent": stats.sent,
         "frames_processed": stats.processed,
         "frames_dropped": stats.dropped,
@@ -625,6 +672,13 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=20.0, help="Streaming time per run (s).")
         parser.add_argument("--size", help="Letterbox the images into WxH frames, e.g. 640x480.")
         parser.add_argument("--images", nargs="+", required=True)
+        parser.add_argument(
+            "--scene-seconds",
+            type=float,
+            default=10.0,
+            help="Each client films one photo (with sensor noise) and moves to the next every this many seconds "
+            "(default 10); 0 = a different photo every frame (every frame a scene cut: the worst case).",
+        )
         parser.add_argument("--drain", type=float, default=None, help="Seconds to wait for outstanding results.")
         parser.add_argument("--json", action="store_true")
 
@@ -647,9 +701,12 @@ class Command(BaseCommand):
         """Run the load test (or the ramp) with the parsed options ``opts`` and write the result to stdout."""
         if opts["clients"] < 1 or opts["fps"] <= 0 or opts["seconds"] <= 0:
             raise CommandError("--clients, --fps and --seconds must be positive")
+        if opts["scene_seconds"] < 0:
+            raise CommandError("--scene-seconds must be 0 (a cut every frame) or positive")
         size = parse_size(opts["size"]) if opts["size"] else None
         steps = parse_ramp(opts["ramp"]) if opts["ramp"] else [opts["clients"]]
         frames = load_frames(opts["images"], size)
+        scenes = scene_variants(frames) if opts["scene_seconds"] > 0 else [[f] for f in frames]
         context = tls_context(ca=opts["ca"], insecure=opts["insecure"]) if opts["ca"] or opts["insecure"] else None
         server = Server(opts["url"], context=context or ssl.create_default_context())
         username, password = self._credentials(opts)
@@ -662,9 +719,11 @@ class Command(BaseCommand):
             cookie = server.login(username, password)
         server.api_login(username, password)
         drain = opts["drain"] if opts["drain"] is not None else settings.FER_FRAME_TASK_EXPIRES_S + 15
-        run = dict(fps=opts["fps"], seconds=opts["seconds"], drain_s=drain, size=size)
+        run = dict(
+            fps=opts["fps"], seconds=opts["seconds"], drain_s=drain, size=size, scene_seconds=opts["scene_seconds"]
+        )
         if not opts["ramp"]:
-            result = run_step(server, cookie, frames, clients=steps[0], **run)
+            result = run_step(server, cookie, scenes, clients=steps[0], **run)
             self.stdout.write(json.dumps(result) if opts["json"] else _text(result))
             for msg in result.get("error_messages", []):
                 self.stderr.write(msg)
@@ -674,7 +733,7 @@ class Command(BaseCommand):
         for i, clients in enumerate(steps):
             if i:
                 time.sleep(RAMP_PAUSE_S)
-            result = run_step(server, cookie, frames, clients=clients, **run)
+            result = run_step(server, cookie, scenes, clients=clients, **run)
             result["missed"] = target_misses(result, **target)
             result["meets_target"] = not result["missed"]
             results.append(result)
