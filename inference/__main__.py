@@ -28,6 +28,8 @@ def _train(args) -> int:
         lowres_share=args.lowres_share,
         init=args.init,
         label_smoothing=args.label_smoothing,
+        teacher=args.teacher,
+        teacher_weight=args.teacher_weight,
     )
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lowres-share", type=float, default=0.0, help="share of training faces shrunk to 12-40 px and back (0: off)"
     )
     p.add_argument("--init", help="warm start: .keras model of the same architecture to start from")
+    p.add_argument("--teacher", help="distil from this ONNX model (e.g. the shipped ensemble): soft training targets")
+    p.add_argument(
+        "--teacher-weight", type=float, default=0.5, help="weight of the teacher's probabilities in the targets"
+    )
     p.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, default 0.1")
     p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)

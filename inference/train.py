@@ -310,12 +310,21 @@ def load_training_data(
     mix_weight: float = 0.5,
     max_train_rows: int | None = None,
     log=print,
+    teacher: str | None = None,
+    teacher_weight: float = 0.5,
 ) -> TrainingData:
     """Step 1 of ``train``: load FER2013 (and FER+ votes), split Training / PublicTest, build the targets.
+
+    With ``teacher`` (an ONNX model, e.g. the shipped ensemble), the training targets are knowledge distillation
+    targets (Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv:1503.02531, 2015, at
+    temperature 1): ``teacher_weight`` x the teacher's probabilities on the unaugmented face (flip TTA on every face,
+    float model) + ``(1 - teacher_weight)`` x the ``labels`` recipe's target. So a shrunk training face
+    (``lowres_share``) learns what the teacher reads on the sharp one. PublicTest targets stay the recipe's.
 
     Raises:
         inference.data.DatasetError: unreadable data, no ``Training``/``PublicTest`` rows, or ``ferplus``/``mixed``
             without a FER+ file.
+        ValueError: ``teacher_weight`` outside 0..1. inference.classifier.ModelLoadError: unusable ``teacher``.
     """
     if labels != "fer2013" and not ferplus:
         raise DatasetError(f"--labels {labels} needs --ferplus PATH (FER+ fer2013new.csv)")
@@ -354,6 +363,23 @@ def load_training_data(
         )
         train_set, y_train, votes_train = _take(train_set, keep_train), y_train[keep_train], votes_train[keep_train]
         val_set, y_val, votes_val = _take(val_set, keep_val), y_val[keep_val], votes_val[keep_val]
+    if teacher:
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight must lie in 0..1, not {teacher_weight}")
+        from inference.classifier import EmotionClassifier
+        from inference.data import file_sha256
+
+        teacher_clf = EmotionClassifier(teacher, flip_tta=True, tta_margin=1.0, quantized=False)
+        taught = teacher_clf.predict_proba(train_set.images)
+        y_train = (teacher_weight * taught + (1.0 - teacher_weight) * y_train).astype(np.float32)
+        info.update(
+            teacher=str(teacher),
+            teacher_sha256=file_sha256(teacher),
+            teacher_weight=teacher_weight,
+            teacher_rule="target = teacher_weight x teacher probabilities (flip TTA, unaugmented face) + "
+            "(1 - teacher_weight) x the labels recipe's target",
+        )
+        log(f"distillation: teacher {teacher} (weight {teacher_weight}) on {len(taught)} training faces")
     log(
         f"data: {len(train_set)} training rows, {len(val_set)} PublicTest rows, labels {labels}, "
         f"sha256 {dataset.sha256[:16]}..."
@@ -616,6 +642,8 @@ def train(
     lowres_share: float = 0.0,
     init: str | None = None,
     log=print,
+    teacher: str | None = None,
+    teacher_weight: float = 0.5,
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
 
@@ -642,6 +670,7 @@ def train(
         lowres_share: share of training faces shrunk to 12..40 px and scaled back (0: off), see ``make_lowres``.
         init: ``.keras`` file to start from (warm start; ignored on ``resume`` when a checkpoint exists).
         log: callable for progress lines.
+        teacher, teacher_weight: knowledge distillation from an ONNX model, see ``load_training_data``.
 
     Returns:
         The model card (also written to ``<out>/model_card.json``).
@@ -660,7 +689,7 @@ def train(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(exist_ok=True)
 
-    train_data = load_training_data(data, labels, ferplus, mix_weight, max_train_rows, log)
+    train_data = load_training_data(data, labels, ferplus, mix_weight, max_train_rows, log, teacher, teacher_weight)
     keras.utils.set_random_seed(seed)
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -698,6 +727,8 @@ def train(
         "swa_epochs": swa_epochs,
         "seed": seed,
     }
+    if teacher:
+        recipe.update(teacher_sha256=train_data.labels["teacher_sha256"], teacher_weight=teacher_weight)
     if state.get("recipe") and state["recipe"] != recipe:
         log(f"note: resumed with another recipe than the checkpoint's: {state['recipe']} -> {recipe}")
     state["recipe"] = recipe

@@ -24,6 +24,25 @@ def test_probabilities_shape_dtype_and_rows_sum_to_one(classifier, fixture_csv):
     assert classifier.predict_proba(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
 
 
+def test_a_large_input_is_classified_in_chunks_with_the_same_answers(fixture_csv, monkeypatch):
+    faces = load_fer2013(fixture_csv, usage="PublicTest").images[:40]
+    for kwargs in ({"tta_margin": 1.0}, {"tta_margin": 0.4}, {"flip_tta": False}):
+        clf = EmotionClassifier(**kwargs)
+        whole = clf.predict_proba(faces)
+        calls = []
+        run = clf._session.run
+        monkeypatch.setattr(
+            clf._session,
+            "run",
+            lambda out, feed, calls=calls, run=run: calls.append(len(next(iter(feed.values())))) or run(out, feed),
+        )
+        monkeypatch.setattr(EmotionClassifier, "MAX_BATCH", 16)
+        chunked = clf.predict_proba(faces)
+        monkeypatch.undo()
+        np.testing.assert_allclose(chunked, whole, atol=1e-6)
+        assert max(calls) <= 32  # 16 faces a call, 32 with their mirror images
+
+
 def test_full_flip_tta_gives_mirror_invariant_predictions(fixture_csv):
     tta = EmotionClassifier(flip_tta=True, tta_margin=1.0)
     faces = load_fer2013(fixture_csv, usage="PublicTest").images[:16]

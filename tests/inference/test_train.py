@@ -176,3 +176,25 @@ def test_training_smoke_with_ferplus_labels_loss_falls_card_written_and_warm_sta
     )
     with pytest.raises(ValueError, match="architecture"):
         train(str(fixture_csv), out=str(tmp_path / "x"), epochs=1, init=str(out / "model.keras"), log=lambda _: None)
+
+
+def test_distillation_targets_mix_the_teachers_probabilities_with_the_recipe(fixture_csv):
+    from inference.classifier import EmotionClassifier, default_model_path
+    from inference.train import load_training_data
+
+    ferplus = str(fixture_csv.with_name("fer2013new_sample.csv"))
+    plain = load_training_data(str(fixture_csv), "mixed", ferplus, 0.8, log=lambda _: None)
+    taught = load_training_data(
+        str(fixture_csv), "mixed", ferplus, 0.8, log=lambda _: None, teacher=str(default_model_path()),
+        teacher_weight=0.25,
+    )  # fmt: skip
+    teacher = EmotionClassifier(default_model_path(), flip_tta=True, tta_margin=1.0, quantized=False)
+    expected = 0.25 * teacher.predict_proba(plain.train_set.images) + 0.75 * plain.y_train
+    np.testing.assert_allclose(taught.y_train, expected, atol=1e-6)
+    np.testing.assert_allclose(taught.y_train.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(taught.y_val, plain.y_val)  # checkpoints are still chosen on the recipe's targets
+    assert taught.labels["teacher_weight"] == 0.25 and len(taught.labels["teacher_sha256"]) == 64
+    with pytest.raises(ValueError, match="teacher_weight"):
+        load_training_data(
+            str(fixture_csv), "fer2013", None, log=lambda _: None, teacher=str(default_model_path()), teacher_weight=2
+        )
