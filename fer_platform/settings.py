@@ -98,6 +98,9 @@ ASGI_APPLICATION = "fer_platform.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+# A kept connection (the workers': DATABASE_CONN_MAX_AGE=60 in scripts/run.py and compose) is checked before it is
+# reused, so a restarted database costs no failed task.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web process and Celery worker write concurrently in the quick start: wait for locks instead of failing.
     # Write-ahead logging lets readers run beside the writer, and synchronous=NORMAL syncs the log at checkpoints

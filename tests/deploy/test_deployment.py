@@ -116,3 +116,26 @@ def test_chart_js_is_vendored_not_fetched_from_a_cdn(path):
     assert (REPO / path).read_text()[:200].find("Chart.js v4") >= 0
     for template in (REPO / "templates").rglob("*.html"):
         assert "cdn." not in template.read_text() and "unpkg" not in template.read_text(), template
+
+
+def test_workers_keep_their_database_connection_and_the_web_process_does_not():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    remote = yaml.safe_load((REPO / "compose.worker.yml").read_text())["services"]
+    for worker in (compose["worker"], remote["worker"]):
+        assert worker["environment"]["DATABASE_CONN_MAX_AGE"] == "${WORKER_DB_CONN_MAX_AGE:-60}"
+        assert "DATABASE_URL" in worker["environment"] and "REDIS_URL" in worker["environment"]
+    assert "DATABASE_CONN_MAX_AGE" not in compose["web"]["environment"]
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart_run", REPO / "scripts/run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert run.worker_env({}) == {"DATABASE_CONN_MAX_AGE": "60"}
+    assert run.worker_env({"DATABASE_CONN_MAX_AGE": "0"}) == {"DATABASE_CONN_MAX_AGE": "0"}  # the operator's choice
+
+
+def test_a_kept_database_connection_is_health_checked_before_reuse():
+    from django.conf import settings
+
+    assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
