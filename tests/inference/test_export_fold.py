@@ -6,6 +6,22 @@ import pytest
 from inference.export import fold_input_rescale
 
 
+def _exported(model):
+    """``model`` exported by tf2onnx as ``inference.export`` does, unfolded: ``(graph to fold, untouched copy)``."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")])
+    def serve(face):
+        return {"probabilities": model(face, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
+    before = onnx.ModelProto()
+    before.CopyFrom(proto)
+    return proto, before
+
+
 def _largest_output_difference(before, after) -> float:
     """Largest |difference| of two ONNX graphs' outputs on random faces whose borders are 0 and 255 (border pixels
     matter most: they exercise the padding value)."""
@@ -23,9 +39,6 @@ def _largest_output_difference(before, after) -> float:
 
 @pytest.mark.slow
 def test_fold_input_rescale_is_exact_and_removes_the_rescale_ops(tmp_path):
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
 
     from inference.model import build_model
 
@@ -33,13 +46,7 @@ def test_fold_input_rescale_is_exact_and_removes_the_rescale_ops(tmp_path):
     # Non-trivial batch-norm statistics so the first convolution's bias matters.
     model.predict(np.random.default_rng(1).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32), verbose=0)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")])
-    def serve(face):
-        return {"probabilities": model(face, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
-    before = onnx.ModelProto()
-    before.CopyFrom(proto)
+    proto, before = _exported(model)
     assert fold_input_rescale(proto) is True
     ops = [n.op_type for n in proto.graph.node]
     assert "Mul" not in ops[:3] and "Add" not in ops[:3] and ops[:3] == ["Reshape", "Pad", "Conv"]
@@ -52,9 +59,6 @@ def test_fold_input_rescale_is_exact_and_removes_the_rescale_ops(tmp_path):
 @pytest.mark.slow
 def test_fold_input_rescale_folds_every_member_of_an_ensemble_that_shares_the_rescale():
     import keras
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
 
     from inference.ensemble import build_ensemble
     from inference.model import build_model
@@ -65,13 +69,7 @@ def test_fold_input_rescale_folds_every_member_of_an_ensemble_that_shares_the_re
         members.append(build_model(stages=((8, 1), (16, 1)), dense_units=16))
     model = build_ensemble(members)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32, name="face")])
-    def serve(face):
-        return {"probabilities": model(face, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17)
-    before = onnx.ModelProto()
-    before.CopyFrom(proto)
+    proto, before = _exported(model)
     assert [n.op_type for n in proto.graph.node[:3]] == ["Mul", "Add", "Reshape"]  # one rescale for both members
     assert fold_input_rescale(proto) is True
     ops = [n.op_type for n in proto.graph.node]
