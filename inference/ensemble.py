@@ -35,7 +35,8 @@ def build_ensemble(members: Sequence, name: str | None = None):
     Args:
         members: two or more Keras models with the same input ``(None, 48, 48, 1)`` float32 grey levels 0..255 and
             output ``(None, 7)`` probabilities in ``LABELS`` order (e.g. ``inference.model.build_model``).
-        name: the model's name (default ``<first member's name>-ensemble<N>``).
+        name: the model's name (default ``<first member's name>-ensemble<N>``). The members are renamed
+            ``member0``, ``member1``, ... (nested models need unique names); their weights are untouched.
 
     Returns:
         A functional ``keras.Model``: input ``face`` ``(None, 48, 48, 1)``, output ``(None, 7)`` probabilities
@@ -60,14 +61,6 @@ def build_ensemble(members: Sequence, name: str | None = None):
         outputs.append(member(face, training=False))
     mean = keras.layers.Average(name="probabilities")(outputs)
     return keras.Model(face, mean, name=name)
-
-
-def _member_card(path: Path) -> dict:
-    """The card beside a member's ``.keras`` file (``<stem>_card.json`` or ``model_card.json``), ``{}`` if none."""
-    for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return {}
 
 
 def training_wall_time(members: Sequence[dict]) -> dict:
@@ -134,6 +127,7 @@ def ensemble(
     from inference.export import export_onnx
     from inference.labels import LABELS
     from inference.model import count_flops
+    from inference.train import card_beside
 
     started = time.time()
     paths = [Path(p) for p in member_paths]
@@ -143,7 +137,7 @@ def ensemble(
     models = [keras.models.load_model(p, compile=False) for p in paths]
     members = []
     for path, model in zip(paths, models, strict=True):
-        card = _member_card(path)
+        card = card_beside(path)
         members.append(
             {
                 "path": str(path),

@@ -517,6 +517,15 @@ def build_or_resume(
     return model, state
 
 
+def card_beside(path: Path) -> dict:
+    """The model card beside the model file ``path`` (``<stem>_card.json``, else ``model_card.json``); ``{}`` when
+    there is none."""
+    for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return {}
+
+
 def warm_start(model, init: str) -> dict:
     """Copy the weights of the ``.keras`` file ``init`` into ``model`` (same architecture) and describe the source.
 
@@ -545,11 +554,7 @@ def warm_start(model, init: str) -> dict:
     if match is None:
         raise ValueError(f"{init}: architecture differs from the model being trained (weight shapes differ)")
     model.set_weights(match.get_weights())
-    card = {}
-    for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
-        if candidate.is_file():
-            card = json.loads(candidate.read_text())
-            break
+    card = card_beside(path)
     labels = card.get("labels", {}).get("training", "fer2013") if card else None
     return {
         "path": str(path),
