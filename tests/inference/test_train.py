@@ -19,15 +19,15 @@ def test_class_weights_lift_rare_labels():
 def test_training_smoke_loss_falls_and_writes_card_plots_and_export(fixture_csv, tmp_path):
     out = tmp_path / "run"
     lines = []
-    card = train(str(fixture_csv), out=str(out), epochs=4, patience=10, log=lines.append, **TINY)
+    card = train(str(fixture_csv), out=str(out), epochs=8, patience=10, log=lines.append, **TINY)
     history = card_history(out)
-    assert len(history) == 4
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert len(history) == 8
+    assert_loss_falls(history)
     for name in ("model.keras", "model.onnx", "model_card.json", "training_curves.png", "confusion_matrix.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "model_card.json").read_text())
     assert saved == card
-    assert card["parameters"] > 0 and card["flops_per_face"] > 0 and card["epochs_run"] == 4
+    assert card["parameters"] > 0 and card["flops_per_face"] > 0 and card["epochs_run"] == 8
     assert len(card["data"]["sha256"]) == 64
     assert card["public_test"]["n"] == 56 and len(card["public_test"]["confusion"]) == 7
     assert set(card["public_test"]["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
@@ -36,11 +36,22 @@ def test_training_smoke_loss_falls_and_writes_card_plots_and_export(fixture_csv,
     assert any("skipped:" in line for line in lines)
 
     # --resume with a larger epoch budget continues after the last checkpoint instead of starting over.
-    resumed = train(str(fixture_csv), out=str(out), epochs=5, patience=10, resume=True, log=lines.append, **TINY)
-    assert any("resuming after epoch 4" in line for line in lines)
-    assert resumed["epochs_run"] == 5
+    resumed = train(str(fixture_csv), out=str(out), epochs=9, patience=10, resume=True, log=lines.append, **TINY)
+    assert any("resuming after epoch 8" in line for line in lines)
+    assert resumed["epochs_run"] == 9
     assert resumed["total_wall_time_s"] > card["total_wall_time_s"]  # the first invocation's time is kept
-    assert card_history(out)[:4] == history
+    assert card_history(out)[:8] == history
+
+
+def assert_loss_falls(history):
+    """The training loss of the last three epochs, averaged, is clearly below the first epoch's.
+
+    One epoch's loss on the fixture's 160 augmented faces moves by about 0.1 from epoch to epoch and between CPUs
+    (seen: 4 epochs ended 0.01 above the first on one machine), while 6-8 epochs of the tiny model bring it down by
+    0.2-0.5 (seeds 1337, 1, 2, 3), so a single last-vs-first comparison was a coin toss and this is not.
+    """
+    last = sum(row["loss"] for row in history[-3:]) / 3
+    assert last < history[0]["loss"] - 0.05, [round(row["loss"], 3) for row in history]
 
 
 def card_history(out):
@@ -150,11 +161,12 @@ def test_training_smoke_with_ferplus_labels_loss_falls_card_written_and_warm_sta
     ferplus = str(fixture_csv.with_name("fer2013new_sample.csv"))
     out = tmp_path / "run"
     card = train(
-        str(fixture_csv), out=str(out), epochs=2, labels="ferplus", ferplus=ferplus, lowres_share=0.5,
+        str(fixture_csv), out=str(out), epochs=6, labels="ferplus", ferplus=ferplus, lowres_share=0.5,
         log=lambda _: None, **TINY,
     )  # fmt: skip
     history = card_history(out)
-    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
+    assert len(history) == 6
+    assert_loss_falls(history)
     assert json.loads((out / "model_card.json").read_text()) == card
     assert card["labels"]["training"] == "ferplus" and card["labels"]["ferplus_source"] == "fer2013new_sample.csv"
     assert card["labels"]["dropped_training_faces"] > 0 and card["recipe"]["lowres_share"] == 0.5
@@ -169,8 +181,8 @@ def test_training_smoke_with_ferplus_labels_loss_falls_card_written_and_warm_sta
         str(fixture_csv), out=str(tmp_path / "warm"), epochs=1, labels="mixed", ferplus=ferplus,
         init=str(out / "model.keras"), log=lambda _: None, **TINY,
     )  # fmt: skip
-    assert warm["init"]["epochs_run"] == 2 and warm["init"]["labels"] == "ferplus"
-    assert warm["epochs_run_including_init"] == 3
+    assert warm["init"]["epochs_run"] == 6 and warm["init"]["labels"] == "ferplus"
+    assert warm["epochs_run_including_init"] == 7
     assert warm["training_wall_time_including_init_s"] == pytest.approx(
         warm["training_wall_time_s"] + card["training_wall_time_s"], abs=0.2
     )
