@@ -133,6 +133,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Celery's Django fixup closes every database connection before and after each task unless this is set, whatever
+# CONN_MAX_AGE says; with it, Django's own rule applies around each task (close_old_connections, fer_platform/celery.py)
+# and the fixup only recycles the connection every 2 x this many tasks.
+CELERY_DB_REUSE_MAX = 1000
 #: Celery beat: retention purge (issue #4) every FER_RETENTION_PURGE_INTERVAL_S seconds (default hourly).
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {

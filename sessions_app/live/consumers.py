@@ -293,7 +293,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._apply(self.state.retry_pending())
 
     async def admission_wake(self, event: dict) -> None:
-        """``admission.wake`` (``services.events.camera_wake``): this camera is first in line for a slot that was
+        """``admission.wake`` (``services.events.cameras_wake``): this camera is first in line for a slot that was
         just freed; offer the pending frame now (a no-op without one)."""
         if self.state is not None:
             await self._apply(self.state.retry_pending())

@@ -20,12 +20,65 @@ One more event goes to a single camera connection rather than to the session: ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
+from collections.abc import Iterable
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a synchronous caller waits for the channel layer to take its events.
+SEND_TIMEOUT_S = 5.0
+
+_sender_lock = threading.Lock()
+_sender_loop: asyncio.AbstractEventLoop | None = None
+_sender_pid = 0
+
+
+def _layer_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for channel-layer sends from synchronous code, running in a daemon thread (started
+    on first use, again in a forked child). One long-lived loop keeps ``channels_redis``'s per-loop connection pool:
+    ``async_to_sync`` made a new loop, thread and Redis connection for every event (a sixth of a worker's time per
+    camera frame, README "Load test")."""
+    global _sender_loop, _sender_pid
+    with _sender_lock:
+        if _sender_loop is None or _sender_pid != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-layer-sender", daemon=True).start()
+            _sender_loop, _sender_pid = loop, os.getpid()
+        return _sender_loop
+
+
+def group_events_send(messages: Iterable[tuple[str, dict]]) -> None:
+    """Send each ``(group, event)`` through the channel layer, from synchronous code (a worker, a view, a thread of
+    ``sync_to_async``), concurrently on the process's sender loop; returns when all are sent.
+
+    Raises the layer's errors (the first one), ``TimeoutError`` after ``SEND_TIMEOUT_S``, and ``RuntimeError`` when
+    called on a running event loop (await the layer there). A no-op without a channel layer.
+    """
+    layer = get_channel_layer()
+    messages = list(messages)
+    if layer is None or not messages:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("group_events_send is for synchronous code: await channel_layer.group_send instead")
+
+    async def send_all() -> None:
+        await asyncio.gather(*(layer.group_send(group, event) for group, event in messages))
+
+    future = asyncio.run_coroutine_threadsafe(send_all(), _layer_loop())
+    try:
+        future.result(timeout=SEND_TIMEOUT_S)
+    except TimeoutError:
+        future.cancel()
+        raise
 
 
 def session_group_name(session_id: int) -> str:
@@ -38,17 +91,18 @@ def camera_group_name(session_id: int, source: str) -> str:
     return f"camera_{int(session_id)}_{source.removeprefix('camera:')}"[:99]
 
 
-def camera_wake(camera: str) -> None:
-    """Send ``admission.wake`` to the camera ``"<session id>:<source>"`` (the admission queue's member name). Never
-    raises: a camera that misses it retries on its timer."""
-    layer = get_channel_layer()
-    session_id, _, source = camera.partition(":")
-    if layer is None or not session_id.isdigit() or not source.startswith("camera:"):
-        return
+def cameras_wake(cameras: Iterable[str]) -> None:
+    """Send ``admission.wake`` to each camera ``"<session id>:<source>"`` (the admission queue's member names) in one
+    round trip; malformed names are skipped. Never raises: a camera that misses it retries on its timer."""
+    messages = []
+    for camera in cameras:
+        session_id, _, source = camera.partition(":")
+        if session_id.isdigit() and source.startswith("camera:"):
+            messages.append((camera_group_name(int(session_id), source), {"type": "admission.wake"}))
     try:
-        async_to_sync(layer.group_send)(camera_group_name(int(session_id), source), {"type": "admission.wake"})
+        group_events_send(messages)
     except Exception:
-        logger.warning("could not wake camera %s", camera, exc_info=True)
+        logger.warning("could not wake cameras %s", [group for group, _ in messages], exc_info=True)
 
 
 def event_publish(session_id: int, event: dict) -> None:
@@ -56,10 +110,7 @@ def event_publish(session_id: int, event: dict) -> None:
 
     Failures are logged, never raised: the results are already stored, and a dead channel layer must not fail them.
     """
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(session_group_name(session_id), event)
+        group_events_send([(session_group_name(session_id), event)])
     except Exception:
         logger.exception("could not publish %s for session %s", event.get("type"), session_id)

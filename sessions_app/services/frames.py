@@ -32,7 +32,7 @@ from sessions_app.models import (
     Frame,
     TimelineBucket,
 )
-from sessions_app.services.events import camera_wake, event_publish
+from sessions_app.services.events import cameras_wake, event_publish
 from sessions_app.services.sessions import session_counters_add
 from sessions_app.services.tracks import upload_outcome_count
 
@@ -154,7 +154,7 @@ def frame_admission_acquire(*, token: str) -> bool:
 
 def frame_admission_release(*, token: str) -> None:
     """Give the analysis slot of a live frame back (its answer is known: result, error, expiry, lost), and wake the
-    cameras first in line for the slots now free (``events.camera_wake``: they retry at once, so a slot does not
+    cameras first in line for the slots now free (``events.cameras_wake``: they retry at once, so a slot does not
     idle until their next timed retry). Idempotent; a no-op for frames that never held one (uploads). Never
     raises."""
     _admission_redis()
@@ -165,8 +165,8 @@ def frame_admission_release(*, token: str) -> None:
     except Exception:
         logger.warning("admission release of %s failed (reclaimed later)", token, exc_info=True)
         return
-    for camera in waiting or []:
-        camera_wake(camera.decode() if isinstance(camera, bytes) else str(camera))
+    if waiting:
+        cameras_wake(camera.decode() if isinstance(camera, bytes) else str(camera) for camera in waiting)
 
 
 def frame_validate(data: object, *, max_bytes: int | None = None) -> FrameMessage:
