@@ -13,12 +13,13 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Field
 
 from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC, FrameMessage, FrameRejected, validate_frame
 from inference.labels import LABELS
@@ -316,15 +317,19 @@ def _bucket_add(*, session_id: int, second: int, counts: dict[str, int], sums: S
     """
     meta = TimelineBucket._meta
     quote = connection.ops.quote_name
-    values = {"session_id": int(session_id), "second": int(second), **counts}
+
+    def column(name: str) -> str:
+        return quote(str(cast(Field, meta.get_field(name)).column))
+
+    values: dict[str, float] = {"session_id": int(session_id), "second": int(second), **counts}
     values.update({field: float(total) for field, total in zip(SUM_FIELDS, sums, strict=True)})
-    columns = [meta.get_field(name).column for name in values]
-    added = [meta.get_field(name).column for name in values if name not in ("session_id", "second")]
     table = quote(meta.db_table)
+    added = [column(name) for name in values if name not in ("session_id", "second")]
     sql = (
-        f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({quote(meta.get_field('session').column)}, {quote(meta.get_field('second').column)}) "
-        f"DO UPDATE SET {', '.join(f'{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}' for c in added)}"
+        f"INSERT INTO {table} ({', '.join(column(name) for name in values)}) "
+        f"VALUES ({', '.join(['%s'] * len(values))}) "
+        f"ON CONFLICT ({column('session')}, {column('second')}) "
+        f"DO UPDATE SET {', '.join(f'{c} = {table}.{c} + excluded.{c}' for c in added)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, list(values.values()))
