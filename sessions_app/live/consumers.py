@@ -33,6 +33,7 @@ import secrets
 import time
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -76,6 +77,19 @@ class _SessionEventsMixin:
     """Forwards the session group's events (see ``services.events``) to the browser as JSON."""
 
     session: EmotionSession | None = None
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' ``AsyncConsumer.dispatch`` without its per-message ``aclose_old_connections()``.
+
+        That call is a hop into the process's one shared sync thread for every WebSocket frame and group event, so a
+        slow database call of any consumer held up every camera's messages. These consumers touch the database only
+        through ``database_sync_to_async``, which closes old connections around each call itself.
+        Raises ``ValueError`` for a message type without a handler, as Channels does.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def _send_json(self, payload: dict) -> None:
         await self.send(text_data=json.dumps(payload, separators=(",", ":")))

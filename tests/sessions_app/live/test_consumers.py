@@ -301,3 +301,24 @@ async def test_an_end_whose_event_was_lost_still_reaches_every_socket(teacher, m
         (ended,) = await events(comm, 1, timeout=5)
         assert ended == {"type": "ended", "session_id": s.pk}
         assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+
+
+async def test_a_busy_database_thread_does_not_hold_up_a_cameras_messages(teacher, make_session, idle_queue):
+    """Channels' dispatch hopped into the one shared sync thread (``close_old_connections``) for every message: while
+    any consumer's database call ran there, every camera waited. The thread is kept busy here until the camera's
+    reply has arrived."""
+    import threading
+
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    assert (await events(comm, 1))[0]["type"] == "ready"
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)(30))  # thread-sensitive: the shared sync thread
+    try:
+        await comm.send_to(text_data="a text frame")
+        assert (await events(comm, 1))[0]["code"] == "binary_expected"
+        assert not busy.done()
+    finally:
+        release.set()
+        await busy
+    await comm.disconnect()
