@@ -53,6 +53,13 @@ def session_get_by_id(*, session_id: int) -> EmotionSession | None:
     return EmotionSession.objects.filter(pk=int(session_id)).first()
 
 
+def session_for_frames_get(*, session_id: int) -> EmotionSession | None:
+    """The session ``session_id`` with only ``id`` and ``created_at`` loaded: what a worker needs to store a frame (the
+    frame's offset and the key of its outcome claim), in a cheaper query than the whole row; other fields load on
+    first access (one more query each). ``None`` when it is gone."""
+    return EmotionSession.objects.only("id", "created_at").filter(pk=int(session_id)).first()
+
+
 def session_can_stream(*, user, session: EmotionSession) -> bool:
     """Whether ``user`` may send camera frames or uploads into ``session``: only its owner."""
     return bool(getattr(user, "is_authenticated", False)) and session.owner_id == user.pk

@@ -54,6 +54,25 @@ def test_duplicate_sequence_is_ignored(teacher, make_session):
     assert Frame.objects.filter(session=s).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_stores_a_frame_in_seven_statements_and_a_duplicate_changes_nothing(teacher, make_session):
+    """What a worker sends the database per analysed frame: the session's id and start, then one transaction (frame,
+    faces, bucket upsert, session counter) with no savepoint; a duplicate rolls that transaction back whole."""
+    from django.test.utils import CaptureQueriesContext
+
+    s = make_session(teacher)
+    with CaptureQueriesContext(connection) as queries:
+        record_analysis(s, 0, faces=[face_result("happy"), face_result("sad")])
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    assert statements == ["SELECT", "BEGIN", "INSERT", "INSERT", "INSERT", "UPDATE", "COMMIT"], statements
+    first = Frame.objects.get(session=s)
+    again = store_frame(s, first.offset_s, [face_result("angry")], sequence=first.sequence, source=first.source)
+    assert again.pk == first.pk and Face.objects.filter(session=s).count() == 2
+    assert TimelineBucket.objects.get(session=s).frames == 1
+    s.refresh_from_db()
+    assert s.frames_processed == 1
+
+
 def test_malformed_faces_store_nothing(teacher, make_session):
     s = make_session(teacher)
     bad = face_result("happy")
