@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import logging
 import math
 import time
@@ -307,32 +308,43 @@ def frame_result_event(frame: Frame, faces: Sequence[Face]) -> dict:
     }
 
 
-def _bucket_add(*, session_id: int, second: int, counts: dict[str, int], sums: Sequence[float]) -> None:
-    """Add ``counts`` (``frames``, ``faces``, ``faces_too_small``) and the 7 probability ``sums`` (``LABELS`` order)
-    to the session's 1-second ``TimelineBucket``, creating it when it is the second's first frame.
+_BUCKET_COUNTS = ("frames", "faces", "faces_too_small")
 
-    One ``INSERT ... ON CONFLICT (session, second) DO UPDATE SET f = f + excluded.f`` (PostgreSQL 9.5+, SQLite
-    3.24+): atomic under concurrent workers, and one statement where ``get_or_create`` + ``update`` took two or three
-    (Django's ``bulk_create(update_conflicts=True)`` can only overwrite, not add).
-    """
+
+@functools.cache
+def _bucket_add_sql(vendor: str) -> str:
+    """The upsert of ``_bucket_add`` for the database backend ``vendor`` (built once per backend: it only depends on
+    the model and the backend's quoting)."""
     meta = TimelineBucket._meta
     quote = connection.ops.quote_name
 
     def column(name: str) -> str:
         return quote(str(cast(Field, meta.get_field(name)).column))
 
-    values: dict[str, float] = {"session_id": int(session_id), "second": int(second), **counts}
-    values.update({field: float(total) for field, total in zip(SUM_FIELDS, sums, strict=True)})
     table = quote(meta.db_table)
-    added = [column(name) for name in values if name not in ("session_id", "second")]
-    sql = (
-        f"INSERT INTO {table} ({', '.join(column(name) for name in values)}) "
-        f"VALUES ({', '.join(['%s'] * len(values))}) "
+    added = [column(name) for name in (*_BUCKET_COUNTS, *SUM_FIELDS)]
+    return (
+        f"INSERT INTO {table} ({column('session')}, {column('second')}, {', '.join(added)}) "
+        f"VALUES ({', '.join(['%s'] * (2 + len(added)))}) "
         f"ON CONFLICT ({column('session')}, {column('second')}) "
         f"DO UPDATE SET {', '.join(f'{c} = {table}.{c} + excluded.{c}' for c in added)}"
     )
+
+
+def _bucket_add(
+    *, session_id: int, second: int, frames: int, faces: int, faces_too_small: int, sums: Sequence[float]
+) -> None:
+    """Add ``frames``, ``faces`` (read), ``faces_too_small`` and the 7 probability ``sums`` (``LABELS`` order) to the
+    session's 1-second ``TimelineBucket``, creating it when it is the second's first frame.
+
+    One ``INSERT ... ON CONFLICT (session, second) DO UPDATE SET f = f + excluded.f`` (PostgreSQL 9.5+, SQLite
+    3.24+): atomic under concurrent workers, and one statement where ``get_or_create`` + ``update`` took two or three
+    (Django's ``bulk_create(update_conflicts=True)`` can only overwrite, not add).
+    """
+    params: list[float] = [int(session_id), int(second), int(frames), int(faces), int(faces_too_small)]
+    params += [float(total) for total, _ in zip(sums, SUM_FIELDS, strict=True)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, list(values.values()))
+        cursor.execute(_bucket_add_sql(connection.vendor), params)
 
 
 def frame_result_store(
@@ -360,92 +372,66 @@ def frame_result_store(
     Returns the ``Frame``.
     """
     parsed = [_face_values(f) for f in faces]  # validate everything before writing anything
+    source, sequence = source[:64], int(sequence)
     offset_s = max(0.0, (captured_at - session.created_at).total_seconds())
     try:
-        # One transaction without a savepoint around the frame's insert (two fewer round trips): a duplicate fails
-        # that first statement, the whole transaction rolls back, and the stored frame is looked up after it.
-        return _frame_rows_store(
-            session=session,
-            source=source[:64],
-            sequence=int(sequence),
-            captured_at=captured_at,
-            offset_s=offset_s,
-            processing_ms=float(processing_ms),
-            width=int(width),
-            height=int(height),
-            parsed=parsed,
-            publish=publish,
-        )
+        # No savepoint around the frame's insert (two fewer round trips): a duplicate fails the transaction's first
+        # statement, the whole transaction rolls back, and the stored frame is looked up after it.
+        with transaction.atomic():
+            frame = Frame.objects.create(
+                session=session,
+                source=source,
+                sequence=sequence,
+                captured_at=captured_at,
+                offset_s=offset_s,
+                processing_ms=float(processing_ms),
+                width=int(width),
+                height=int(height),
+                face_count=len(parsed),
+            )
+            face_rows = [
+                Face(
+                    frame=frame,
+                    session=session,
+                    x=v["box"][0],
+                    y=v["box"][1],
+                    w=v["box"][2],
+                    h=v["box"][3],
+                    label=v["label"],
+                    score=v["score"],
+                    too_small=v["too_small"],
+                    track=v["track"],
+                    smoothed_label=v["smoothed_label"],
+                    yaw=v["pose"][0] if v["pose"] else None,
+                    pitch=v["pose"][1] if v["pose"] else None,
+                    roll=v["pose"][2] if v["pose"] else None,
+                    **dict(zip(PROBABILITY_FIELDS, v["probabilities"], strict=True)),
+                    **dict(zip(SMOOTHED_FIELDS, v["smoothed"] or [None] * len(LABELS), strict=True)),
+                )
+                for v in parsed
+            ]
+            Face.objects.bulk_create(face_rows)
+            readable = [v for v in parsed if not v["too_small"]]  # too-small faces are counted, not read
+            # Aggregates read tracked faces through their smoothed probabilities (the dashboard's values); raw ones
+            # stay in the exports.
+            shown = [v["smoothed"] or v["probabilities"] for v in readable]
+            _bucket_add(
+                session_id=session.pk,
+                second=int(offset_s),
+                frames=1,
+                faces=len(readable),
+                faces_too_small=len(parsed) - len(readable),
+                sums=[sum(p[i] for p in shown) for i in range(len(LABELS))],
+            )
+            EmotionSession.objects.filter(pk=session.pk).update(frames_processed=F("frames_processed") + 1)
+            if publish:
+                event = frame_result_event(frame, face_rows)
+                transaction.on_commit(lambda: event_publish(session.pk, event))
     except IntegrityError:
-        existing = Frame.objects.filter(session=session, source=source[:64], sequence=int(sequence)).first()
+        existing = Frame.objects.filter(session=session, source=source, sequence=sequence).first()
         if existing is None:  # not a duplicate: the session is gone or values are invalid
             raise
         return existing
-
-
-def _frame_rows_store(
-    *,
-    session: EmotionSession,
-    source: str,
-    sequence: int,
-    captured_at: dt.datetime,
-    offset_s: float,
-    processing_ms: float,
-    width: int,
-    height: int,
-    parsed: list[dict],
-    publish: bool,
-) -> Frame:
-    """``frame_result_store``'s writes in one transaction (raises ``IntegrityError`` for a duplicate frame)."""
-    with transaction.atomic():
-        frame = Frame.objects.create(
-            session=session,
-            source=source,
-            sequence=sequence,
-            captured_at=captured_at,
-            offset_s=offset_s,
-            processing_ms=processing_ms,
-            width=width,
-            height=height,
-            face_count=len(parsed),
-        )
-        face_rows = [
-            Face(
-                frame=frame,
-                session=session,
-                x=v["box"][0],
-                y=v["box"][1],
-                w=v["box"][2],
-                h=v["box"][3],
-                label=v["label"],
-                score=v["score"],
-                too_small=v["too_small"],
-                track=v["track"],
-                smoothed_label=v["smoothed_label"],
-                yaw=v["pose"][0] if v["pose"] else None,
-                pitch=v["pose"][1] if v["pose"] else None,
-                roll=v["pose"][2] if v["pose"] else None,
-                **dict(zip(PROBABILITY_FIELDS, v["probabilities"], strict=True)),
-                **dict(zip(SMOOTHED_FIELDS, v["smoothed"] or [None] * len(LABELS), strict=True)),
-            )
-            for v in parsed
-        ]
-        Face.objects.bulk_create(face_rows)
-        readable = [v for v in parsed if not v["too_small"]]  # too-small faces are counted, not read
-        # Aggregates read tracked faces through their smoothed probabilities (the dashboard's values); raw ones
-        # stay in the exports.
-        shown = [v["smoothed"] or v["probabilities"] for v in readable]
-        sums = [sum(p[i] for p in shown) for i in range(len(LABELS))]
-        _bucket_add(
-            session_id=session.pk,
-            second=int(offset_s),
-            counts={"frames": 1, "faces": len(readable), "faces_too_small": len(parsed) - len(readable)},
-            sums=sums,
-        )
-        EmotionSession.objects.filter(pk=session.pk).update(frames_processed=F("frames_processed") + 1)
-        if publish:
-            event = frame_result_event(frame, face_rows)
-            transaction.on_commit(lambda: event_publish(session.pk, event))
     return frame
 
 
