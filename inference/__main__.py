@@ -93,10 +93,24 @@ def _evaluate(args) -> int:
                 f"{fp['clear_majority']['accuracy']:.4f}"
             )
             print("recall: " + ", ".join(f"{k} {v['recall']:.3f}" for k, v in fp["per_class"].items()))
+            ag = fp["agreement"]
+            if ag["share"] is not None:
+                print(
+                    f"FER2013 label is a FER+ majority label on {ag['share']:.4f} of these faces; accuracy there "
+                    + _share(ag["agreed"]["fer2013_label"])
+                    + f"; on the {ag['disputed']['n']} disputed faces the answer is the FER2013 label on "
+                    + _share(ag["disputed"]["fer2013_label"])
+                    + ", a FER+ majority label on "
+                    + _share(ag["disputed"]["ferplus_majority"])
+                )
             _print_extras(fp, "FER+ labels")
         for err in report["skipped_rows"][:20]:
             print(f"skipped: {err}", file=sys.stderr)
     return 0
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _print_extras(report: dict, name: str) -> None:

@@ -6,7 +6,8 @@ Besides the FER2013-label metrics it measures, on request:
   majority (the most-voted of the 7 FER2013 emotions; faces whose most-voted column is contempt, unknown or
   not-a-face are left out, see ``inference.data.ferplus_soft_targets``; on a tie any of the tied emotions counts as
   right), the accuracy on the FER+ release's own "clear majority" faces (``inference.data.ferplus_clear_majority``)
-  and the cross-entropy against the vote distribution.
+  and the cross-entropy against the vote distribution; ``agreement`` splits the kept faces into those whose
+  FER2013 label is a FER+ majority label and those the FER+ annotators dispute (see ``label_agreement``).
 - Face size (``sizes``): each 48x48 face is shrunk to ``s x s`` pixels with area averaging and scaled back to 48 by
   ``inference.classifier.crop_face`` (bilinear), as a face of ``s`` pixels in a camera frame is; accuracy per size.
 - Calibration (``calibration``): ECE over 15 bins (``inference.metrics.expected_calibration_error``) and, per
@@ -98,8 +99,8 @@ def evaluate_faces(
         "recall": {label: float}}, ...}``) and ``calibration`` when asked, plus ``ferplus`` with ``votes``: ``n``
         (faces kept), ``dropped``, ``ties``, ``accuracy`` (vs the majority), ``macro_f1``, ``per_class``,
         ``confusion``, ``cross_entropy`` (nats, vs the vote distribution), ``clear_majority`` (``n``,
-        ``accuracy``) and, when asked, its own ``sizes`` and ``calibration`` (where ``per_class`` also gives the
-        ``mean_vote_share``).
+        ``accuracy``), ``agreement`` (``label_agreement``) and, when asked, its own ``sizes`` and ``calibration``
+        (where ``per_class`` also gives the ``mean_vote_share``).
     """
     probabilities = classifier.predict_proba(images)
     predicted = probabilities.argmax(axis=1)
@@ -115,7 +116,7 @@ def evaluate_faces(
         share = np.bincount(labels, minlength=NUM_CLASSES) / max(len(labels), 1)
         report["calibration"] = calibration_report(probabilities, predicted == labels, share)
     if votes is not None:
-        report["ferplus"] = _ferplus_report(probabilities, votes, sized, calibration)
+        report["ferplus"] = _ferplus_report(probabilities, labels, votes, sized, calibration)
     return report
 
 
@@ -128,7 +129,51 @@ def _size_entry(labels: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
-def _ferplus_report(probabilities: np.ndarray, votes: np.ndarray, sized: dict, calibration: bool) -> dict:
+def label_agreement(predicted: np.ndarray, labels: np.ndarray, top: np.ndarray, keep: np.ndarray) -> dict:
+    """How the FER2013 labels and the FER+ majority split the faces, and how a model fares on each part.
+
+    A kept face is *agreed* when its FER2013 label is one of its FER+ majority labels, else *disputed*. With ``a``
+    the agreed share, ``p1``/``p2`` the accuracies on agreed faces against the FER2013 label and the FER+ majority
+    (they differ only where FER+ votes tie) and ``q1``/``q2`` the same on disputed faces, the two accuracies are
+    ``a*p1 + (1-a)*q1`` and ``a*p2 + (1-a)*q2``, and ``q1 + q2 <= 1`` (one answer cannot match two different
+    labels). Both reach targets ``t1``, ``t2`` only if ``(p1 + p2) / 2 >= (t1 + t2 - 1 + a) / (2a)``: the label
+    noise bounds what any single model can score on both label sets together.
+
+    Args:
+        predicted: ``int (N,)`` predicted labels (``LABELS`` order).
+        labels: ``int (N,)`` FER2013 labels.
+        top: ``bool (N, 7)`` FER+ majority labels (``inference.data.ferplus_majority``).
+        keep: ``bool (N,)`` faces with a FER+ emotion majority.
+
+    Returns:
+        ``{"share": agreed / kept, "agreed": {...}, "disputed": {...}}``, each part ``{"n", "fer2013_label",
+        "ferplus_majority"}``: the shares of the part's faces answered with their FER2013 label and with one of their
+        FER+ majority labels (``None`` for an empty part).
+    """
+    rows = np.arange(len(labels))
+    agreed = keep & top[rows, labels]
+    disputed = keep & ~agreed
+
+    def share(mask: np.ndarray, hit: np.ndarray) -> float | None:
+        return float(hit[mask].mean()) if mask.any() else None
+
+    fer2013, ferplus = predicted == labels, top[rows, predicted]
+    return {
+        "share": float(agreed.sum() / keep.sum()) if keep.any() else None,
+        **{
+            name: {
+                "n": int(part.sum()),
+                "fer2013_label": share(part, fer2013),
+                "ferplus_majority": share(part, ferplus),
+            }
+            for name, part in (("agreed", agreed), ("disputed", disputed))
+        },
+    }
+
+
+def _ferplus_report(
+    probabilities: np.ndarray, labels: np.ndarray, votes: np.ndarray, sized: dict, calibration: bool
+) -> dict:
     top, keep = ferplus_majority(votes)
     targets, _ = ferplus_soft_targets(votes)
     predicted = probabilities.argmax(axis=1)
@@ -153,6 +198,7 @@ def _ferplus_report(probabilities: np.ndarray, votes: np.ndarray, sized: dict, c
             "n": int(clear.sum()),
             "accuracy": float((predicted[clear] == clear_labels[clear]).mean()) if clear.any() else None,
         },
+        "agreement": label_agreement(predicted, labels, top, keep),
     }
     if sized:
         out["sizes"] = {}

@@ -173,6 +173,13 @@ def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_p
     assert fp["cross_entropy"] == pytest.approx(float(-(q * np.log(p)).sum(axis=1).mean()), abs=1e-5)
     # The FER+ release's clear majority: 4 happy + the 6:4 sad + the 7:3 neutral face (the 5:5 tie is not clear).
     assert fp["clear_majority"] == {"n": 6, "accuracy": pytest.approx(5 / 6)}
+    # Label agreement: the FER2013 label is a FER+ majority label on 6 of the 7 kept faces (the tie counts); the
+    # model answers them all right, and answers the disputed 7:3 neutral face with its FER2013 label, sad.
+    assert fp["agreement"] == {
+        "share": pytest.approx(6 / 7),
+        "agreed": {"n": 6, "fer2013_label": 1.0, "ferplus_majority": 1.0},
+        "disputed": {"n": 1, "fer2013_label": 1.0, "ferplus_majority": 0.0},
+    }
     assert {s: v["accuracy"] for s, v in fp["sizes"].items()} == pytest.approx({"48": 6 / 7, "24": 2 / 7, "16": 2 / 7})
     assert fp["calibration"]["per_class"]["happy"]["mean_vote_share"] == pytest.approx(3.2 / 7)
     # Two bins: the 4 happy faces (all right) and the 3 flat ones (confidence p_flat[4], 2 of 3 right).
@@ -181,5 +188,6 @@ def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_p
     assert main(args + ["--sizes", "48,16", "--calibration"]) == 0  # the text form prints the same sections
     text = capsys.readouterr().out
     assert "FER+ majority (7 faces, 1 dropped, 1 ties): accuracy 0.8571" in text and "16 px 0.5000" in text
+    assert "FER+ majority label on 0.8571 of these faces; accuracy there 1.0000; on the 1 disputed" in text
     assert main(["evaluate", str(data), "--labels", "ferplus"]) == 2
     assert "--ferplus" in capsys.readouterr().err
