@@ -225,6 +225,11 @@ LOGGING = {
 # --- Emotion analytics settings (README "Configuration") ---
 #: Model file served by workers; empty = the default model shipped in inference/models/.
 FER_MODEL_PATH = env.str("FER_MODEL_PATH", default="")
+#: Model for faces whose box side is below FER_SMALL_FACE_SIDE px; empty = the shipped small-face model
+#: (inference/models/fer_cnn_small.onnx, README "Small faces"). FER_SMALL_FACE_SIDE=0 sends every face to
+#: FER_MODEL_PATH.
+FER_SMALL_FACE_MODEL_PATH = env.str("FER_SMALL_FACE_MODEL_PATH", default="")
+FER_SMALL_FACE_SIDE = env.int("FER_SMALL_FACE_SIDE", default=40)
 #: Face detector of the workers: "auto" (default: BlazeFace, plus MTCNN on crowd frames with many small faces),
 #: "blazeface", "mtcnn" (shipped ONNX networks) or "haar" (OpenCV cascade); see inference.detector.
 FER_DETECTOR = env.str("FER_DETECTOR", default="auto")

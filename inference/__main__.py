@@ -75,6 +75,7 @@ def _evaluate(args) -> int:
         ferplus=args.ferplus if args.labels == "ferplus" else None,
         sizes=sizes,
         calibration=args.calibration,
+        small_face_model=False if args.small_face_model == "none" else args.small_face_model,
     )
     if args.json:
         print(json.dumps(report))
@@ -82,6 +83,8 @@ def _evaluate(args) -> int:
         from inference.metrics import format_report
 
         print(f"{report['source']} ({report['usage'] or 'all rows'}), model {report['model']}")
+        if report["small_face_model"] and sizes:
+            print(f"faces under {report['small_face_side']} px: {report['small_face_model']}")
         print(format_report(report))
         _print_extras(report, "FER2013 labels")
         if "ferplus" in report:
@@ -232,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ferplus", help="FER+ fer2013new.csv, rows in the order of the data file")
     p.add_argument("--sizes", help="comma-separated face sizes in pixels, e.g. 48,32,24,16: accuracy per size")
+    p.add_argument(
+        "--small-face-model",
+        help="ONNX model for --sizes under 40 px, or 'none' (default: as served, the shipped small-face model"
+        " unless --model is given)",
+    )
     p.add_argument("--calibration", action="store_true", help="ECE (15 bins) and mean probability vs true share")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)

@@ -8,7 +8,8 @@ Measured:
   ``tta_margin`` is set (adaptive: only faces whose one-pass top-two margin is below it are mirrored;
   ``tta_mirrored_share_at_0_4``: the share of the batch a margin of 0.4 mirrors); ``_b32_1thread_full_tta``:
   every face mirrored; ``_b32_1thread_no_tta``: one network pass per face; ``_b32_1thread_float``: as served but
-  with the float model.
+  with the float model; ``_b32_1thread_small``: the small-face model (``small_face_model``, served for faces under
+  ``inference.recognizer.SMALL_FACE_SIDE`` px when no ``--model`` is given) as served.
 - ``analyze_ms_per_frame``: ``EmotionRecognizer.analyze`` on a 640x480 frame made from a real group photo
   (detection with the default detector + crops + one batched classification), OpenCV and ONNX Runtime limited to
   one thread; median. ``detector`` names the default detector.
@@ -25,7 +26,7 @@ Measured:
 - ``baseline_analyze_ms_per_frame``: what the seed demo apps do on the same frame: OpenCV's
   ``haarcascade_frontalface_default.xml`` (scaleFactor 1.1, minNeighbors 5, minSize 30) then one Keras
   ``model.predict`` call per face (the same trained weights); median.
-- ``worker_rss_mb``: resident memory (VmRSS) of a fresh process that loaded the serving model and the detector
+- ``worker_rss_mb``: resident memory (VmRSS) of a fresh process that loaded the serving models and the detector
   and analysed the full-size photo with ``analyze`` and two ``StreamAnalyzer`` frames, then a 1920x1080
   frame holding the crowd photo at its own size (faces ~20 px: the default detector loads and runs MTCNN on the
   whole 1080p frame, its largest working set; TensorFlow never imported).
@@ -47,7 +48,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference.classifier import MODELS_DIR, EmotionClassifier, crop_face, default_model_path, to_grey
+from inference.classifier import (
+    MODELS_DIR,
+    EmotionClassifier,
+    crop_face,
+    default_model_path,
+    default_small_face_model_path,
+    to_grey,
+)
 from inference.detector import HaarFaceDetector, default_detector
 from inference.imageio import read_image
 from inference.recognizer import EmotionRecognizer
@@ -96,12 +104,15 @@ def _stream(analyzer: StreamAnalyzer, frames: list[np.ndarray]) -> tuple[list[fl
     return times, keys, counts
 
 
-def _worker_rss_mb(model_path: str, image_path: str) -> float:
+def _worker_rss_mb(model_path: str, image_path: str, small_face_model_path: str) -> float:
     code = (
         "import sys, cv2; sys.path.insert(0, sys.argv[3]);"
         "from inference.recognizer import EmotionRecognizer; from inference.imageio import read_image;"
         "from inference.stream import StreamAnalyzer;"
-        "r = EmotionRecognizer.from_path(sys.argv[1]); image = read_image(sys.argv[2]); r.analyze(image);"
+        "from inference.classifier import EmotionClassifier;"
+        "small = EmotionClassifier(sys.argv[5]) if sys.argv[5] else None;"
+        "r = EmotionRecognizer(EmotionClassifier(sys.argv[1]), small_face_classifier=small);"
+        "image = read_image(sys.argv[2]); r.analyze(image);"
         "s = StreamAnalyzer(r); state = s.analyze(image)[1]; s.analyze(image, state);"
         "import numpy as np; crowd = read_image(sys.argv[4]); frame = np.full((1080, 1920, 3), 128, np.uint8);"
         "frame[:crowd.shape[0], :crowd.shape[1]] = crowd; r.analyze(frame);"  # a 1080p crowd frame: MTCNN runs
@@ -110,7 +121,7 @@ def _worker_rss_mb(model_path: str, image_path: str) -> float:
     )
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run(
-        [sys.executable, "-c", code, model_path, image_path, root, str(CROWD_PHOTO)],
+        [sys.executable, "-c", code, model_path, image_path, root, str(CROWD_PHOTO), small_face_model_path],
         capture_output=True,
         text=True,
         check=True,
@@ -128,12 +139,15 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     photo = Path(image_path) if image_path else DEFAULT_PHOTO
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: photo not found (pass one: python -m inference bench PHOTO)")
+    # As served: the shipped ensemble with the shipped small-face model, or a given model alone.
+    small_path = "" if model_path else str(default_small_face_model_path())
     model_path = str(model_path or default_model_path())
     cv2.setNumThreads(1)
     frame = cv2.resize(read_image(photo), (640, 480), interpolation=cv2.INTER_AREA)
 
     detector = default_detector()
-    recognizer = EmotionRecognizer(EmotionClassifier(model_path, threads=1), detector)
+    small_clf = EmotionClassifier(small_path, threads=1) if small_path else None
+    recognizer = EmotionRecognizer(EmotionClassifier(model_path, threads=1), detector, small_face_classifier=small_clf)
     faces = recognizer.analyze(frame)
     haar = HaarFaceDetector()
     detect_ms = _median_ms(lambda: detector.detect(frame), repeats)
@@ -152,6 +166,7 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
     top2 = np.partition(one_pass, -2, axis=1)[:, -2:]
     margin = clf.tta_margin if clf.tta_margin is not None else 0.4  # the share an adaptive 0.4 would mirror
     mirrored_share = float(np.mean(top2[:, 1] - top2[:, 0] < margin))
+    b32_small = _median_ms(lambda: small_clf.predict_proba(batch32), repeats) / 32 if small_clf else None
     float_clf = EmotionClassifier(model_path, threads=1, quantized=False)
     b32_float = _median_ms(lambda: float_clf.predict_proba(batch32), repeats) / 32
     analyze_ms = _median_ms(lambda: recognizer.analyze(frame), repeats)
@@ -183,6 +198,8 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         "tta_margin": clf.tta_margin,
         "tta_mirrored_share_at_0_4": round(mirrored_share, 3),
         "classifier_int8": clf.quantized,
+        "small_face_model": small_path or None,
+        "classify_ms_per_face_b32_1thread_small": round(b32_small, 4) if b32_small is not None else None,
         "classify_ms_per_face_b32_1thread_float": round(b32_float, 4),
         "analyze_ms_per_frame": round(analyze_ms, 3),
         "stream_frames": len(frames),
@@ -224,7 +241,7 @@ def run_bench(image_path: str | None = None, model_path: str | None = None, repe
         baseline_faces_in_frame=baseline_faces,
         speedup_vs_baseline=round(baseline_ms / analyze_ms, 2),
         stream_speedup_vs_baseline=round(baseline_ms / stream_ms, 2),
-        worker_rss_mb=round(_worker_rss_mb(model_path, str(photo)), 1),
+        worker_rss_mb=round(_worker_rss_mb(model_path, str(photo), small_path), 1),
         cpu=_cpu(),
     )
     return result
@@ -249,7 +266,12 @@ def format_bench(result: dict) -> str:
             f"classify, 1 thread: {result['classify_ms_per_face_b1_1thread']:.3f} ms/face at batch 1, "
             f"{result['classify_ms_per_face_b32_1thread']:.3f} ms/face at batch 32 "
             f"({result['classify_ms_per_face_b32_1thread_no_tta']:.3f} without flip TTA, "
-            f"{result['classify_ms_per_face_b32_1thread_float']:.3f} float model; int8 {result['classifier_int8']})",
+            f"{result['classify_ms_per_face_b32_1thread_float']:.3f} float model; int8 {result['classifier_int8']})"
+            + (
+                f"; small-face model {result['classify_ms_per_face_b32_1thread_small']:.3f} ms/face at batch 32"
+                if result["small_face_model"]
+                else ""
+            ),
             f"detect: {result['detect_ms_per_frame']:.1f} ms/frame ({result['detector']}), Haar fallback "
             f"{result['detect_ms_per_frame_haar']:.1f} ms/frame ({result['faces_in_frame_haar']} faces)",
             f"analyze: {result['analyze_ms_per_frame']:.1f} ms/frame; seed-style baseline "

@@ -19,6 +19,9 @@ from inference.labels import NUM_CLASSES
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL_NAME = "fer_cnn.onnx"
+#: The shipped small-face model: one ``fer-vgg`` network fine-tuned with most faces shrunk to 12-40 px, which
+#: ``EmotionRecognizer`` serves for faces under ``inference.recognizer.SMALL_FACE_SIDE`` (README "Small faces").
+SMALL_FACE_MODEL_NAME = "fer_cnn_small.onnx"
 FACE_SIZE = 48
 
 
@@ -88,6 +91,11 @@ def _sha256(path: Path) -> str:
 def default_model_path() -> Path:
     """The model shipped in ``inference/models/`` (the web platform passes ``settings.FER_MODEL_PATH`` instead)."""
     return MODELS_DIR / DEFAULT_MODEL_NAME
+
+
+def default_small_face_model_path() -> Path:
+    """The shipped small-face model in ``inference/models/`` (``SMALL_FACE_MODEL_NAME``)."""
+    return MODELS_DIR / SMALL_FACE_MODEL_NAME
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ Besides the FER2013-label metrics it measures, on request:
   FER2013 label is a FER+ majority label and those the FER+ annotators dispute (see ``label_agreement``).
 - Face size (``sizes``): each 48x48 face is shrunk to ``s x s`` pixels with area averaging and scaled back to 48 by
   ``inference.classifier.crop_face`` (bilinear), as a face of ``s`` pixels in a camera frame is; accuracy per size.
+  Sizes under ``small_face_side`` are classified by the small-face model when there is one, as
+  ``inference.EmotionRecognizer`` serves them.
 - Calibration (``calibration``): ECE over 15 bins (``inference.metrics.expected_calibration_error``) and, per
   class, the mean predicted probability vs the true share of that class.
 """
@@ -17,11 +19,12 @@ Besides the FER2013-label metrics it measures, on request:
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from inference.classifier import EmotionClassifier, crop_face, default_model_path
+from inference.classifier import EmotionClassifier, crop_face, default_model_path, default_small_face_model_path
 from inference.data import (
     align_ferplus,
     ferplus_clear_majority,
@@ -32,6 +35,7 @@ from inference.data import (
 )
 from inference.labels import LABELS, NUM_CLASSES
 from inference.metrics import classification_report, expected_calibration_error, soft_cross_entropy
+from inference.recognizer import SMALL_FACE_SIDE
 
 #: The face sides of ``evaluate --sizes`` in the model card (pixels).
 CARD_SIZES: tuple[int, ...] = (48, 32, 24, 16)
@@ -85,6 +89,8 @@ def evaluate_faces(
     votes: np.ndarray | None = None,
     sizes=(),
     calibration: bool = False,
+    small_face_classifier: EmotionClassifier | None = None,
+    small_face_side: int = SMALL_FACE_SIDE,
 ) -> dict:
     """Metrics of ``classifier`` on ``uint8 (N, 48, 48)`` faces with FER2013 ``labels`` ``int (N,)``.
 
@@ -93,6 +99,8 @@ def evaluate_faces(
             row) are left out of the FER+ metrics like not-a-face majorities.
         sizes: face sides in pixels for the per-size accuracy (see ``shrink_faces``).
         calibration: add the calibration report.
+        small_face_classifier: classifies the faces shrunk to a size under ``small_face_side`` pixels (``None``:
+            ``classifier`` classifies every size).
 
     Returns:
         ``classification_report`` keys for the FER2013 labels, plus ``sizes`` (``{"48": {"accuracy", "macro_f1",
@@ -107,9 +115,11 @@ def evaluate_faces(
     report = classification_report(labels, predicted)
     sized = {}
     for size in sizes:
-        sized[int(size)] = (
-            probabilities if size >= images.shape[1] else classifier.predict_proba(shrink_faces(images, int(size)))
-        )
+        chosen = small_face_classifier if small_face_classifier is not None and size < small_face_side else classifier
+        if size >= images.shape[1] and chosen is classifier:
+            sized[int(size)] = probabilities
+        else:
+            sized[int(size)] = chosen.predict_proba(shrink_faces(images, int(size)))
     if sizes:
         report["sizes"] = {str(s): _size_entry(labels, p.argmax(axis=1)) for s, p in sized.items()}
     if calibration:
@@ -223,6 +233,7 @@ def evaluate(
     ferplus: str | None = None,
     sizes=(),
     calibration: bool = False,
+    small_face_model: str | Literal[False] | None = None,
 ) -> dict:
     """Metrics of the model on the rows of ``data`` (optionally only one ``Usage`` split).
 
@@ -235,9 +246,12 @@ def evaluate(
         ferplus: FER+ ``fer2013new.csv`` aligned by row with ``data`` (adds the ``ferplus`` key).
         sizes: face sides in pixels (adds ``sizes``), e.g. ``(48, 32, 24, 16)``.
         calibration: add ``calibration``.
+        small_face_model: ONNX model for the ``sizes`` under ``SMALL_FACE_SIDE`` px; ``None`` = as served: the
+            shipped small-face model when ``model_path`` is ``None`` too, else none; ``False``: none.
 
     Returns:
-        ``evaluate_faces`` keys plus ``source``, ``usage``, ``model``, ``flip_tta`` and ``skipped_rows`` (messages
+        ``evaluate_faces`` keys plus ``source``, ``usage``, ``model``, ``small_face_model`` (its path or ``None``)
+        and ``small_face_side``, ``flip_tta`` and ``skipped_rows`` (messages
         of malformed rows, which are left out of the metrics); with ``ferplus`` also ``ferplus["source"]``,
         ``ferplus["skipped_rows"]`` and ``ferplus["unmatched_rows"]`` (FER2013 rows without a usable vote row).
 
@@ -247,7 +261,11 @@ def evaluate(
     """
     from inference.data import DatasetError
 
-    classifier = EmotionClassifier(model_path, threads=os.cpu_count() or 1, flip_tta=flip_tta)
+    threads = os.cpu_count() or 1
+    classifier = EmotionClassifier(model_path, threads=threads, flip_tta=flip_tta)
+    if small_face_model is None and model_path is None:
+        small_face_model = str(default_small_face_model_path())
+    small = EmotionClassifier(small_face_model, threads=threads, flip_tta=flip_tta) if small_face_model else None
     dataset = load_fer2013(data, usage=usage)
     if len(dataset) == 0:
         raise DatasetError(f"{data}: no rows with Usage {usage}")
@@ -261,13 +279,15 @@ def evaluate(
             "skipped_rows": [str(e) for e in vote_file.errors],
             "unmatched_rows": int((~found).sum()),
         }
-    report = evaluate_faces(classifier, dataset.images, dataset.labels, votes, sizes, calibration)
+    report = evaluate_faces(classifier, dataset.images, dataset.labels, votes, sizes, calibration, small)
     if ferplus_info is not None:
         report["ferplus"].update(ferplus_info)
     report.update(
         source=str(data),
         usage=usage,
         model=str(model_path or default_model_path()),
+        small_face_model=str(small.model_path) if small else None,
+        small_face_side=SMALL_FACE_SIDE,
         flip_tta=classifier.flip_tta,
         skipped_rows=[str(e) for e in dataset.errors],
     )

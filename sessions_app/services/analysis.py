@@ -37,8 +37,10 @@ STREAM_STATE_TTL_S = 60
 
 
 def recognizer_get():
-    """The process-wide ``inference.EmotionRecognizer``: ``settings.FER_MODEL_PATH`` (or the shipped model), served
-    with ``settings.FER_FLIP_TTA`` and ``settings.FER_TTA_MARGIN``, and the ``settings.FER_DETECTOR`` face detector.
+    """The process-wide ``inference.EmotionRecognizer``: ``settings.FER_MODEL_PATH`` (or the shipped model) and, for
+    faces under ``settings.FER_SMALL_FACE_SIDE`` px, ``settings.FER_SMALL_FACE_MODEL_PATH`` (or the shipped
+    small-face model), served with ``settings.FER_FLIP_TTA`` and ``settings.FER_TTA_MARGIN``, and the
+    ``settings.FER_DETECTOR`` face detector.
 
     Raises ``inference.classifier.ModelLoadError`` (missing/unusable model) or ``ValueError`` (unknown detector).
     """
@@ -47,13 +49,20 @@ def recognizer_get():
         with _recognizer_lock:
             if _recognizer is None:
                 from inference import EmotionClassifier, EmotionRecognizer, default_detector
+                from inference.classifier import default_small_face_model_path
 
-                classifier = EmotionClassifier(
-                    settings.FER_MODEL_PATH or None,
-                    flip_tta=settings.FER_FLIP_TTA,
-                    tta_margin=settings.FER_TTA_MARGIN,
+                serving = {"flip_tta": settings.FER_FLIP_TTA, "tta_margin": settings.FER_TTA_MARGIN}
+                classifier = EmotionClassifier(settings.FER_MODEL_PATH or None, **serving)
+                small = None
+                if settings.FER_SMALL_FACE_SIDE > 0:
+                    small_path = settings.FER_SMALL_FACE_MODEL_PATH or default_small_face_model_path()
+                    small = EmotionClassifier(small_path, **serving)
+                _recognizer = EmotionRecognizer(
+                    classifier,
+                    default_detector(settings.FER_DETECTOR or None),
+                    small_face_classifier=small,
+                    small_face_side=settings.FER_SMALL_FACE_SIDE,
                 )
-                _recognizer = EmotionRecognizer(classifier, default_detector(settings.FER_DETECTOR or None))
     return _recognizer
 
 

@@ -76,19 +76,22 @@ def test_bench_json_reports_all_keys(faces_dir):
         "speedup_vs_baseline",
         "faces_in_frame",
         "worker_rss_mb",
+        "classify_ms_per_face_b32_1thread_small",
     }
     assert keys <= set(result)
     assert result["faces_in_frame"] == 8
     assert all(result[k] > 0 for k in keys)
+    assert result["small_face_model"].endswith("fer_cnn_small.onnx")  # as served: the small-face model too
 
 
-def _variance_model(path):
+def _variance_model(path, sign=1.0):
     """An ONNX model with the served interface whose answer is known: logits ``(z at happy, -z at sad, 0 elsewhere)``
-    with ``z = (pixel variance - 1000) / 1000``, so a contrasty face reads happy and a flat one reads sad."""
+    with ``z = sign * (pixel variance - 1000) / 1000``, so a contrasty face reads happy and a flat one reads sad
+    (the other way round with ``sign=-1``)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.array([[0, 0, 0, 1, -1, 0, 0]], np.float32), "w")
+    w = numpy_helper.from_array(sign * np.array([[0, 0, 0, 1, -1, 0, 0]], np.float32), "w")
     thousand = numpy_helper.from_array(np.array(1000.0, np.float32), "thousand")
     nodes = [
         helper.make_node("ReduceMean", ["face"], ["mean"], axes=[1, 2, 3], keepdims=0),
@@ -123,9 +126,9 @@ def _softmax(z):
     return e / e.sum()
 
 
-def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_path, capsys):
-    model = tmp_path / "variance.onnx"
-    _variance_model(model)
+def _tiny_set(tmp_path):
+    """8 PublicTest faces (4 checkerboards labelled happy, 4 flat faces labelled sad) and their FER+ votes; returns
+    ``(data csv, votes csv)``."""
     checker = ((np.indices((48, 48)).sum(axis=0) % 2) * 255).astype(np.uint8)  # 1-px checkerboard, variance 16256
     flats = [np.full((48, 48), v, np.uint8) for v in (60, 100, 150, 200)]  # variance 0
     faces = [checker, checker.T, checker, checker.T, *flats]
@@ -147,6 +150,13 @@ def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_p
         "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
         + "".join(f"PublicTest,f{i}.png,{','.join(map(str, v))}\n" for i, v in enumerate(votes))
     )
+    return data, ferplus
+
+
+def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_path, capsys):
+    model = tmp_path / "variance.onnx"
+    _variance_model(model)
+    data, ferplus = _tiny_set(tmp_path)
     args = ["evaluate", str(data), "--model", str(model), "--labels", "ferplus", "--ferplus", str(ferplus)]
     assert main([*args, "--sizes", "48,24,16", "--calibration", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -191,3 +201,24 @@ def test_evaluate_ferplus_sizes_and_calibration_json_give_the_known_answer(tmp_p
     assert "FER+ majority label on 0.8571 of these faces; accuracy there 1.0000; on the 1 disputed" in text
     assert main(["evaluate", str(data), "--labels", "ferplus"]) == 2
     assert "--ferplus" in capsys.readouterr().err
+
+
+def test_evaluate_classifies_sizes_under_the_small_face_side_with_the_small_face_model(tmp_path, capsys):
+    model, inverted = tmp_path / "variance.onnx", tmp_path / "inverted.onnx"
+    _variance_model(model)
+    _variance_model(inverted, sign=-1.0)
+    data, _ = _tiny_set(tmp_path)
+    args = ["evaluate", str(data), "--model", str(model), "--sizes", "48,24", "--json"]
+    assert main([*args, "--small-face-model", str(inverted)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["small_face_model"] == str(inverted) and report["small_face_side"] == 40
+    # 48 px: the main model, all right. 24 px: the checkerboards blur to flat grey, which the inverted small-face
+    # model reads happy, like the flat faces: happy recall 1, sad recall 0 (the main model gives the opposite).
+    assert report["accuracy"] == 1.0 and report["sizes"]["48"]["accuracy"] == 1.0
+    assert report["sizes"]["24"]["recall"] == pytest.approx(
+        {**dict.fromkeys(report["sizes"]["24"]["recall"], 0.0), "happy": 1.0}
+    )
+    assert main(args) == 0  # a model of one's own: no small-face model unless asked for
+    report = json.loads(capsys.readouterr().out)
+    assert report["small_face_model"] is None
+    assert report["sizes"]["24"]["recall"]["sad"] == 1.0 and report["sizes"]["24"]["recall"]["happy"] == 0.0

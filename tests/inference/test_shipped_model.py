@@ -12,6 +12,7 @@ from .conftest import REPO
 
 FER2013 = REPO.parent / "shared/data/fer2013/fer2013_train_val.csv.gz"
 CARD = MODELS_DIR / "model_card.json"
+SMALL_CARD = MODELS_DIR / "fer_cnn_small.model_card.json"
 TARGET_ACCURACY = 0.68  # issue #2: the shipped model reaches >= 68 % on PublicTest (flip TTA allowed, and served)
 
 
@@ -63,3 +64,35 @@ def test_flip_tta_is_on_by_default_and_ignores_the_environment(monkeypatch):
     monkeypatch.setenv("FER_FLIP_TTA", "0")  # settings, not inference/, read the environment
     assert EmotionClassifier().flip_tta is True
     assert EmotionClassifier(flip_tta=False).flip_tta is False
+
+
+def test_small_face_model_card_gives_its_recipe_and_adds_up_the_training_it_started_from():
+    from inference.recognizer import SMALL_FACE_SIDE
+
+    card = json.loads(SMALL_CARD.read_text())
+    assert card["output"]["labels"] == list(LABELS) and card["labels"]["training"] == "mixed"
+    assert card["recipe"]["lowres_share"] == 0.6
+    assert max(card["recipe"]["lowres_sizes"]) == SMALL_FACE_SIDE  # the serving threshold comes from the recipe
+    assert card["onnx_max_abs_diff_vs_keras"] <= 1e-4 and card["public_test"]["n"] == 3589
+    init = card["init"]
+    assert init["epochs_run"] == sum(step["epochs_run"] for step in init["chain"]) == 94
+    assert card["epochs_run_including_init"] == card["epochs_run"] + init["epochs_run"]
+    assert card["training_wall_time_including_init_s"] == pytest.approx(
+        card["training_wall_time_s"] + init["training_wall_time_s"], abs=0.1
+    )
+    assert (MODELS_DIR / card["training_curves"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_small_faces_are_read_better_with_the_small_face_model_as_served():
+    if not Path(FER2013).is_file():
+        pytest.skip(f"FER2013 not found at {FER2013}")
+    from inference.evaluate import evaluate
+
+    served = evaluate(str(FER2013), usage="PublicTest", sizes=(24, 16))
+    ensemble_only = evaluate(str(FER2013), usage="PublicTest", sizes=(24, 16), small_face_model=False)
+    assert served["small_face_model"] == str(MODELS_DIR / "fer_cnn_small.onnx")
+    assert served["accuracy"] == ensemble_only["accuracy"]  # 48-px faces: the ensemble either way
+    for size in ("24", "16"):
+        assert served["sizes"][size]["accuracy"] > ensemble_only["sizes"][size]["accuracy"] + 0.005, size
+    assert served["sizes"]["16"]["accuracy"] >= 0.55  # issue 10's 16-px target

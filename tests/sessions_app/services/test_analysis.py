@@ -32,6 +32,24 @@ def test_worker_recognizer_is_served_as_settings_say(settings, monkeypatch):
     assert analysis.recognizer_get().classifier.flip_tta is True
 
 
+def test_worker_serves_the_small_face_model_under_the_side_settings_give(settings, monkeypatch):
+    from inference.classifier import default_model_path, default_small_face_model_path
+    from sessions_app.services import analysis
+
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    recognizer = analysis.recognizer_get()  # defaults: the shipped small-face model under 40 px, served like the rest
+    small = recognizer.small_face_classifier
+    assert small.model_path == default_small_face_model_path() and recognizer.small_face_side == 40
+    assert small.tta_margin == recognizer.classifier.tta_margin == settings.FER_TTA_MARGIN
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_SMALL_FACE_SIDE, settings.FER_SMALL_FACE_MODEL_PATH = 32, str(default_model_path())
+    recognizer = analysis.recognizer_get()
+    assert recognizer.small_face_classifier.model_path == default_model_path() and recognizer.small_face_side == 32
+    monkeypatch.setattr(analysis, "_recognizer", None)
+    settings.FER_SMALL_FACE_SIDE = 0
+    assert analysis.recognizer_get().small_face_classifier is None
+
+
 def test_real_recognizer_output_is_stored(teacher, make_session, group_photo):
     from sessions_app.services.analysis import recognizer_get
 
