@@ -2,6 +2,7 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +21,16 @@ def faces_dir() -> Path:
     if not FACES_DIR.is_dir():
         pytest.skip(f"face photos not found at {FACES_DIR}")
     return FACES_DIR
+
+
+def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Detector-like box noise: each ``(x, y, w, h)`` moved by up to +-6 % of its side and grown or shrunk by up to
+    +-6 %; returns ``int32 (K, 4)``."""
+    boxes = np.asarray(boxes, np.float64)
+    side = boxes[:, 2:3]
+    noisy = boxes + np.hstack([rng.uniform(-0.06, 0.06, (len(boxes), 2)) * side, np.zeros((len(boxes), 2))])
+    grow = rng.uniform(-0.06, 0.06, (len(boxes), 1)) * side
+    return np.hstack([noisy[:, :2] - grow / 2, noisy[:, 2:] + grow]).round().astype(np.int32)
 
 
 def hand_counts(faces_dir: Path) -> dict[Path, int]:

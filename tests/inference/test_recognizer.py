@@ -9,6 +9,9 @@ from inference.classifier import default_small_face_model_path
 from inference.data import load_fer2013
 from inference.imageio import read_image
 from inference.recognizer import SMALL_FACE_SIDE
+from inference.tracking import Tracker
+
+from .conftest import jitter_boxes
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +66,36 @@ def test_a_real_photo_small_faces_get_the_small_face_models_probabilities(shippe
     for got, want in zip(faces, alone.analyze(small_image), strict=True):
         assert got.box == want.box
         np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-6)
+
+
+def _label_switches(recognizer, photo, boxes, seed):
+    rng, tracker, raw, smooth, small = np.random.default_rng(seed), Tracker(), [], [], []
+    for _ in range(30):
+        noisy = jitter_boxes(boxes, rng)
+        small.append(np.maximum(noisy[:, 2], noisy[:, 3]) < SMALL_FACE_SIDE)
+        faces = recognizer.classify(photo, noisy)
+        ids = tracker.update(noisy, np.array([f.probabilities for f in faces]))
+        raw.append([int(np.argmax(f.probabilities)) for f in faces])
+        smooth.append(tracker.smoothed(ids).argmax(axis=1).tolist())
+    raw, smooth, small = np.array(raw), np.array(smooth), np.array(small)
+    switches = (raw[1:] != raw[:-1]).sum(), (smooth[1:] != smooth[:-1]).sum(), (small[1:] != small[:-1]).sum()
+    return tuple(int(n) for n in switches)
+
+
+def test_faces_hovering_at_the_small_face_side_do_not_flicker_more_than_with_one_model(shipped, faces_dir):
+    ensemble_only = EmotionRecognizer(shipped.classifier, shipped.detector, small_face_side=0)
+    routed_raw = routed_smooth = single_raw = single_smooth = crossings = 0
+    for name in ("dlib_2008_002506.jpg", "dlib_2008_007676.jpg", "ultralight_imgs_9.jpg"):
+        photo = read_image(faces_dir / "group_photos" / name)
+        sides = np.array([f.box[2] for f in shipped.analyze(photo)], np.float64)
+        photo = cv2.resize(
+            photo, None, fx=40 / np.median(sides), fy=40 / np.median(sides), interpolation=cv2.INTER_AREA
+        )
+        boxes = np.array([f.box for f in shipped.analyze(photo)])
+        for seed in range(2):
+            raw, smooth, crossed = _label_switches(shipped, photo, boxes, seed)
+            routed_raw, routed_smooth, crossings = routed_raw + raw, routed_smooth + smooth, crossings + crossed
+            raw, smooth, _ = _label_switches(ensemble_only, photo, boxes, seed)
+            single_raw, single_smooth = single_raw + raw, single_smooth + smooth
+    assert crossings >= 50  # faces did switch between the two models, often
+    assert routed_raw <= single_raw and routed_smooth <= single_smooth + 2

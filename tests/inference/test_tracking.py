@@ -11,6 +11,8 @@ from inference.stream import StreamState
 from inference.tracked_stream import TrackedStreamAnalyzer, TrackedStreamState
 from inference.tracking import Tracker, ema_filter, match_boxes, window_filter
 
+from .conftest import jitter_boxes
+
 
 @pytest.fixture(scope="module")
 def recognizer():
@@ -186,11 +188,8 @@ def test_smoothed_labels_switch_less_often_than_raw_ones_on_jittered_real_faces(
         photo = read_image(faces_dir / "group_photos" / name)
         boxes = np.array([f.box for f in recognizer.analyze(photo)], np.float64)
         tracker, raw, smooth = Tracker(), [], []
-        for _ in range(30):  # detector-like box noise: +-6 % of the side in position, +-6 % in size
-            side = boxes[:, 2:3]
-            noisy = boxes + np.hstack([rng.uniform(-0.06, 0.06, (len(boxes), 2)) * side, np.zeros((len(boxes), 2))])
-            grow = rng.uniform(-0.06, 0.06, (len(boxes), 1)) * side
-            noisy = np.hstack([noisy[:, :2] - grow / 2, noisy[:, 2:] + grow]).round().astype(np.int32)
+        for _ in range(30):
+            noisy = jitter_boxes(boxes, rng)
             faces = recognizer.classify(photo, noisy)
             ids = tracker.update(noisy, np.array([f.probabilities for f in faces]))
             assert ids == list(range(1, len(boxes) + 1))
