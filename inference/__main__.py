@@ -30,6 +30,7 @@ def _train(args) -> int:
         label_smoothing=args.label_smoothing,
         teacher=args.teacher,
         teacher_weight=args.teacher_weight,
+        select_size=args.select_size,
     )
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
@@ -214,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-weight", type=float, default=0.5, help="weight of the teacher's probabilities in the targets"
     )
     p.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, default 0.1")
+    p.add_argument(
+        "--select-size",
+        type=int,
+        help="choose the checkpoint on PublicTest faces shrunk to this many pixels (a small-face model), default 48",
+    )
     p.add_argument("--max-train-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
 

@@ -406,8 +406,17 @@ def _take(subset: Fer2013, keep: np.ndarray) -> Fer2013:
     )
 
 
-def _datasets(train_data: TrainingData, batch_size: int, seed: int, weights: np.ndarray, lowres_share: float):
+def _datasets(
+    train_data: TrainingData,
+    batch_size: int,
+    seed: int,
+    weights: np.ndarray,
+    lowres_share: float,
+    select_size: int | None = None,
+):
     import tensorflow as tf
+
+    from inference.evaluate import shrink_faces
 
     augment = make_augment(train_data.train_set.images.shape[1], lowres_share=lowres_share)
     x_train = train_data.train_set.images[..., None].astype(np.float32)
@@ -420,7 +429,10 @@ def _datasets(train_data: TrainingData, batch_size: int, seed: int, weights: np.
         .map(lambda x, y, w: (augment(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    x_val = train_data.val_set.images[..., None].astype(np.float32)
+    val_images = train_data.val_set.images
+    if select_size:  # checkpoints chosen on PublicTest faces as small as the model is made for
+        val_images = shrink_faces(val_images, select_size)
+    x_val = val_images[..., None].astype(np.float32)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, train_data.y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
 
@@ -649,6 +661,7 @@ def train(
     log=print,
     teacher: str | None = None,
     teacher_weight: float = 0.5,
+    select_size: int | None = None,
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
 
@@ -676,6 +689,9 @@ def train(
         init: ``.keras`` file to start from (warm start; ignored on ``resume`` when a checkpoint exists).
         log: callable for progress lines.
         teacher, teacher_weight: knowledge distillation from an ONNX model, see ``load_training_data``.
+        select_size: validate (early stopping, checkpoint choice, weight averaging) on the PublicTest faces shrunk to
+            this side in pixels and scaled back (``inference.evaluate.shrink_faces``), for a model made for small
+            faces; ``None``: the 48-px faces.
 
     Returns:
         The model card (also written to ``<out>/model_card.json``).
@@ -700,7 +716,7 @@ def train(
     keras.mixed_precision.set_global_policy(policy)
     log(f"precision policy: {policy}")
     weights = class_weights(train_data.y_train.argmax(axis=1))
-    train_ds, val_ds = _datasets(train_data, batch_size, seed, weights, lowres_share)
+    train_ds, val_ds = _datasets(train_data, batch_size, seed, weights, lowres_share, select_size)
     steps_per_epoch = len(train_data.train_set) // batch_size
     if steps_per_epoch == 0:
         raise DatasetError(f"{data}: fewer training rows ({len(train_data.train_set)}) than one batch ({batch_size})")
@@ -731,6 +747,7 @@ def train(
         "label_smoothing": label_smoothing,
         "swa_epochs": swa_epochs,
         "seed": seed,
+        "checkpoint_face_size": select_size or train_data.val_set.images.shape[1],
     }
     if teacher:
         recipe.update(teacher_sha256=train_data.labels["teacher_sha256"], teacher_weight=teacher_weight)

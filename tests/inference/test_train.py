@@ -33,6 +33,7 @@ def test_training_smoke_loss_falls_and_writes_card_plots_and_export(fixture_csv,
     assert set(card["public_test"]["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
     assert card["onnx_max_abs_diff_vs_keras"] <= 1e-4
     assert card["hardware"]["cpu_count"] >= 1 and card["training_wall_time_s"] > 0
+    assert card["recipe"]["checkpoint_face_size"] == 48  # chosen on the sharp faces unless --select-size
     assert any("skipped:" in line for line in lines)
 
     # --resume with a larger epoch budget continues after the last checkpoint instead of starting over.
@@ -210,3 +211,18 @@ def test_distillation_targets_mix_the_teachers_probabilities_with_the_recipe(fix
         load_training_data(
             str(fixture_csv), "fer2013", None, log=lambda _: None, teacher=str(default_model_path()), teacher_weight=2
         )
+
+
+def test_select_size_validates_on_public_test_faces_shrunk_like_small_faces(fixture_csv):
+    from inference.evaluate import shrink_faces
+    from inference.train import _datasets, load_training_data
+
+    data = load_training_data(str(fixture_csv), log=lambda _: None)
+    weights = np.ones(7, np.float32)
+    _, sharp = _datasets(data, 32, 0, weights, 0.0)
+    _, small = _datasets(data, 32, 0, weights, 0.0, select_size=24)
+    x_sharp = np.concatenate([x.numpy() for x, _ in sharp])[..., 0]
+    x_small = np.concatenate([x.numpy() for x, _ in small])[..., 0]
+    np.testing.assert_array_equal(x_sharp, data.val_set.images)
+    np.testing.assert_array_equal(x_small, shrink_faces(data.val_set.images, 24))
+    assert not np.array_equal(x_small, x_sharp)
