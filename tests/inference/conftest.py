@@ -33,6 +33,28 @@ def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.hstack([noisy[:, :2] - grow / 2, noisy[:, 2:] + grow]).round().astype(np.int32)
 
 
+def jittered_labels(recognizer, image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, frames: int = 30):
+    """Classify the faces at ``boxes`` of ``image`` over ``frames`` frames of ``jitter_boxes`` noise, tracked by a
+    fresh ``inference.tracking.Tracker``.
+
+    Returns:
+        ``(raw, smoothed, boxes, ids)``: ``int (frames, K)`` argmax labels of each frame's probabilities and of the
+        tracks' smoothed ones, the jittered ``int32 (frames, K, 4)`` boxes and the ``int (frames, K)`` track ids.
+    """
+    from inference.tracking import Tracker
+
+    tracker, raw, smooth, noisy_boxes, track_ids = Tracker(), [], [], [], []
+    for _ in range(frames):
+        noisy = jitter_boxes(boxes, rng)
+        faces = recognizer.classify(image, noisy)
+        ids = tracker.update(noisy, np.array([f.probabilities for f in faces]))
+        raw.append([int(np.argmax(f.probabilities)) for f in faces])
+        smooth.append(tracker.smoothed(ids).argmax(axis=1).tolist())
+        noisy_boxes.append(noisy)
+        track_ids.append(ids)
+    return np.array(raw), np.array(smooth), np.array(noisy_boxes), np.array(track_ids)
+
+
 def hand_counts(faces_dir: Path) -> dict[Path, int]:
     """Photo path -> hand-counted number of visible faces, from the faces.csv files."""
     counts = {}

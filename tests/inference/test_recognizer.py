@@ -9,9 +9,8 @@ from inference.classifier import default_small_face_model_path
 from inference.data import load_fer2013
 from inference.imageio import read_image
 from inference.recognizer import SMALL_FACE_SIDE
-from inference.tracking import Tracker
 
-from .conftest import jitter_boxes
+from .conftest import jittered_labels
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +68,8 @@ def test_a_real_photo_small_faces_get_the_small_face_models_probabilities(shippe
 
 
 def _label_switches(recognizer, photo, boxes, seed):
-    rng, tracker, raw, smooth, small = np.random.default_rng(seed), Tracker(), [], [], []
-    for _ in range(30):
-        noisy = jitter_boxes(boxes, rng)
-        small.append(np.maximum(noisy[:, 2], noisy[:, 3]) < SMALL_FACE_SIDE)
-        faces = recognizer.classify(photo, noisy)
-        ids = tracker.update(noisy, np.array([f.probabilities for f in faces]))
-        raw.append([int(np.argmax(f.probabilities)) for f in faces])
-        smooth.append(tracker.smoothed(ids).argmax(axis=1).tolist())
-    raw, smooth, small = np.array(raw), np.array(smooth), np.array(small)
+    raw, smooth, noisy, _ = jittered_labels(recognizer, photo, boxes, np.random.default_rng(seed))
+    small = np.maximum(noisy[..., 2], noisy[..., 3]) < SMALL_FACE_SIDE
     switches = (raw[1:] != raw[:-1]).sum(), (smooth[1:] != smooth[:-1]).sum(), (small[1:] != small[:-1]).sum()
     return tuple(int(n) for n in switches)
 
