@@ -275,26 +275,22 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: StreamFrame) -> None:
-        """Queue ``frame`` for analysis if the system admits it (``frame_admission_acquire``); else it waits in the
-        pending slot and is offered again after ``ADMISSION_RETRY_S`` (jittered, so waiting cameras take turns)."""
-        token = frame_services.frame_admission_token(self.session.pk, self.source, frame.sequence)
-        admitted = await sync_to_async(frame_services.frame_admission_acquire, thread_sensitive=False)(token=token)
-        if not admitted:
+        """Queue ``frame`` for analysis if the system admits it (``frame_live_dispatch``: admission and queueing in
+        one hop into a worker thread); else it waits in the pending slot and is offered again after
+        ``ADMISSION_RETRY_S`` (jittered, so waiting cameras take turns). A broker outage answers the frame
+        ``queue_unavailable`` and keeps the socket."""
+        outcome = await sync_to_async(frame_services.frame_live_dispatch, thread_sensitive=False)(
+            session_id=self.session.pk,
+            source=self.source,
+            sequence=frame.sequence,
+            captured_at_ms=frame.captured_at_ms,
+            data=frame.data,
+            expires_s=frame.expires_s,
+        )
+        if outcome == frame_services.DISPATCH_REFUSED:
             await self._apply(self.state.admission_refused(frame))
             self._schedule_retry()
-            return
-        try:
-            await sync_to_async(frame_services.frame_analyze_enqueue, thread_sensitive=False)(
-                session_id=self.session.pk,
-                source=self.source,
-                sequence=frame.sequence,
-                captured_at_ms=frame.captured_at_ms,
-                data=frame.data,
-                expires_s=frame.expires_s,
-            )
-        except Exception:  # the broker is down: tell the client, keep the socket
-            logger.exception("could not queue frame %s of %s", frame.sequence, self.source)
-            await sync_to_async(frame_services.frame_admission_release, thread_sensitive=False)(token=token)
+        elif outcome == frame_services.DISPATCH_UNAVAILABLE:
             await self._apply(self.state.dispatch_failed(frame.sequence))
 
     def _schedule_retry(self) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "frame_analyze_enqueue",
     "frame_dropped_record",
     "frame_error_record",
+    "frame_live_dispatch",
     "frame_outcome_claim",
     "frame_result_event",
     "frame_result_store",
@@ -220,6 +221,42 @@ def frame_analyze_enqueue(
         queue=settings.FER_LIVE_QUEUE if live else settings.FER_UPLOAD_QUEUE,
     )
     return result.id
+
+
+#: ``frame_live_dispatch`` outcomes.
+DISPATCH_QUEUED = "queued"
+DISPATCH_REFUSED = "refused"
+DISPATCH_UNAVAILABLE = "unavailable"
+
+
+def frame_live_dispatch(
+    *, session_id: int, source: str, sequence: int, captured_at_ms: float, data: bytes, expires_s: float | None
+) -> str:
+    """Admit one camera frame (``frame_admission_acquire``) and queue it for analysis (``frame_analyze_enqueue``,
+    live queue) in one synchronous call, so the WebSocket consumer makes one hop into a thread per frame, not two.
+
+    Returns ``DISPATCH_QUEUED``; ``DISPATCH_REFUSED`` when the system has no free analysis slot (nothing queued: the
+    caller keeps the frame pending and offers it again); ``DISPATCH_UNAVAILABLE`` when the broker refused the task
+    (logged; the admission is released, so the slot is not held by a frame that never reached a worker). Never
+    raises for a broker outage. Arguments as ``frame_analyze_enqueue``.
+    """
+    token = frame_admission_token(session_id, source, sequence)
+    if not frame_admission_acquire(token=token):
+        return DISPATCH_REFUSED
+    try:
+        frame_analyze_enqueue(
+            session_id=session_id,
+            source=source,
+            sequence=sequence,
+            captured_at_ms=captured_at_ms,
+            data=data,
+            expires_s=expires_s,
+        )
+    except Exception:  # the broker is down
+        logger.exception("could not queue frame %s of %s", sequence, source)
+        frame_admission_release(token=token)
+        return DISPATCH_UNAVAILABLE
+    return DISPATCH_QUEUED
 
 
 def _probability_list(probs) -> list[float]:

@@ -336,3 +336,40 @@ def test_a_freed_slot_wakes_the_camera_first_in_line_and_only_it(admission):
     frame_admission_release(token="7:camera:first:0")  # the first camera is no longer waiting: the second is woken
     assert next_event(layer, inboxes["camera:second"]) == {"type": "admission.wake"}
     assert no_event(layer, inboxes["camera:second"])  # once: the first release did not wake it
+
+
+def test_live_dispatch_queues_admitted_frames_refuses_beyond_the_slots_and_frees_the_slot_of_a_failed_send(
+    admission, settings, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    from sessions_app.services import frames
+    from tests.helpers import idle_celery_queue
+
+    client, key = admission
+    frame = jpeg()
+    with idle_celery_queue(settings, "FER_LIVE_QUEUE") as length:
+        key = frames._admission_key()  # the idle queue's own admission set
+
+        def dispatch(sequence: int) -> str:
+            return frames.frame_live_dispatch(
+                session_id=5, source="camera:d", sequence=sequence, captured_at_ms=0.0, data=frame, expires_s=10.0
+            )
+
+        try:
+            assert [dispatch(0), dispatch(1), dispatch(2)] == [
+                frames.DISPATCH_QUEUED,
+                frames.DISPATCH_QUEUED,
+                frames.DISPATCH_REFUSED,
+            ]
+            assert length() == 2  # the refused frame never reached the broker
+            frames.frame_admission_release(token=frames.frame_admission_token(5, "camera:d", 0))
+
+            def broker_refuses(**_kwargs):
+                raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+            monkeypatch.setattr(frames, "frame_analyze_enqueue", broker_refuses)
+            assert dispatch(3) == frames.DISPATCH_UNAVAILABLE
+            assert [m.decode() for m in client.zrange(key, 0, -1)] == ["5:camera:d:1"]  # frame 3 holds no slot
+        finally:
+            client.delete(key, key + ":waiting", key + ":tried")
