@@ -363,6 +363,11 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             if stored is None:
                 await self._apply(self.state.forget(sequence))
             else:
+                logger.warning(
+                    "result of frame %s of %s never arrived through the channel layer: sent from the database",
+                    sequence,
+                    self.source,
+                )
                 frame, faces = stored
                 await self.frame_result(frame_services.frame_result_event(frame, faces))
 

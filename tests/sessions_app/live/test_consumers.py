@@ -257,6 +257,37 @@ async def test_overdue_frame_already_answered_by_the_worker_is_not_declared_lost
     assert (s.frames_received, s.frames_processed, s.frames_dropped) == (1, 1, 0)
 
 
+async def test_a_result_whose_event_the_channel_layer_lost_reaches_the_camera_from_the_database(
+    teacher, make_session, idle_queue, fast_lost, monkeypatch, caplog
+):
+    """The worker stored the frame but its ``frame.result`` event never arrived (a Redis restart forgets groups):
+    at the frame's deadline the stream finds it stored and sends the result from the database, counted once as
+    processed, not as lost, and says so in the log."""
+    from sessions_app.services import frames as frame_services
+
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    source = (await events(comm, 1))[0]["source"]
+    await comm.send_to(bytes_data=with_header(0, jpeg()))
+    assert await sync_to_async(frame_outcome_claim)(session=s, source=source, sequence=0, outcome="result")
+    face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
+    face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
+    monkeypatch.setattr(frame_services, "event_publish", lambda *_args: None)  # the event is lost on the way
+    with caplog.at_level("WARNING", logger="sessions_app.live.consumers"):
+        await sync_to_async(frame_result_store)(
+            session=s, source=source, sequence=0, captured_at=s.created_at, width=96, height=72, processing_ms=5.0,
+            faces=[face],
+        )  # fmt: skip
+        ev = (await events(comm, 1, timeout=5))[0]
+    assert (ev["type"], ev["sequence"], ev["faces"][0]["label"]) == ("result", 0, "happy")
+    assert ev["stream"] == {"sent": 1, "processed": 1, "dropped": 0, "rejected": 0}
+    assert any("never arrived through the channel layer" in r.getMessage() for r in caplog.records)
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_processed, s.frames_dropped) == (1, 1, 0)
+
+
 async def test_under_overload_frames_wait_at_the_edge_instead_of_queueing(teacher, make_session, idle_queue, settings):
     """One analysis slot for the whole system and no worker: the first camera's frame is queued; the second
     camera's frames are not (the broker queue stays at 1), they wait in that stream's pending slot, latest frame
