@@ -14,7 +14,7 @@ RUN apt-get update \
 # Serving dependencies only, from the hashed serving lock: training (TensorFlow/Keras/tf2onnx, requirements/train.txt)
 # and test tools (requirements/dev.txt) stay out of the image.
 COPY requirements/serve.txt /tmp/serve.txt
-RUN pip install --require-hashes -r /tmp/serve.txt && rm /tmp/serve.txt
+RUN pip install --no-deps --require-hashes -r /tmp/serve.txt && pip check && rm /tmp/serve.txt
 
 COPY . /app
 

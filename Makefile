@@ -13,9 +13,12 @@ MYPY_PATHS := $(wildcard inference sessions_app/services sessions_app/services.p
 
 venv: $(STAMP)
 
+# --no-deps: the locks are complete closures, so pip installs exactly the pinned files and never resolves; a resolver
+# run in hash mode fails on a dependency with extras (weasyprint's `fonttools[woff]`) once PyPI has a newer release.
 $(STAMP): $(LOCKS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes $(addprefix -r ,$(LOCKS))
+	$(PY) -m pip install -q --no-deps --require-hashes $(addprefix -r ,$(LOCKS))
+	$(PY) -m pip check
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## Quick start: SQLite, local Redis, daphne + Celery worker on http://127.0.0.1:8000 (Ctrl-C stops all).
