@@ -115,11 +115,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+#: Events the channel layer keeps queued per web process (and per consumer) before it drops new ones; see below.
+CHANNEL_LAYER_CAPACITY = 10_000
 CHANNEL_LAYERS = {
     "default": {
         # channels_redis's layer, riding out Redis restarts (sessions_app/live/layer.py)
         "BACKEND": "sessions_app.live.layer.ResilientRedisChannelLayer",
-        "CONFIG": {"hosts": [env.str("CHANNEL_LAYER_URL", default=REDIS_URL)], "prefix": "fer:channels"},
+        # capacity: channels_redis queues the events of all consumers of one web process under one Redis key and
+        # silently drops a group message when that key holds `capacity` (default 100): a daphne process serving many
+        # cameras that fell a second behind lost result events, which then came at the frames' deadline (20 s).
+        "CONFIG": {
+            "hosts": [env.str("CHANNEL_LAYER_URL", default=REDIS_URL)],
+            "prefix": "fer:channels",
+            "capacity": CHANNEL_LAYER_CAPACITY,
+        },
     }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
