@@ -12,7 +12,11 @@ per-stream state is a small ``StreamState`` of plain JSON numbers (frame counter
 A frame is a keyframe (full detection, ``EmotionRecognizer.analyze``) when there is no state yet, every
 ``keyframe_every`` frames, when the frame size changed, when the scene signature moved by more than
 ``scene_change``, or when the follow stage lost a face. Otherwise only ``BlazeFaceDetector.follow`` runs: one
-small window per known face. Trade-off: a face that enters between keyframes is found at the next keyframe, at
+small window per known face. After a keyframe that the period did not call for (a stream's first frame, a cut, a
+new frame size, a lost face), the next periodic keyframe comes after a random number of frames between half the
+period and the period: cameras that start or cut together (a whole school at nine, a load test) would otherwise run
+their full detections in the same instant forever after, a burst of work that queues every frame behind it.
+Trade-off: a face that enters between keyframes is found at the next keyframe, at
 most ``keyframe_every - 1`` frames late (1 s at 30 frames per second with the default 30); a smaller
 ``keyframe_every`` finds newcomers sooner for more full detections. Pairing boxes across frames is
 ``inference.boxes.associate``.
@@ -51,6 +55,7 @@ class StreamState:
         boxes: the faces of the last frame, ``[x, y, w, h]`` pixel lists (inside that frame).
         signature: the last keyframe's ``scene_signature``.
         keyframe: whether the last frame was a keyframe.
+        period: frames from the last keyframe to the next periodic one (0: the analyzer's ``keyframe_every``).
     """
 
     frame: int = 0
@@ -59,10 +64,11 @@ class StreamState:
     boxes: list[list[int]] = field(default_factory=list)
     signature: list[float] = field(default_factory=list)
     keyframe: bool = False
+    period: int = 0
 
     def to_dict(self) -> dict:
         """``{"v": 1, "frame", "since_keyframe", "size": [w, h], "boxes": [[x, y, w, h], ...], "signature": [16
-        floats], "keyframe"}``: plain JSON numbers (about 20 bytes per face plus ~150)."""
+        floats], "keyframe", "period"}``: plain JSON numbers (about 20 bytes per face plus ~160)."""
         return {
             "v": STATE_VERSION,
             "frame": int(self.frame),
@@ -71,6 +77,7 @@ class StreamState:
             "boxes": [[int(v) for v in box] for box in self.boxes],
             "signature": [float(v) for v in self.signature],
             "keyframe": bool(self.keyframe),
+            "period": int(self.period),
         }
 
     @classmethod
@@ -97,6 +104,7 @@ class StreamState:
                 boxes=boxes,
                 signature=signature,
                 keyframe=bool(data.get("keyframe", False)),
+                period=int(data.get("period", 0)),  # absent in states written before staggering
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed stream state: {exc}") from exc
@@ -113,6 +121,11 @@ class StreamAnalyzer:
             absolute grey level (0..255) is a keyframe (a cut, a camera moved, lights switched).
         follow_threshold: face probability below which the follow stage counts a face as lost (which makes the
             frame a keyframe).
+        stagger: after a keyframe the period did not call for, draw the next periodic one uniformly from
+            ``ceil(keyframe_every / 2)`` to ``keyframe_every`` frames later (module docstring); ``False`` keeps
+            every stream on the fixed period.
+        seed: seed of the stagger's random generator (``None``: fresh entropy, so each worker process draws its
+            own).
 
     Raises:
         ValueError: ``keyframe_every`` below 1.
@@ -124,6 +137,8 @@ class StreamAnalyzer:
         keyframe_every: int = 30,
         scene_change: float = 12.0,
         follow_threshold: float = 0.5,
+        stagger: bool = True,
+        seed: int | None = None,
     ):
         if keyframe_every < 1:
             raise ValueError(f"keyframe_every must be at least 1, got {keyframe_every}")
@@ -131,6 +146,8 @@ class StreamAnalyzer:
         self.keyframe_every = int(keyframe_every)
         self.scene_change = float(scene_change)
         self.follow_threshold = float(follow_threshold)
+        self.stagger = bool(stagger)
+        self._rng = np.random.default_rng(seed)
 
     def analyze(
         self, image: np.ndarray, state: StreamState | dict | None = None
@@ -160,10 +177,11 @@ class StreamAnalyzer:
         if followed is None:  # a keyframe: full detection
             faces = self.recognizer.analyze(image)
             since_keyframe, keyframe_signature = 0, signature
-        else:  # followed faces: there is a state, which keeps its keyframe's signature
+            period = self._next_period(state, width, height, signature)
+        else:  # followed faces: there is a state, which keeps its keyframe's signature and period
             assert state is not None
             faces = self.recognizer.classify(image, *followed)
-            since_keyframe, keyframe_signature = state.since_keyframe + 1, state.signature
+            since_keyframe, keyframe_signature, period = state.since_keyframe + 1, state.signature, state.period
         new_state = StreamState(
             frame=(state.frame if state else 0) + 1,
             since_keyframe=since_keyframe,
@@ -171,14 +189,30 @@ class StreamAnalyzer:
             boxes=[list(face.box) for face in faces],
             signature=keyframe_signature,
             keyframe=followed is None,
+            period=period,
         )
         return faces, new_state
+
+    def _period(self, state: StreamState) -> int:
+        """The length of the state's current keyframe interval, frames."""
+        return state.period if 1 <= state.period <= self.keyframe_every else self.keyframe_every
+
+    def _next_period(self, state: StreamState | None, width: int, height: int, signature: list[float]) -> int:
+        """The interval after a keyframe: the full period when the period called for it, else a staggered one."""
+        periodic = (
+            state is not None
+            and tuple(state.size) == (width, height)
+            and state.since_keyframe + 1 >= self._period(state)
+        )
+        if periodic or not self.stagger or self.keyframe_every == 1:
+            return self.keyframe_every
+        return int(self._rng.integers(-(-self.keyframe_every // 2), self.keyframe_every + 1))
 
     def _may_follow(self, state: StreamState, width: int, height: int, signature: list[float]) -> bool:
         """Whether this frame may skip full detection (see the class docstring)."""
         if not isinstance(self.recognizer.detector, FollowingDetector) or tuple(state.size) != (width, height):
             return False
-        if state.since_keyframe + 1 >= self.keyframe_every or len(state.signature) != len(signature):
+        if state.since_keyframe + 1 >= self._period(state) or len(state.signature) != len(signature):
             return False
         change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
         return change <= self.scene_change

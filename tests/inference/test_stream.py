@@ -47,11 +47,40 @@ def test_stream_detects_on_keyframes_and_follows_the_faces_in_between(recognizer
             assert np.abs(followed[b] - full[a]).max() <= 0.2 * full[a, 2]
 
 
+def keyframe_positions(analyzer, frames):
+    out, _ = run(analyzer, frames)
+    return tuple(i for i, (_, s) in enumerate(out) if s.keyframe)
+
+
+def test_cameras_that_start_together_spread_their_periodic_keyframes(recognizer, frames):
+    """Twelve cameras start on the same frame: each first frame is a keyframe, but the periodic ones that follow fall
+    on different frames from camera to camera (no burst of full detections in one instant), never more than the
+    period apart; without the stagger every camera runs them on the same frames."""
+    steady = frames[:24]  # no cut and no lost face in these frames: every later keyframe is a periodic one
+    staggered = [keyframe_positions(StreamAnalyzer(recognizer, keyframe_every=8, seed=i), steady) for i in range(12)]
+    for positions in staggered:
+        gaps = np.diff(positions + (len(steady),))
+        assert positions[0] == 0 and 4 <= positions[1] <= 8 and gaps.max() <= 8
+        assert all(gap == 8 for gap in gaps[1:-1])  # after the staggered first interval, the full period
+    assert len({positions[1] for positions in staggered}) >= 3
+    fixed = {keyframe_positions(StreamAnalyzer(recognizer, keyframe_every=8, stagger=False), steady) for _ in range(3)}
+    assert fixed == {(0, 8, 16)}
+
+
+def test_a_state_without_a_period_keeps_the_full_period(recognizer, frames):
+    """A state written before keyframes were staggered (no "period") follows until the full period."""
+    analyzer = StreamAnalyzer(recognizer, keyframe_every=4)
+    _, state = run(analyzer, frames[:1])
+    del state["period"]
+    out, _ = run(analyzer, frames[1:6], state)
+    assert [s.keyframe for _, s in out] == [False, False, False, True, False]
+
+
 def test_stream_state_is_small_json_without_pixels(recognizer, frames):
     _, state = run(StreamAnalyzer(recognizer), frames[:3])
     text = json.dumps(state)
     assert len(text) < 600
-    assert set(state) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
+    assert set(state) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe", "period"}
     restored = StreamState.from_dict(state)
     assert restored.to_dict() == state and restored.frame == 3 and len(restored.boxes) == 8
     with pytest.raises(ValueError, match="stream state"):

@@ -146,7 +146,7 @@ def test_camera_frames_follow_faces_between_keyframes_with_the_state_in_the_cach
         states.append(cache.get(key))
     streams = [st["stream"] for st in states]
     assert [st["keyframe"] for st in streams] == [True, False, False] and streams[-1]["frame"] == 3
-    assert set(streams[-1]) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe"}
+    assert set(streams[-1]) == {"v", "frame", "since_keyframe", "size", "boxes", "signature", "keyframe", "period"}
     counts = list(Frame.objects.filter(session=s).order_by("sequence").values_list("face_count", flat=True))
     assert len(counts) == 3 and all(abs(c - count) <= 1 for c in counts) and len(set(counts)) == 1
     # every face keeps its anonymous track over the three frames, with smoothed probabilities stored beside the raw
