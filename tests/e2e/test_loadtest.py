@@ -31,7 +31,7 @@ KEYS = {
 }  # fmt: skip
 NEW_KEYS = {
     "per_client_processed_fps", "analysed_fps_over_time", "clients_connected", "size", "dropped_by_reason",
-    "scene_seconds",
+    "scene_seconds", "scene_cuts",
 }  # fmt: skip
 #: Nothing listens there: a command that touched the database would fail.
 NO_DATABASE = "postgres://nobody@127.0.0.1:9/no_such_database"
@@ -80,6 +80,7 @@ def test_loadtest_in_its_own_user_mode_streams_a_group_photo_and_reports_todays_
     assert set(result["memory_mb"]) == {"web_peak", "workers_peak"}
     assert result["clients"] == 2 and result["clients_connected"] == 2 and result["size"] is None
     assert result["scene_seconds"] == 10.0  # the default: a still camera filming one scene
+    assert result["scene_cuts"] == "independent"
     sent, processed = result["frames_sent"], result["frames_processed"]
     assert 14 <= sent <= 18  # 2 clients x 2 fps x 4 s
     _assert_accounted(result)
@@ -298,6 +299,21 @@ def test_a_still_camera_sends_noisy_copies_of_one_scene_and_cuts_to_the_next_pho
     assert all(f in scenes[0] for f in sent[:20]) and all(f in scenes[1] for f in sent[20:])
     assert sent[0] != sent[1] and sent[:4] == scenes[0]
     assert frame_for(scenes, 0, offset=1, fps=2.0, scene_seconds=10.0) in scenes[1]
+    # independent cameras cut at their own phases: client 0 at 10 s, client 1 (phase 0.618) after 3.8 s, client 2
+    # (phase 0.236) after 7.6 s; with "together" every client cuts at 10 s
+    from sessions_app.management.commands.loadtest import cut_phase
+
+    def first_cut(offset, scene_cuts):
+        phase = cut_phase(offset, scene_cuts)
+        sent = [frame_for(scenes, n, offset=offset, fps=2.0, scene_seconds=10.0, phase=phase) for n in range(24)]
+        start = scenes[offset % 2]
+        assert sent[0] in start
+        return next(n for n, f in enumerate(sent) if f not in start)
+
+    assert [first_cut(i, "independent") for i in range(3)] == [20, 8, 16]
+    assert [first_cut(i, "together") for i in range(3)] == [20, 20, 20]
+    phases = sorted(cut_phase(i, "independent") for i in range(30))
+    assert all(0 <= p < 1 for p in phases) and max(np.diff(phases)) < 2 / 30  # 30 clients cover the scene evenly
     # --scene-seconds 0: a cut every frame, round-robin over the photos as sent
     cuts = [[f] for f in frames]
     sent = [frame_for(cuts, n, offset=1, fps=2.0, scene_seconds=0) for n in range(3)]

@@ -20,8 +20,11 @@ How it talks to the server (all over HTTP(S), like a browser and an API client w
    then waits until every frame is accounted for (result, dropped or error) or the drain timeout passes. Like a
    webcam, each client films one scene: client *i* starts on photo *i* (round-robin), sends noisy copies of it
    (``scene_variants``: sensor noise, so no two consecutive frames are equal) and moves to the next photo every
-   ``--scene-seconds`` (default 10 s, a scene cut). ``--scene-seconds 0`` sends a different photo every frame, as
-   this command did before: every frame is a scene cut and gets full face detection, the worst case;
+   ``--scene-seconds`` (default 10 s, a scene cut). The clients' cuts are spread over the scene length, as
+   independent cameras' cuts are (``--scene-cuts independent``, the default: client *i* cuts ``frac(i * 0.618)`` of a
+   scene earlier than client 0); ``--scene-cuts together`` cuts every client in the same instant (a whole building's
+   lights switched, the worst burst of full detections). ``--scene-seconds 0`` sends a different photo every frame,
+   as this command did first: every frame is a scene cut and gets full face detection, the worst case;
 4. ends the sessions through the API (also after a failure or Ctrl-C).
 
 Without ``--username`` it creates a throw-away user (``loadtest-<random>``) in this process's database first (so run
@@ -36,7 +39,8 @@ stopping after the first step that misses the target: p95 latency at most ``--ta
 errors, nothing unanswered, and at most ``--max-dropped-pct`` (default 2 %) of the frames dropped. It reports the
 largest count that met it.
 
-``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, frames_sent, frames_processed,
+``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, scene_cuts, frames_sent,
+frames_processed,
 frames_dropped, dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered,
 clients_connected, latency_ms {p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time
 [{t_s, fps}], memory_mb {web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to
@@ -202,16 +206,32 @@ def scene_variants(frames: list[bytes], variants: int = SCENE_VARIANTS, sigma: f
     return scenes
 
 
-def frame_for(scenes: list[list[bytes]], n: int, *, offset: int, fps: float, scene_seconds: float) -> bytes:
+#: ``--scene-cuts`` choices: each client's cuts at its own phase of the scene, or every client's in the same instant.
+SCENE_CUTS = ("independent", "together")
+#: Golden-ratio step between consecutive clients' cut phases (fraction of a scene): any number of clients gets
+#: phases spread nearly evenly over the scene (a low-discrepancy sequence), with no two equal.
+CUT_PHASE_STEP = 0.6180339887
+
+
+def cut_phase(offset: int, scene_cuts: str) -> float:
+    """How far into its first scene client ``offset`` starts, as a fraction of a scene (0 <= phase < 1): 0 for
+    every client with ``"together"``, ``frac(offset * CUT_PHASE_STEP)`` with ``"independent"``."""
+    return (offset * CUT_PHASE_STEP) % 1.0 if scene_cuts == "independent" else 0.0
+
+
+def frame_for(
+    scenes: list[list[bytes]], n: int, *, offset: int, fps: float, scene_seconds: float, phase: float = 0.0
+) -> bytes:
     """The bytes a client sends as its frame ``n`` (0, 1, ...).
 
     ``scene_seconds > 0``: a still camera whose scene changes every ``scene_seconds`` s: client ``offset`` starts on
-    photo ``offset`` and shows its noisy copies in turn, then the next photo. ``scene_seconds == 0``: a different
-    photo every frame (round-robin from ``offset``), so every frame is a scene cut and gets full face detection: the
-    worst case of the streaming pipeline."""
+    photo ``offset`` and shows its noisy copies in turn, then the next photo; ``phase`` (``cut_phase``, a fraction
+    of a scene) is how far into its first scene it starts, so its first cut comes ``(1 - phase) * scene_seconds``
+    after its first frame. ``scene_seconds == 0``: a different photo every frame (round-robin from ``offset``), so
+    every frame is a scene cut and gets full face detection: the worst case of the streaming pipeline."""
     if scene_seconds <= 0:
         return scenes[(n + offset) % len(scenes)][0]
-    scene = scenes[(offset + int(n / fps // scene_seconds)) % len(scenes)]
+    scene = scenes[(offset + int((n / fps + phase * scene_seconds) // scene_seconds)) % len(scenes)]
     return scene[n % len(scene)]
 
 
@@ -449,10 +469,10 @@ class Stats:
 
 async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes]], fps: float, seconds: float,
                   drain_s: float, offset: int, stats: Stats, context: ssl.SSLContext | None,
-                  scene_seconds: float) -> None:  # fmt: skip
+                  scene_seconds: float, phase: float = 0.0) -> None:  # fmt: skip
     """One camera client: connect to ``ws_url`` (``Cookie``/``Origin`` headers, TLS ``context`` for wss), send the
-    frames of ``scenes`` (``frame_for``: client ``offset``, ``scene_seconds``) at ``fps`` frames/s for ``seconds``
-    s, then wait up to ``drain_s`` s for the last answers. Adds to ``stats``. Never raises."""
+    frames of ``scenes`` (``frame_for``: client ``offset``, ``scene_seconds``, ``phase``) at ``fps`` frames/s for
+    ``seconds`` s, then wait up to ``drain_s`` s for the last answers. Adds to ``stats``. Never raises."""
     import websockets
     from websockets.typing import Origin
 
@@ -504,7 +524,8 @@ async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes
                 header = FRAME_HEADER.pack(FRAME_HEADER_MAGIC, n, time.time() * 1000.0)
                 sent_at[n] = time.perf_counter()
                 try:
-                    await ws.send(header + frame_for(scenes, n, offset=offset, fps=fps, scene_seconds=scene_seconds))
+                    frame = frame_for(scenes, n, offset=offset, fps=fps, scene_seconds=scene_seconds, phase=phase)
+                    await ws.send(header + frame)
                 except Exception:
                     sent_at.pop(n, None)  # never sent
                     raise
@@ -537,7 +558,8 @@ def fps_over_time(result_at: list[float]) -> list[dict]:
 
 
 def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients: int, fps: float, seconds: float,
-             drain_s: float, size: tuple[int, int] | None, scene_seconds: float) -> dict:  # fmt: skip
+             drain_s: float, size: tuple[int, int] | None, scene_seconds: float,
+             scene_cuts: str = "independent") -> dict:  # fmt: skip
     """One load-test run with ``clients`` camera clients: create their sessions through the API, stream, end the
     sessions (also when interrupted). Returns the result object of the module doc. Raises ``CommandError`` when a
     session cannot be created or no client could connect."""
@@ -571,6 +593,7 @@ def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients:
                         stats,
                         server.context,
                         scene_seconds,
+                        cut_phase(i, scene_cuts),
                     )  # fmt: skip
                     for i, sid in enumerate(session_ids)
                 ]
@@ -591,6 +614,7 @@ def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients:
         "seconds": seconds,
         "size": f"{size[0]}x{size[1]}" if size else None,
         "scene_seconds": scene_seconds,
+        "scene_cuts": scene_cuts,
         "frames_sent": stats.sent,
         "frames_processed": stats.processed,
         "frames_dropped": stats.dropped,
@@ -679,6 +703,13 @@ class Command(BaseCommand):
             help="Each client films one photo (with sensor noise) and moves to the next every this many seconds "
             "(default 10); 0 = a different photo every frame (every frame a scene cut: the worst case).",
         )
+        parser.add_argument(
+            "--scene-cuts",
+            choices=SCENE_CUTS,
+            default="independent",
+            help="independent (default): each client cuts at its own phase of the scene, like separate cameras; "
+            "together: every client cuts in the same instant (the worst burst of full detections).",
+        )
         parser.add_argument("--drain", type=float, default=None, help="Seconds to wait for outstanding results.")
         parser.add_argument("--json", action="store_true")
 
@@ -720,7 +751,12 @@ class Command(BaseCommand):
         server.api_login(username, password)
         drain = opts["drain"] if opts["drain"] is not None else settings.FER_FRAME_TASK_EXPIRES_S + 15
         run = dict(
-            fps=opts["fps"], seconds=opts["seconds"], drain_s=drain, size=size, scene_seconds=opts["scene_seconds"]
+            fps=opts["fps"],
+            seconds=opts["seconds"],
+            drain_s=drain,
+            size=size,
+            scene_seconds=opts["scene_seconds"],
+            scene_cuts=opts["scene_cuts"],
         )
         if not opts["ramp"]:
             result = run_step(server, cookie, scenes, clients=steps[0], **run)
