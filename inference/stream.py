@@ -177,7 +177,7 @@ class StreamAnalyzer:
         if followed is None:  # a keyframe: full detection
             faces = self.recognizer.analyze(image)
             since_keyframe, keyframe_signature = 0, signature
-            period = self._next_period(state, width, height, signature)
+            period = self._next_period(state, width, height)
         else:  # followed faces: there is a state, which keeps its keyframe's signature and period
             assert state is not None
             faces = self.recognizer.classify(image, *followed)
@@ -197,7 +197,7 @@ class StreamAnalyzer:
         """The length of the state's current keyframe interval, frames."""
         return state.period if 1 <= state.period <= self.keyframe_every else self.keyframe_every
 
-    def _next_period(self, state: StreamState | None, width: int, height: int, signature: list[float]) -> int:
+    def _next_period(self, state: StreamState | None, width: int, height: int) -> int:
         """The interval after a keyframe: the full period when the period called for it, else a staggered one."""
         periodic = (
             state is not None
