@@ -181,18 +181,24 @@ def test_a_stream_state_saved_before_tracks_existed_is_accepted(recognizer, face
         TrackedStreamState.from_dict({"v": 7, "stream": {}, "tracker": {}})
 
 
+GROUP_PHOTOS = ("dlib_2008_002506.jpg", "dlib_2008_007676.jpg", "ultralight_imgs_9.jpg")
+
+
 def test_smoothed_labels_switch_less_often_than_raw_ones_on_jittered_real_faces(recognizer, faces_dir):
     rng = np.random.default_rng(0)
     raw_switches, smooth_switches = [], []
-    for name in ("dlib_2008_002506.jpg", "dlib_2008_007676.jpg", "ultralight_imgs_9.jpg"):
-        photo = read_image(faces_dir / "group_photos" / name)
+    # the group photos' faces read clearly (the shipped ensemble hardly switches on them); the three crowd photos
+    # add smaller faces whose two best classes are close, where raw labels flicker
+    for path in [faces_dir / "group_photos" / name for name in GROUP_PHOTOS] + [
+        faces_dir / "crowds" / f"ultralight_imgs_{n}.jpg" for n in (12, 15, 19)
+    ]:
+        photo = read_image(path)
         boxes = np.array([f.box for f in recognizer.analyze(photo)], np.float64)
         raw, smooth, _, ids = jittered_labels(recognizer, photo, boxes, rng)
         assert (ids == np.arange(1, len(boxes) + 1)).all()
         raw_switches += (raw[1:] != raw[:-1]).sum(axis=0).tolist()
         smooth_switches += (smooth[1:] != smooth[:-1]).sum(axis=0).tolist()
-    # measured (seeds 0-3): raw 19-27 switches over the 18 faces, smoothed 2-10, nearly all of them on one face whose
-    # happy and neutral probabilities are both near 0.5
+    # measured with the ensemble of 2026-12-07 (seeds 0-3): raw 36-54 switches over the 44 faces, smoothed 4-9
     assert sum(raw_switches) >= 10
     assert sum(smooth_switches) < 0.6 * sum(raw_switches)
     assert all(s <= r for s, r in zip(smooth_switches, raw_switches))
