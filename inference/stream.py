@@ -194,17 +194,15 @@ class StreamAnalyzer:
         )
         return faces, new_state
 
-    def _period(self, state: StreamState) -> int:
-        """The length of the state's current keyframe interval, frames."""
-        return state.period if 1 <= state.period <= self.keyframe_every else self.keyframe_every
+    def _period_due(self, state: StreamState) -> bool:
+        """Whether the next frame of ``state``'s stream ends its keyframe interval (``state.period`` frames, or
+        ``keyframe_every`` when the state has none)."""
+        period = state.period if 1 <= state.period <= self.keyframe_every else self.keyframe_every
+        return state.since_keyframe + 1 >= period
 
     def _next_period(self, state: StreamState | None, width: int, height: int) -> int:
         """The interval after a keyframe: the full period when the period called for it, else a staggered one."""
-        periodic = (
-            state is not None
-            and tuple(state.size) == (width, height)
-            and state.since_keyframe + 1 >= self._period(state)
-        )
+        periodic = state is not None and tuple(state.size) == (width, height) and self._period_due(state)
         if periodic or not self.stagger or self.keyframe_every == 1:
             return self.keyframe_every
         return int(self._rng.integers(-(-self.keyframe_every // 2), self.keyframe_every + 1))
@@ -213,7 +211,7 @@ class StreamAnalyzer:
         """Whether this frame may skip full detection (see the class docstring)."""
         if not isinstance(self.recognizer.detector, FollowingDetector) or tuple(state.size) != (width, height):
             return False
-        if state.since_keyframe + 1 >= self._period(state) or len(state.signature) != len(signature):
+        if self._period_due(state) or len(state.signature) != len(signature):
             return False
         change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
         return change <= self.scene_change

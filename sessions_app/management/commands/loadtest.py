@@ -40,8 +40,7 @@ errors, nothing unanswered, and at most ``--max-dropped-pct`` (default 2 %) of t
 largest count that met it.
 
 ``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, scene_cuts, frames_sent,
-frames_processed,
-frames_dropped, dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered,
+frames_processed, frames_dropped, dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered,
 clients_connected, latency_ms {p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time
 [{t_s, fps}], memory_mb {web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to
 result, measured in the client), rates in frames per second (``per_client_processed_fps``: results received by a
