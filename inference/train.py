@@ -530,9 +530,11 @@ def build_or_resume(
 
 
 def card_beside(path: Path) -> dict:
-    """The model card beside the model file ``path`` (``<stem>_card.json``, else ``model_card.json``); ``{}`` when
-    there is none."""
-    for candidate in (path.with_name(f"{path.stem}_card.json"), path.with_name("model_card.json")):
+    """The model card beside the model file ``path``: ``<stem>.model_card.json`` (the shipped small-face model's
+    name), ``<stem>_card.json``, else ``model_card.json`` (a training run's folder, the shipped ensemble); ``{}``
+    when there is none."""
+    names = (f"{path.stem}.model_card.json", f"{path.stem}_card.json", "model_card.json")
+    for candidate in (path.with_name(name) for name in names):
         if candidate.is_file():
             return json.loads(candidate.read_text())
     return {}

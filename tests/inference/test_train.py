@@ -3,9 +3,21 @@ import json
 import numpy as np
 import pytest
 
-from inference.train import class_weights, train
+from inference.train import card_beside, class_weights, train
 
 TINY = {"stages": ((8, 1), (16, 1)), "dense_units": 16, "batch_size": 32, "learning_rate": 1e-2}
+
+
+def test_the_card_beside_a_model_is_its_own_before_the_folders_model_card(tmp_path):
+    """The shipped small-face model (``fer_cnn_small.keras``) sits beside the ensemble's ``model_card.json``: its own
+    ``fer_cnn_small.model_card.json`` must win, or a warm start or an ensemble of it adds up the wrong training."""
+    (tmp_path / "model_card.json").write_text(json.dumps({"epochs_run": 146}))
+    (tmp_path / "fer_cnn_small.model_card.json").write_text(json.dumps({"epochs_run": 6}))
+    (tmp_path / "member1_card.json").write_text(json.dumps({"epochs_run": 60}))
+    assert card_beside(tmp_path / "fer_cnn_small.keras") == {"epochs_run": 6}
+    assert card_beside(tmp_path / "member1.keras") == {"epochs_run": 60}
+    assert card_beside(tmp_path / "fer_cnn.keras") == {"epochs_run": 146}
+    assert card_beside(tmp_path / "elsewhere" / "model.keras") == {}
 
 
 def test_class_weights_lift_rare_labels():
