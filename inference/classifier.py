@@ -19,8 +19,9 @@ from inference.labels import NUM_CLASSES
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL_NAME = "fer_cnn.onnx"
-#: The shipped small-face model: one ``fer-vgg`` network fine-tuned with most faces shrunk to 12-40 px, which
-#: ``EmotionRecognizer`` serves for faces under ``inference.recognizer.SMALL_FACE_SIDE`` (README "Small faces").
+#: The shipped small-face model: the mean of two ``fer-vgg`` networks, each fine-tuned with most faces shrunk to
+#: 12-40 px, which ``EmotionRecognizer`` serves for faces under ``inference.recognizer.SMALL_FACE_SIDE`` (README
+#: "Small faces").
 SMALL_FACE_MODEL_NAME = "fer_cnn_small.onnx"
 FACE_SIZE = 48
 

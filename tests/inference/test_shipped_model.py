@@ -66,28 +66,37 @@ def test_flip_tta_is_on_by_default_and_ignores_the_environment(monkeypatch):
     assert EmotionClassifier(flip_tta=False).flip_tta is False
 
 
-def test_small_face_model_card_gives_its_recipe_and_adds_up_the_training_it_started_from():
+def test_small_face_model_card_gives_each_members_recipe_and_adds_up_the_training_they_started_from():
     from inference.recognizer import SMALL_FACE_SIDE
 
     card = json.loads(SMALL_CARD.read_text())
-    assert card["output"]["labels"] == list(LABELS) and card["labels"]["training"] == "mixed"
-    assert card["recipe"]["lowres_share"] == 0.6
-    assert max(card["recipe"]["lowres_sizes"]) == SMALL_FACE_SIDE  # the serving threshold comes from the recipe
+    assert card["output"]["labels"] == list(LABELS) and card["labels"]["training"] == "ensemble"
     assert card["onnx_max_abs_diff_vs_keras"] <= 1e-4 and card["public_test"]["n"] == 3589
-    init = card["init"]
-    assert init["epochs_run"] == sum(step["epochs_run"] for step in init["chain"]) == 94
-    assert card["epochs_run_including_init"] == card["epochs_run"] + init["epochs_run"]
-    assert card["training_wall_time_including_init_s"] == pytest.approx(
-        card["training_wall_time_s"] + init["training_wall_time_s"], abs=0.1
+    members = card["members"]
+    assert len(members) == 2 and card["labels"]["members"] == ["mixed", "mixed"]
+    for member in members:
+        assert member["recipe"]["lowres_share"] == 0.6
+        assert max(member["recipe"]["lowres_sizes"]) == SMALL_FACE_SIDE  # the serving threshold comes from the recipe
+        init = member["init"]
+        assert member["epochs_run_including_init"] == member["epochs_run"] + init["epochs_run"]
+        assert member["training_wall_time_including_init_s"] == pytest.approx(
+            member["training_wall_time_s"] + init["training_wall_time_s"], abs=0.1
+        )
+        assert (MODELS_DIR / member["training_curves"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (MODELS_DIR / member["history"]).read_text().startswith("epoch")
+    # member 0 started from the first ensemble's fine-tune of member 0, member 1 from the shipped member 1
+    assert members[0]["init"]["epochs_run"] == sum(step["epochs_run"] for step in members[0]["init"]["chain"]) == 94
+    assert members[1]["init"]["epochs_run"] == 60
+    assert card["epochs_run"] == sum(m["epochs_run_including_init"] for m in members)
+    assert card["training_wall_time_s"] == pytest.approx(
+        sum(m["training_wall_time_including_init_s"] for m in members), abs=0.2
     )
-    assert (MODELS_DIR / card["training_curves"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
 def test_small_faces_are_read_better_with_the_small_face_model_as_served():
-    """Faces under 40 px go to the small-face model: better than the ensemble at 24 px on both label sets and on the
-    FER+ majority at 16 px; at 16 px on the FER2013 labels it may trail by less than a point (measured 55.3 vs 55.8 %
-    since the ensemble's member 1 was trained from scratch with low-resolution faces), and meets issue 10's 55 %."""
+    """Faces under 40 px go to the small-face model: better than the ensemble at 24 and 16 px on both label sets
+    (measured as served: 64.9 vs 63.6 % and 58.4 vs 55.4 % on the FER2013 labels), and meets issue 10's 16-px 55 %."""
     if not Path(FER2013).is_file():
         pytest.skip(f"FER2013 not found at {FER2013}")
     from inference.evaluate import evaluate
@@ -100,5 +109,5 @@ def test_small_faces_are_read_better_with_the_small_face_model_as_served():
     assert served["sizes"]["24"]["accuracy"] > ensemble_only["sizes"]["24"]["accuracy"] + 0.003
     for size in ("24", "16"):
         assert served["ferplus"]["sizes"][size]["accuracy"] > ensemble_only["ferplus"]["sizes"][size]["accuracy"] + 0.01
-    assert served["sizes"]["16"]["accuracy"] > ensemble_only["sizes"]["16"]["accuracy"] - 0.01
+    assert served["sizes"]["16"]["accuracy"] > ensemble_only["sizes"]["16"]["accuracy"] + 0.01
     assert served["sizes"]["16"]["accuracy"] >= 0.55  # issue 10's 16-px target
