@@ -548,8 +548,8 @@ def warm_start(model, init: str) -> dict:
 
     Returns:
         ``{"path", "sha256", "epochs_run", "training_wall_time_s", "total_wall_time_s", "labels"}``; the numbers
-        come from ``model_card.json`` beside ``init`` (a file ``<stem>_card.json`` or ``model_card.json``), ``None``
-        when there is no card.
+        come from the card beside ``init`` (``card_beside``: ``<stem>.model_card.json``, ``<stem>_card.json`` or
+        ``model_card.json``), ``None`` when there is no card.
 
     Raises:
         FileNotFoundError: no such file. ValueError: another architecture.
