@@ -200,6 +200,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         self.group = None
         self._flusher = None
         self.state = None
+        self._counter_writes: set[asyncio.Future] = set()
         user = self.scope.get("user")
         self.session, code = await database_sync_to_async(_load_session)(
             user, self.scope["url_route"]["kwargs"]["session_id"]
@@ -339,9 +340,17 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
 
     # --------------------------------------------------------------------------------------------- bookkeeping
     async def _flush(self) -> None:
+        """Store the counter deltas taken from the state. The write runs as its own task, shielded: a disconnect
+        that cancels housekeeping while it waits would otherwise cancel a write not yet started in the database
+        thread, and the deltas already taken from the state would be lost (``disconnect`` waits for it)."""
         delta = self.state.take_counter_delta()
         if any(delta.values()):
-            await database_sync_to_async(session_counters_add)(session_id=self.session.pk, **delta)
+            write = asyncio.ensure_future(
+                database_sync_to_async(session_counters_add)(session_id=self.session.pk, **delta)
+            )
+            self._counter_writes.add(write)
+            write.add_done_callback(self._counter_writes.discard)
+            await asyncio.shield(write)
 
     async def _declare_overdue_lost(self) -> None:
         """Frames unanswered past their deadline: claim their outcome; count them lost only if the claim is ours."""
@@ -406,3 +415,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         if getattr(self, "state", None) is not None:
             self.state.close()
             await self._flush()
+            # A housekeeping write still in flight: stored before the socket is gone.
+            for result in await asyncio.gather(*self._counter_writes, return_exceptions=True):
+                if isinstance(result, Exception):
+                    logger.error("counters of %s could not be stored: %r", self.source, result)
