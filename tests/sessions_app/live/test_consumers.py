@@ -248,9 +248,6 @@ async def test_counter_deltas_whose_write_waits_for_the_database_thread_survive_
             delta, self.delta = self.delta, {"received": 0, "dropped": 0, "rejected": 0}
             return delta
 
-        def close(self):
-            pass
-
     s = await sync_to_async(make_session)(teacher)
     consumer = SessionStreamConsumer()
     consumer.session, consumer.state, consumer._counter_writes = s, Taken(), set()
