@@ -11,6 +11,7 @@ label and valence are reported only when the bucket holds at least ``settings.FE
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db.models import Avg, Case, CharField, Count, F, FloatField, Max, Min, Q, QuerySet, Sum, Value, When
@@ -324,12 +325,20 @@ def session_counters(*, session_id: int) -> dict[str, int]:
     return dict(zip(("received", "processed", "dropped", "rejected"), row or (0, 0, 0, 0), strict=True))
 
 
-def frame_get(*, session_id: int, source: str, sequence: int) -> tuple[Frame, list[Face]] | None:
-    """The stored frame ``(session, source, sequence)`` and its faces (by id), or ``None`` when it was not stored."""
-    frame = Frame.objects.filter(session_id=session_id, source=source, sequence=sequence).first()
-    if frame is None:
-        return None
-    return frame, list(Face.objects.filter(frame=frame).order_by("id"))
+def frames_get(*, session_id: int, source: str, sequences: Iterable[int]) -> dict[int, tuple[Frame, list[Face]]]:
+    """The stored frames of ``source`` in session ``session_id`` among ``sequences``, with their faces (by id).
+
+    Returns ``{sequence: (frame, faces)}`` for the sequences that were stored (the others are missing); two queries
+    whatever the number of sequences (none for an empty ``sequences``).
+    """
+    wanted = sorted({int(s) for s in sequences})
+    if not wanted:
+        return {}
+    frames = {f.pk: f for f in Frame.objects.filter(session_id=session_id, source=source, sequence__in=wanted)}
+    faces: dict[int, list[Face]] = {pk: [] for pk in frames}
+    for face in Face.objects.filter(frame_id__in=list(frames)).order_by("id"):
+        faces[face.frame_id].append(face)
+    return {f.sequence: (f, faces[pk]) for pk, f in frames.items()}
 
 
 def session_list_expired(*, days: int, now: dt.datetime | None = None) -> QuerySet[EmotionSession]:

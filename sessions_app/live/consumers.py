@@ -316,6 +316,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         is freed; results of other sources of the session are forwarded as ``{..., "type": "result"}``."""
         if event.get("source") == self.source:
             step = self.state.answered(event.get("sequence"), "result")
+            if step is None:  # already answered (from the database, before its late event came)
+                return
             await self._send_json({**event, "type": "result", "stream": dict(self.state.stats)})
             await self._apply(step)
         else:
@@ -326,6 +328,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         ``{"type": "dropped", "source", "sequence", "reason"}``, slot freed. Other sources' drops are ignored."""
         if event.get("source") == self.source:
             step = self.state.answered(event.get("sequence"), "dropped")
+            if step is None:
+                return
             await super().frame_dropped(event)
             await self._apply(step)
 
@@ -335,6 +339,8 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
         ignored."""
         if event.get("source") == self.source:
             step = self.state.answered(event.get("sequence"), "error")
+            if step is None:
+                return
             await super().frame_error(event)
             await self._apply(step)
 
@@ -366,10 +372,10 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             # The worker claimed the frame first. Its answer may still be on the way (then only free the slot), or it
             # was published while this socket was out of its group (a Redis restart forgets groups): then the frame
             # is stored, and the client gets its result from the database.
-            stored = await database_sync_to_async(selectors.frame_get)(
-                session_id=self.session.pk, source=self.source, sequence=sequence
+            stored = await database_sync_to_async(selectors.frames_get)(
+                session_id=self.session.pk, source=self.source, sequences=[sequence]
             )
-            if stored is None:
+            if sequence not in stored:
                 await self._apply(self.state.forget(sequence))
             else:
                 logger.warning(
@@ -377,13 +383,34 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                     sequence,
                     self.source,
                 )
-                frame, faces = stored
-                await self.frame_result(frame_services.frame_result_event(frame, faces))
+                await self.frame_result(frame_services.frame_result_event(*stored[sequence]))
+
+    async def _look_up_unanswered(self) -> None:
+        """Frames unanswered ``streaming.RESULT_LOOKUP_S`` after dispatch: one query for all of them; a stored one's
+        result is sent from the database (its event was lost by the channel layer, or is late; ``StreamState.answered``
+        lets only the first answer through)."""
+        sequences = self.state.due_for_lookup()
+        if not sequences:
+            return
+        stored = await database_sync_to_async(selectors.frames_get)(
+            session_id=self.session.pk, source=self.source, sequences=sequences
+        )
+        for sequence in sorted(stored):
+            if sequence in self.state.in_flight:  # its event may have come while the query ran
+                logger.warning(
+                    "result of frame %s of %s had not arrived through the channel layer %.0f s after dispatch: "
+                    "sent from the database",
+                    sequence,
+                    self.source,
+                    streaming.RESULT_LOOKUP_S,
+                )
+                await self.frame_result(frame_services.frame_result_event(*stored[sequence]))
 
     async def _housekeeping(self) -> None:
         """Every FLUSH_INTERVAL_S: note a channel-layer outage seen since the last round (frames in flight then become
-        overdue sooner, ``StreamState.overdue``), declare overdue frames lost, drop a stale pending frame, store
-        counter deltas, re-join the group and check the session's status (``_keep_alive``)."""
+        overdue sooner, ``StreamState.overdue``), declare overdue frames lost, send results of frames stored a while
+        ago whose event has not come (``_look_up_unanswered``), drop a stale pending frame, store counter deltas,
+        re-join the group and check the session's status (``_keep_alive``)."""
         outages_seen = getattr(self.channel_layer, "outages", 0)
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
@@ -393,6 +420,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
                     outages_seen = outages
                     self.state.note_outage()
                 await self._declare_overdue_lost()
+                await self._look_up_unanswered()
                 await self._apply(self.state.expire_pending())
                 await self._flush()
                 if not await self._keep_alive():

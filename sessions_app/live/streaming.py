@@ -16,6 +16,11 @@ Rules (``StreamState``):
   after dispatch is *overdue*. The consumer then races the worker for the frame's single outcome
   (``services.frame_outcome_claim``): if it wins, ``declare_lost`` counts the frame as dropped (``"lost"``) and the
   worker will discard a late result; if it loses, the worker's answer is on its way and ``forget`` only frees the slot.
+- **Results the channel layer lost.** A dispatched frame unanswered ``RESULT_LOOKUP_S`` after dispatch (and every
+  ``RESULT_LOOKUP_S`` after that, until it is overdue) is *due for lookup* (``due_for_lookup``): the consumer looks
+  it up in the database and sends a stored frame's result from there, so an event the channel layer lost costs a
+  few seconds instead of the whole deadline. Each frame is answered once: an answer for a frame already answered
+  (the late event after the lookup, or the other way round) is a duplicate, and ``answered`` returns ``None``.
 - **Clock skew** (``ClientClock``): the client's capture timestamps are mapped onto the server clock, so a browser
   whose clock is off by seconds or hours gets the same treatment and correct session offsets.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +45,12 @@ LOST_GRACE_S = 10.0
 #: lost_grace_s`` would hold the stream's slots for ~20 s after it came back. A frame a worker did hold is answered
 #: within this in practice; if not, the outcome claim still lets only one answer count.
 OUTAGE_GRACE_S = 3.0
+#: Seconds after dispatch (and between lookups) at which an unanswered frame is looked up in the database: well above
+#: the p95 frame-to-result latency of an overloaded 2-core server (0.7 s at 100 cameras, README *Load test*), so a
+#: frame whose event is merely queued is seldom looked up, and well below the ~20 s deadline.
+RESULT_LOOKUP_S = 5.0
+#: How many answered sequences a stream remembers to recognise a duplicate answer (minutes of frames at 2 fps).
+ANSWERED_MEMORY = 256
 
 
 class ClientClock:
@@ -136,6 +148,8 @@ class StreamState:
         self.bucket_rate, self.bucket_capacity = rate, max(4.0, rate)
         self.tokens, self.tokens_at = self.bucket_capacity, monotonic()
         self.in_flight: dict[int, float] = {}  # sequence -> monotonic dispatch time
+        self._looked_up: dict[int, float] = {}  # sequence in flight -> monotonic time of its last database lookup
+        self._answered: OrderedDict[int, None] = OrderedDict()  # recently answered sequences, oldest first
         self.outage_at: float | None = None  # monotonic time of the last failed dispatch
         self.pending: StreamFrame | None = None
         self.next_sequence = 0
@@ -212,11 +226,23 @@ class StreamState:
 
     def _free_slot(self, step: Step, sequence) -> None:
         """Remove ``sequence`` from the in-flight set and move the pending frame (if still fresh) into the slot."""
+        self._looked_up.pop(sequence, None)
         if self.in_flight.pop(sequence, None) is None:
             return
         if self.pending is not None and len(self.in_flight) < self.max_in_flight:
             frame, self.pending = self.pending, None
             self._dispatch(step, frame, self._monotonic())
+
+    def _note_answered(self, sequence) -> bool:
+        """Remember that ``sequence`` was answered; ``False`` if it already was (a duplicate answer)."""
+        if sequence is None:  # nothing to recognise it by
+            return True
+        if sequence in self._answered:
+            return False
+        self._answered[sequence] = None
+        if len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
+        return True
 
     def dispatch_failed(self, sequence: int) -> Step:
         """The frame ``sequence`` of a previous ``Step.dispatch`` could not be queued (broker down): it is dropped
@@ -227,9 +253,13 @@ class StreamState:
             self._drop(step, sequence, "queue_unavailable")
         return step
 
-    def answered(self, sequence, outcome: str) -> Step:
+    def answered(self, sequence, outcome: str) -> Step | None:
         """The worker answered a frame of this stream: ``outcome`` = ``"result"`` | ``"dropped"`` | ``"error"`` (the
-        worker stored that outcome in the session's counters). Frees the frame's slot (if it still held one)."""
+        worker stored that outcome in the session's counters), by its event or from the database. Frees the frame's
+        slot (if it still held one). Returns ``None`` when the frame was answered before (a duplicate: the late
+        event of a result sent from the database, or the reverse): the consumer then sends nothing."""
+        if not self._note_answered(sequence):
+            return None
         key = {"result": "processed", "dropped": "dropped", "error": "rejected"}[outcome]
         self.stats[key] += 1
         step = Step()
@@ -251,10 +281,27 @@ class StreamState:
             deadline = max(deadline, self.outage_at)
         return [s for s, t in self.in_flight.items() if t < deadline]
 
+    def due_for_lookup(self) -> list[int]:
+        """Sequences in flight for ``RESULT_LOOKUP_S`` seconds or more and not looked up in the last
+        ``RESULT_LOOKUP_S`` seconds, oldest first; calling it marks them looked up now (the consumer looks them up in
+        the database and sends stored results)."""
+        now = self._monotonic()
+        due = [
+            s
+            for s, t in self.in_flight.items()
+            if now - t >= RESULT_LOOKUP_S and now - self._looked_up.get(s, t) >= RESULT_LOOKUP_S
+        ]
+        for s in [s for s in self._looked_up if s not in self.in_flight]:  # freed without ``_free_slot``
+            del self._looked_up[s]
+        for s in due:
+            self._looked_up[s] = now
+        return due
+
     def declare_lost(self, sequence: int) -> Step:
         """The consumer won the outcome claim of an overdue frame: count it dropped (``lost``) and free its slot."""
         step = Step()
         if sequence in self.in_flight:
+            self._note_answered(sequence)
             self._drop(step, sequence, "lost")
             self._free_slot(step, sequence)
         return step

@@ -196,3 +196,21 @@ def test_timeline_arousal_weights_the_mean_probabilities_by_russells_coordinates
     store_frame(s, 0.5, [face_result("angry", p=p)], sequence=0)
     (bucket,) = selectors.session_timeline(session=s, bucket_s=5)
     assert bucket["arousal"] == pytest.approx(0.5 * 0.8 + 0.5 * -0.4)
+
+
+def test_frames_get_returns_only_the_stored_frames_asked_for_with_their_faces_in_two_queries(
+    teacher, make_session, django_assert_num_queries
+):
+    s = make_session(teacher)
+    store_frame(s, 0.5, [face_result("happy"), face_result("sad")], sequence=3)
+    store_frame(s, 1.0, [], sequence=4)
+    store_frame(s, 1.5, [face_result("angry")], sequence=5)
+    store_frame(s, 1.5, [face_result("fear")], sequence=3, source="camera:other")
+    with django_assert_num_queries(2):
+        got = selectors.frames_get(session_id=s.pk, source="camera:t", sequences=[3, 4, 9])
+    assert sorted(got) == [3, 4]  # 9 was never stored, 5 not asked for
+    frame, faces = got[3]
+    assert (frame.source, frame.sequence, [f.label for f in faces]) == ("camera:t", 3, ["happy", "sad"])
+    assert got[4][1] == []
+    with django_assert_num_queries(0):
+        assert selectors.frames_get(session_id=s.pk, source="camera:t", sequences=[]) == {}

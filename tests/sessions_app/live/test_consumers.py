@@ -322,6 +322,53 @@ async def test_a_result_whose_event_the_channel_layer_lost_reaches_the_camera_fr
     assert (s.frames_received, s.frames_processed, s.frames_dropped) == (1, 1, 0)
 
 
+async def test_a_result_whose_event_the_channel_layer_lost_reaches_the_camera_within_seconds_and_only_once(
+    teacher, make_session, idle_queue, settings, monkeypatch, caplog
+):
+    """The worker stored the frame but its event was lost (channels_redis can lose a consumer's message while many
+    consumers of its process leave at once): the stream looks the frame up ``RESULT_LOOKUP_S`` after dispatch, long
+    before the deadline, and sends the result from the database; the event arriving after all is not sent again
+    and not counted twice."""
+    from sessions_app.live import consumers, streaming
+    from sessions_app.services import frames as frame_services
+
+    settings.FER_FRAME_TASK_EXPIRES_S = 30.0  # the deadline (40 s) is far away
+    monkeypatch.setattr(streaming, "RESULT_LOOKUP_S", 0.6)
+    monkeypatch.setattr(consumers, "FLUSH_INTERVAL_S", 0.2)
+    s = await sync_to_async(make_session)(teacher)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    source = (await events(comm, 1))[0]["source"]
+    await comm.send_to(bytes_data=with_header(0, jpeg()))
+    sent_at = time.monotonic()
+    lost = []
+    real_publish = frame_services.event_publish
+    monkeypatch.setattr(frame_services, "event_publish", lambda *args: lost.append(args))
+    face = {"box": [1, 2, 30, 40], "label": "happy", "score": 0.9, "probabilities": {"happy": 0.9, "angry": 0.1}}
+    face["probabilities"] |= {k: 0.0 for k in ("disgust", "fear", "sad", "surprise", "neutral")}
+    with caplog.at_level("WARNING", logger="sessions_app.live.consumers"):
+        assert await sync_to_async(frame_outcome_claim)(session=s, source=source, sequence=0, outcome="result")
+        await sync_to_async(frame_result_store)(
+            session=s, source=source, sequence=0, captured_at=s.created_at, width=96, height=72, processing_ms=5.0,
+            faces=[face],
+        )  # fmt: skip
+        ev = (await events(comm, 1, timeout=5))[0]
+    waited = time.monotonic() - sent_at
+    assert (ev["type"], ev["sequence"], ev["faces"][0]["label"]) == ("result", 0, "happy")
+    assert ev["stream"] == {"sent": 1, "processed": 1, "dropped": 0, "rejected": 0}
+    assert 0.6 <= waited < 3.0  # looked up after RESULT_LOOKUP_S, not at the 40-s deadline
+    assert any("had not arrived through the channel layer" in r.getMessage() for r in caplog.records)
+    assert len(lost) == 1
+    await sync_to_async(real_publish)(*lost[0])  # the event comes after all
+    assert await comm.receive_nothing(timeout=1.0)
+    await comm.send_to(bytes_data=with_header(1, jpeg()))  # the slot was freed once: the stream goes on
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_processed, s.frames_dropped) == (2, 1, 0)
+    assert idle_queue() == 2  # both frames went to the (unconsumed) queue
+
+
 async def test_under_overload_frames_wait_at_the_edge_instead_of_queueing(teacher, make_session, idle_queue, settings):
     """One analysis slot for the whole system and no worker: the first camera's frame is queued; the second
     camera's frames are not (the broker queue stays at 1), they wait in that stream's pending slot, latest frame

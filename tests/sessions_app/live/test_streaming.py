@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sessions_app.live import streaming
 from sessions_app.live.streaming import ClientClock, StreamState
 
 T0_MS = 1_800_000_000_000.0  # server wall clock at the start, ms since the epoch
@@ -223,3 +224,56 @@ def test_a_frame_the_system_cannot_admit_waits_in_the_pending_slot_and_the_lates
     assert state.retry_pending().dropped == [(1, "stale")]
     stats = state.stats
     assert stats["sent"] == 2 and stats["dropped"] == 2
+
+
+def test_a_frame_unanswered_for_a_while_is_due_for_a_lookup_once_per_lookup_delay(clocks):
+    """An unanswered frame is looked up in the database RESULT_LOOKUP_S after dispatch and again every
+    RESULT_LOOKUP_S, long before its ~20 s deadline; an answered one never."""
+    delay = streaming.RESULT_LOOKUP_S
+    state = make(clocks, max_in_flight=3, expires_s=10.0, lost_grace_s=10.0)
+    offer(state, clocks, 0)
+    clocks.advance(1.0)
+    offer(state, clocks, 1)
+    offer(state, clocks, 2)
+    state.answered(2, "result")
+    clocks.advance(delay - 1.0 - 0.01)
+    assert state.due_for_lookup() == []
+    clocks.advance(0.02)
+    assert state.due_for_lookup() == [0]  # 1 is a second younger
+    assert state.due_for_lookup() == []  # just looked up
+    clocks.advance(1.0)
+    assert state.due_for_lookup() == [1]
+    clocks.advance(delay - 1.0)
+    assert state.due_for_lookup() == [0]
+    state.answered(1, "result")
+    clocks.advance(delay)
+    assert state.due_for_lookup() == [0]
+    assert state.overdue() == []  # still well before the deadline
+
+
+def test_a_second_answer_for_the_same_frame_is_a_duplicate_that_counts_and_frees_nothing(clocks):
+    """A result sent from the database and the frame's late event (either order) count once; the duplicate returns
+    None so the consumer sends nothing. A lost frame's stray answer is a duplicate too."""
+    state = make(clocks, max_in_flight=1)
+    offer(state, clocks, 0)
+    offer(state, clocks, 1)  # waits for the slot
+    first = state.answered(0, "result")
+    assert [f.sequence for f in first.dispatch] == [1]
+    assert state.answered(0, "result") is None
+    assert state.answered(0, "error") is None
+    assert state.in_flight.keys() == {1}  # 1 keeps its slot
+    clocks.advance(25.0)
+    assert state.overdue() == [1]
+    state.declare_lost(1)
+    assert state.answered(1, "result") is None
+    assert state.stats == {"sent": 2, "processed": 1, "dropped": 1, "rejected": 0}
+
+
+def test_the_stream_remembers_a_bounded_number_of_answers(clocks):
+    state = make(clocks, max_in_flight=1, fps=1000.0)
+    for seq in range(streaming.ANSWERED_MEMORY + 50):
+        offer(state, clocks, seq)
+        assert state.answered(seq, "result") is not None
+        clocks.advance(0.01)
+    assert len(state._answered) == streaming.ANSWERED_MEMORY
+    assert state.answered(streaming.ANSWERED_MEMORY + 49, "result") is None  # recent: still recognised
