@@ -10,9 +10,10 @@ in the next status check).
 It also keeps events that a leaving consumer had already taken off Redis. All consumers of a process share one pop
 loop (``receive_single`` on the process's channel, run by whichever consumer holds the layer's receive lock); when
 that consumer's socket closes, Channels cancels its ``receive``, and a pop whose reply was on its way was cancelled
-with it: the event, possibly another camera's result, was gone (django/channels#1683; seen as results answered only
-at their deadline while 29 of 30 cameras left at once). Here the pop is shielded from the cancellation and handed to
-the next consumer that takes the receive lock, which gets the event into its owner's buffer.
+with it: the event, possibly another camera's result, was gone (channels_redis#366, django/channels#1683; seen as
+results answered only at their deadline while 29 of 30 cameras left at once). Here the pop is shielded from the
+cancellation and handed to the next consumer that takes the receive lock, which gets the event into its owner's
+buffer.
 """
 
 from __future__ import annotations
