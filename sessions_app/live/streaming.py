@@ -148,7 +148,7 @@ class StreamState:
         self.bucket_rate, self.bucket_capacity = rate, max(4.0, rate)
         self.tokens, self.tokens_at = self.bucket_capacity, monotonic()
         self.in_flight: dict[int, float] = {}  # sequence -> monotonic dispatch time
-        self._looked_up: dict[int, float] = {}  # sequence in flight -> monotonic time of its last database lookup
+        self._lookups_at = monotonic()  # monotonic time of the last ``due_for_lookup`` call
         self._answered: OrderedDict[int, None] = OrderedDict()  # recently answered sequences, oldest first
         self.outage_at: float | None = None  # monotonic time of the last failed dispatch
         self.pending: StreamFrame | None = None
@@ -226,7 +226,6 @@ class StreamState:
 
     def _free_slot(self, step: Step, sequence) -> None:
         """Remove ``sequence`` from the in-flight set and move the pending frame (if still fresh) into the slot."""
-        self._looked_up.pop(sequence, None)
         if self.in_flight.pop(sequence, None) is None:
             return
         if self.pending is not None and len(self.in_flight) < self.max_in_flight:
@@ -282,20 +281,16 @@ class StreamState:
         return [s for s, t in self.in_flight.items() if t < deadline]
 
     def due_for_lookup(self) -> list[int]:
-        """Sequences in flight for ``RESULT_LOOKUP_S`` seconds or more and not looked up in the last
-        ``RESULT_LOOKUP_S`` seconds, oldest first; calling it marks them looked up now (the consumer looks them up in
-        the database and sends stored results)."""
-        now = self._monotonic()
-        due = [
-            s
-            for s, t in self.in_flight.items()
-            if now - t >= RESULT_LOOKUP_S and now - self._looked_up.get(s, t) >= RESULT_LOOKUP_S
-        ]
-        for s in [s for s in self._looked_up if s not in self.in_flight]:  # freed without ``_free_slot``
-            del self._looked_up[s]
-        for s in due:
-            self._looked_up[s] = now
-        return due
+        """Sequences in flight that crossed a multiple of ``RESULT_LOOKUP_S`` seconds since dispatch (5, 10, 15 s...)
+        since the previous call, oldest first: each unanswered frame is due once per ``RESULT_LOOKUP_S`` (the
+        consumer looks them up in the database and sends stored results)."""
+        now, before = self._monotonic(), self._lookups_at
+        self._lookups_at = now
+
+        def periods(age: float) -> int:
+            return math.floor(max(0.0, age) / RESULT_LOOKUP_S)
+
+        return [s for s, t in self.in_flight.items() if periods(now - t) > periods(before - t)]
 
     def declare_lost(self, sequence: int) -> Step:
         """The consumer won the outcome claim of an overdue frame: count it dropped (``lost``) and free its slot."""
