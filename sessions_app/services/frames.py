@@ -70,42 +70,99 @@ def _admission_key() -> str:
 
 
 # Atomic fair admission. KEYS: in-flight tokens (score: admission time), waiting cameras (score: since when they
-# wait), their last try (score: time). ARGV: reclaim-before time, slots, now, token, camera, give-up-before time.
-# Forget admissions older than the reclaim age (a crashed process's) and cameras that stopped trying; a free slot goes
-# to a camera only when no camera has waited longer than it for one (first come, first served across cameras, so a
-# camera at 10 fps cannot starve one at 2 fps); a camera that must wait is queued with its first waiting time.
+# wait), their last try (score: time), the capture time of each waiting camera's frame. ARGV: reclaim-before time,
+# slots, now, token, camera, give-up-before time, this frame's capture time, fresh-after time, scan limit.
+# Forget admissions older than the reclaim age (a crashed process's) and cameras that stopped trying. A free slot goes
+# to the camera first in line (first come, first served across cameras, so a camera at 10 fps cannot starve one at
+# 2 fps) among those holding a fresh frame (captured after fresh-after); only when no waiting camera has one does it
+# go to the first in line with an older frame. A camera keeps its place while its frames are old, so its next fresh
+# frame takes the next free slot. The line is scanned from its head, at most scan-limit cameras deep.
 _ADMIT_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
 for _, camera in ipairs(gone) do
   redis.call('ZREM', KEYS[2], camera)
   redis.call('ZREM', KEYS[3], camera)
+  redis.call('ZREM', KEYS[4], camera)
 end
+local camera = ARGV[5]
+local fresh_after = tonumber(ARGV[8])
+local fresh = tonumber(ARGV[7]) > fresh_after
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-local rank = redis.call('ZRANK', KEYS[2], ARGV[5])
-local waiting = redis.call('ZCARD', KEYS[2])
-if free > 0 and (waiting == 0 or (rank and rank < free)) then
-  redis.call('ZREM', KEYS[2], ARGV[5])
-  redis.call('ZREM', KEYS[3], ARGV[5])
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-  return 1
+if free > 0 then
+  local ahead = 0
+  if not fresh then
+    ahead = redis.call('ZCOUNT', KEYS[4], '(' .. ARGV[8], '+inf')
+  end
+  local rank = redis.call('ZRANK', KEYS[2], camera) or redis.call('ZCARD', KEYS[2])
+  local stop = math.min(rank, tonumber(ARGV[9]))
+  local i = 0
+  while ahead < free and i < stop do
+    local chunk = redis.call('ZRANGE', KEYS[2], i, math.min(i + 15, stop - 1))
+    local at = redis.call('ZMSCORE', KEYS[4], unpack(chunk))
+    for j = 1, #chunk do
+      if (at[j] and tonumber(at[j]) > fresh_after or false) == fresh then
+        ahead = ahead + 1
+      end
+    end
+    i = i + #chunk
+  end
+  if ahead < free then
+    redis.call('ZREM', KEYS[2], camera)
+    redis.call('ZREM', KEYS[3], camera)
+    redis.call('ZREM', KEYS[4], camera)
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+    return 1
+  end
 end
-redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], camera)
+redis.call('ZADD', KEYS[3], ARGV[3], camera)
+redis.call('ZADD', KEYS[4], ARGV[7], camera)
 return 0
 """
-# Release. KEYS: in-flight tokens, waiting cameras. ARGV: token, slots. Returns the cameras first in line for the
-# slots now free (to be woken).
+# Release. KEYS: in-flight tokens, waiting cameras, their frames' capture times. ARGV: token, slots, fresh-after time,
+# scan limit. Returns the cameras the admit rule would give the slots now free to (to be woken): first in line with
+# a fresh frame, then first in line.
 _RELEASE_LUA = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
 if free <= 0 then
   return {}
 end
-return redis.call('ZRANGE', KEYS[2], 0, free - 1)
+local fresh_after = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local chosen, older = {}, {}
+local i = 0
+while #chosen < free and i < limit do
+  local chunk = redis.call('ZRANGE', KEYS[2], i, math.min(i + 15, limit - 1))
+  if #chunk == 0 then
+    break
+  end
+  local at = redis.call('ZMSCORE', KEYS[3], unpack(chunk))
+  for j = 1, #chunk do
+    if at[j] and tonumber(at[j]) > fresh_after then
+      if #chosen < free then
+        chosen[#chosen + 1] = chunk[j]
+      end
+    elseif #older < free then
+      older[#older + 1] = chunk[j]
+    end
+  end
+  i = i + #chunk
+end
+for _, camera in ipairs(older) do
+  if #chosen >= free then
+    break
+  end
+  chosen[#chosen + 1] = camera
+end
+return chosen
 """
 #: Seconds after its last try that a waiting camera loses its place in the admission queue (it disconnected).
 ADMISSION_GIVE_UP_S = 1.0
+#: How deep into the line of waiting cameras one admission looks for cameras ahead with fresh frames (bounds the
+#: script's work with hundreds of cameras; a camera deeper than this is counted as if nothing fresh lay between).
+ADMISSION_SCAN_LIMIT = 64
 _redis_client = None
 _admit_script = None
 _release_script = None
@@ -123,33 +180,50 @@ def _admission_redis():
     return _redis_client, _admit_script
 
 
+def _admission_keys() -> list[str]:
+    """In-flight tokens, waiting cameras, their last try, their frames' capture times (Redis sorted sets)."""
+    key = _admission_key()
+    return [key, key + ":waiting", key + ":tried", key + ":frame-at"]
+
+
 def frame_admission_token(session_id: int, source: str, sequence: int) -> str:
     """The admission token of a live frame: ``"<session id>:<source>:<sequence>"``."""
     return f"{int(session_id)}:{source}:{int(sequence)}"
 
 
-def frame_admission_acquire(*, token: str) -> bool:
+def frame_admission_acquire(*, token: str, captured_at_ms: float | None = None) -> bool:
     """Admit one live frame to analysis if the whole system has room: fewer than ``settings.FER_ANALYSIS_SLOTS`` live
     frames admitted and not yet answered, across all cameras and daphne processes (one atomic Redis script).
 
     Bounded admission keeps the broker queue short under overload, so frames that are analysed are fresh and
     frame-to-result latency stays near (slots / worker throughput) instead of growing with the number of cameras;
     frames not admitted wait in their stream's pending slot (latest frame wins) and are offered again. Admissions
-    older than ``FER_FRAME_TASK_EXPIRES_S + 10`` s (a process that died) are reclaimed. Fair share: when cameras
-    wait, a free slot goes to the camera that has waited longest (first come, first served across cameras; a camera
-    stops holding its place ``ADMISSION_GIVE_UP_S`` after its last try), so every camera gets its turn whatever its
-    frame rate. Fails open (admits, logged) when Redis cannot be reached: the broker, on the same Redis, then refuses
-    the frame anyway.
+    older than ``FER_FRAME_TASK_EXPIRES_S + 10`` s (a process that died) are reclaimed.
+
+    Fair share, fresh frames first: when cameras wait, a free slot goes to the camera that has waited longest
+    (first come, first served across cameras; a camera stops holding its place ``ADMISSION_GIVE_UP_S`` after its
+    last try) among those whose waiting frame is fresh, captured less than ``settings.FER_ADMISSION_FRESH_S`` ago;
+    a frame older than that gets a slot only when no waiting camera has a fresh one (no slot idles while frames
+    wait). Under overload a camera's frame may wait until its next frame replaces it (latest frame wins); giving
+    the slot to a fresh frame instead of such an aged one serves the same number of frames, but younger, and the
+    camera keeps its place, so its next frame takes the next free slot. Every camera still gets its turn whatever
+    its frame rate.
+
+    ``captured_at_ms``: the frame's capture time on the server clock, ms since the epoch (``StreamFrame``); ``None``:
+    now. Fails open (admits, logged) when Redis cannot be reached: the broker, on the same Redis, then refuses the
+    frame anyway.
     """
     client, script = _admission_redis()
     now = time.time()
     reclaim_before = now - float(settings.FER_FRAME_TASK_EXPIRES_S) - 10.0
     camera = token.rsplit(":", 1)[0]
-    key = _admission_key()
+    frame_at = now if captured_at_ms is None else float(captured_at_ms) / 1000.0
     try:
         slots = int(settings.FER_ANALYSIS_SLOTS)
-        args = [reclaim_before, slots, now, token, camera, now - ADMISSION_GIVE_UP_S]
-        return bool(script(keys=[key, key + ":waiting", key + ":tried"], args=args))
+        fresh_after = now - float(settings.FER_ADMISSION_FRESH_S)
+        args = [reclaim_before, slots, now, token, camera, now - ADMISSION_GIVE_UP_S, frame_at, fresh_after,
+                ADMISSION_SCAN_LIMIT]  # fmt: skip
+        return bool(script(keys=_admission_keys(), args=args))
     except Exception:
         logger.warning("admission check failed: admitted", exc_info=True)
         return True
@@ -157,14 +231,18 @@ def frame_admission_acquire(*, token: str) -> bool:
 
 def frame_admission_release(*, token: str) -> None:
     """Give the analysis slot of a live frame back (its answer is known: result, error, expiry, lost), and wake the
-    cameras first in line for the slots now free (``events.cameras_wake``: they retry at once, so a slot does not
-    idle until their next timed retry). Idempotent; a no-op for frames that never held one (uploads). Never
-    raises."""
+    cameras the admission rule gives the slots now free to (``events.cameras_wake``: first in line with a fresh
+    frame, see ``frame_admission_acquire``; they retry at once, so a slot does not idle until their next timed
+    retry). Idempotent; a no-op for frames that never held one (uploads). Never raises."""
     _admission_redis()
     assert _release_script is not None
-    key = _admission_key()
+    key, waiting_key, _, frame_at_key = _admission_keys()
     try:
-        waiting = _release_script(keys=[key, key + ":waiting"], args=[token, int(settings.FER_ANALYSIS_SLOTS)])
+        fresh_after = time.time() - float(settings.FER_ADMISSION_FRESH_S)
+        waiting = _release_script(
+            keys=[key, waiting_key, frame_at_key],
+            args=[token, int(settings.FER_ANALYSIS_SLOTS), fresh_after, ADMISSION_SCAN_LIMIT],
+        )
     except Exception:
         logger.warning("admission release of %s failed (reclaimed later)", token, exc_info=True)
         return
@@ -241,7 +319,7 @@ def frame_live_dispatch(
     raises for a broker outage. Arguments as ``frame_analyze_enqueue``.
     """
     token = frame_admission_token(session_id, source, sequence)
-    if not frame_admission_acquire(token=token):
+    if not frame_admission_acquire(token=token, captured_at_ms=captured_at_ms):
         return DISPATCH_REFUSED
     try:
         frame_analyze_enqueue(
