@@ -264,7 +264,7 @@ FER_MAX_IN_FLIGHT = env.int("FER_MAX_IN_FLIGHT", default=2)
 #: beyond it wait at the edge in their stream's pending slot instead of queueing. About 2 per worker process keeps
 #: every worker busy while a frame waits at most ~one analysis time in the queue.
 FER_ANALYSIS_SLOTS = env.int("FER_ANALYSIS_SLOTS", default=4)
-#: Seconds after capture during which a waiting camera frame counts as fresh: when cameras wait for a slot, fresh
+#: Seconds after arrival during which a waiting camera frame counts as fresh: when cameras wait for a slot, fresh
 #: frames go first (``services.frames.frame_admission_acquire``), so the frames analysed under overload are young.
 FER_ADMISSION_FRESH_S = env.float("FER_ADMISSION_FRESH_S", default=0.15)
 #: Seconds after which a queued frame task is stale and expires unprocessed (counted as dropped).

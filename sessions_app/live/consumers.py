@@ -287,6 +287,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             captured_at_ms=frame.captured_at_ms,
             data=frame.data,
             expires_s=frame.expires_s,
+            waited_s=time.monotonic() - frame.received_at,
         )
         if outcome == frame_services.DISPATCH_REFUSED:
             await self._apply(self.state.admission_refused(frame))

@@ -70,11 +70,11 @@ def _admission_key() -> str:
 
 
 # Atomic fair admission. KEYS: in-flight tokens (score: admission time), waiting cameras (score: since when they
-# wait), their last try (score: time), the capture time of each waiting camera's frame. ARGV: reclaim-before time,
-# slots, now, token, camera, give-up-before time, this frame's capture time, fresh-after time, scan limit.
+# wait), their last try (score: time), the arrival time of each waiting camera's frame. ARGV: reclaim-before time,
+# slots, now, token, camera, give-up-before time, this frame's arrival time, fresh-after time, scan limit.
 # Forget admissions older than the reclaim age (a crashed process's) and cameras that stopped trying. A free slot goes
 # to the camera first in line (first come, first served across cameras, so a camera at 10 fps cannot starve one at
-# 2 fps) among those holding a fresh frame (captured after fresh-after); only when no waiting camera has one does it
+# 2 fps) among those holding a fresh frame (received after fresh-after); only when no waiting camera has one does it
 # go to the first in line with an older frame. A camera keeps its place while its frames are old, so its next fresh
 # frame takes the next free slot. The line is scanned from its head, at most scan-limit cameras deep.
 _ADMIT_LUA = """
@@ -120,7 +120,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], camera)
 redis.call('ZADD', KEYS[4], ARGV[7], camera)
 return 0
 """
-# Release. KEYS: in-flight tokens, waiting cameras, their frames' capture times. ARGV: token, slots, fresh-after time,
+# Release. KEYS: in-flight tokens, waiting cameras, their frames' arrival times. ARGV: token, slots, fresh-after time,
 # scan limit. Returns the cameras the admit rule would give the slots now free to (to be woken): first in line with
 # a fresh frame, then first in line.
 _RELEASE_LUA = """
@@ -181,7 +181,7 @@ def _admission_redis():
 
 
 def _admission_keys() -> list[str]:
-    """In-flight tokens, waiting cameras, their last try, their frames' capture times (Redis sorted sets)."""
+    """In-flight tokens, waiting cameras, their last try, their frames' arrival times (Redis sorted sets)."""
     key = _admission_key()
     return [key, key + ":waiting", key + ":tried", key + ":frame-at"]
 
@@ -191,7 +191,7 @@ def frame_admission_token(session_id: int, source: str, sequence: int) -> str:
     return f"{int(session_id)}:{source}:{int(sequence)}"
 
 
-def frame_admission_acquire(*, token: str, captured_at_ms: float | None = None) -> bool:
+def frame_admission_acquire(*, token: str, waited_s: float = 0.0) -> bool:
     """Admit one live frame to analysis if the whole system has room: fewer than ``settings.FER_ANALYSIS_SLOTS`` live
     frames admitted and not yet answered, across all cameras and daphne processes (one atomic Redis script).
 
@@ -202,22 +202,23 @@ def frame_admission_acquire(*, token: str, captured_at_ms: float | None = None) 
 
     Fair share, fresh frames first: when cameras wait, a free slot goes to the camera that has waited longest
     (first come, first served across cameras; a camera stops holding its place ``ADMISSION_GIVE_UP_S`` after its
-    last try) among those whose waiting frame is fresh, captured less than ``settings.FER_ADMISSION_FRESH_S`` ago;
+    last try) among those whose waiting frame is fresh, received less than ``settings.FER_ADMISSION_FRESH_S`` ago;
     a frame older than that gets a slot only when no waiting camera has a fresh one (no slot idles while frames
     wait). Under overload a camera's frame may wait until its next frame replaces it (latest frame wins); giving
     the slot to a fresh frame instead of such an aged one serves the same number of frames, but younger, and the
     camera keeps its place, so its next frame takes the next free slot. Every camera still gets its turn whatever
     its frame rate.
 
-    ``captured_at_ms``: the frame's capture time on the server clock, ms since the epoch (``StreamFrame``); ``None``:
-    now. Fails open (admits, logged) when Redis cannot be reached: the broker, on the same Redis, then refuses the
-    frame anyway.
+    ``waited_s``: seconds since the server received the frame. Freshness counts from arrival, not from the client's
+    capture time, so a camera on a jittery network (frames arriving later than its fastest ones) is not taken for
+    one with old frames and passed over. Fails open (admits, logged) when Redis cannot be reached: the broker, on
+    the same Redis, then refuses the frame anyway.
     """
     client, script = _admission_redis()
     now = time.time()
     reclaim_before = now - float(settings.FER_FRAME_TASK_EXPIRES_S) - 10.0
     camera = token.rsplit(":", 1)[0]
-    frame_at = now if captured_at_ms is None else float(captured_at_ms) / 1000.0
+    frame_at = now - max(0.0, float(waited_s))
     try:
         slots = int(settings.FER_ANALYSIS_SLOTS)
         fresh_after = now - float(settings.FER_ADMISSION_FRESH_S)
@@ -308,7 +309,14 @@ DISPATCH_UNAVAILABLE = "unavailable"
 
 
 def frame_live_dispatch(
-    *, session_id: int, source: str, sequence: int, captured_at_ms: float, data: bytes, expires_s: float | None
+    *,
+    session_id: int,
+    source: str,
+    sequence: int,
+    captured_at_ms: float,
+    data: bytes,
+    expires_s: float | None,
+    waited_s: float = 0.0,
 ) -> str:
     """Admit one camera frame (``frame_admission_acquire``) and queue it for analysis (``frame_analyze_enqueue``,
     live queue) in one synchronous call, so the WebSocket consumer makes one hop into a thread per frame, not two.
@@ -316,10 +324,11 @@ def frame_live_dispatch(
     Returns ``DISPATCH_QUEUED``; ``DISPATCH_REFUSED`` when the system has no free analysis slot (nothing queued: the
     caller keeps the frame pending and offers it again); ``DISPATCH_UNAVAILABLE`` when the broker refused the task
     (logged; the admission is released, so the slot is not held by a frame that never reached a worker). Never
-    raises for a broker outage. Arguments as ``frame_analyze_enqueue``.
+    raises for a broker outage. Arguments as ``frame_analyze_enqueue``, plus ``waited_s``: seconds since the server
+    received the frame (``frame_admission_acquire``).
     """
     token = frame_admission_token(session_id, source, sequence)
-    if not frame_admission_acquire(token=token, captured_at_ms=captured_at_ms):
+    if not frame_admission_acquire(token=token, waited_s=waited_s):
         return DISPATCH_REFUSED
     try:
         frame_analyze_enqueue(

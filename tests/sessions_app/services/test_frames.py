@@ -340,69 +340,58 @@ def test_a_freed_slot_wakes_the_camera_first_in_line_and_only_it(admission):
 
 def test_a_free_slot_goes_to_a_fresh_frame_before_an_older_one_that_waited_longer_and_never_idles(admission):
     """Under overload the frame a camera holds may wait until its next frame replaces it; a free slot goes to a frame
-    captured less than ``FER_ADMISSION_FRESH_S`` ago before such an aged one, even from a camera further back in
+    received less than ``FER_ADMISSION_FRESH_S`` ago before such an aged one, even from a camera further back in
     line. When no waiting camera has a fresh frame, the aged one is admitted (no slot idles while frames wait)."""
-    import time
-
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
 
-    now_ms = time.time() * 1000
     assert frame_admission_acquire(token="1:camera:holder:0") and frame_admission_acquire(token="1:camera:holder:1")
-    assert not frame_admission_acquire(token="1:camera:aged:0", captured_at_ms=now_ms - 1000)  # first in line
-    assert not frame_admission_acquire(token="1:camera:fresh:0", captured_at_ms=now_ms)  # behind it
+    assert not frame_admission_acquire(token="1:camera:aged:0", waited_s=1.0)  # first in line
+    assert not frame_admission_acquire(token="1:camera:fresh:0", waited_s=0.0)  # behind it
     frame_admission_release(token="1:camera:holder:0")
-    assert not frame_admission_acquire(token="1:camera:aged:0", captured_at_ms=now_ms - 1000)  # a fresh frame waits
-    assert frame_admission_acquire(token="1:camera:fresh:0", captured_at_ms=now_ms)
+    assert not frame_admission_acquire(token="1:camera:aged:0", waited_s=1.0)  # a fresh frame waits
+    assert frame_admission_acquire(token="1:camera:fresh:0", waited_s=0.0)
     frame_admission_release(token="1:camera:holder:1")
-    assert frame_admission_acquire(token="1:camera:aged:0", captured_at_ms=now_ms - 1000)  # nothing fresher waits
+    assert frame_admission_acquire(token="1:camera:aged:0", waited_s=1.0)  # nothing fresher waits
 
 
 def test_a_camera_keeps_its_place_while_its_frame_is_old_so_its_next_fresh_frame_goes_first(admission):
     """Fresh-first does not cost a camera its turn: the camera first in line whose frame aged keeps its place, and
     its next (fresh) frame takes the next free slot ahead of fresh frames of cameras that came after it."""
-    import time
-
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
 
-    now_ms = time.time() * 1000
     assert frame_admission_acquire(token="1:camera:holder:0") and frame_admission_acquire(token="1:camera:holder:1")
-    assert not frame_admission_acquire(token="1:camera:slow:0", captured_at_ms=now_ms - 600)  # aged, first in line
-    assert not frame_admission_acquire(token="1:camera:fast:0", captured_at_ms=now_ms)
+    assert not frame_admission_acquire(token="1:camera:slow:0", waited_s=0.6)  # aged, first in line
+    assert not frame_admission_acquire(token="1:camera:fast:0", waited_s=0.0)
     frame_admission_release(token="1:camera:holder:0")
-    assert frame_admission_acquire(token="1:camera:fast:0", captured_at_ms=now_ms)  # the fresh frame goes first
-    assert not frame_admission_acquire(token="1:camera:fast:1", captured_at_ms=now_ms)  # full: back in line
-    assert not frame_admission_acquire(token="1:camera:slow:1", captured_at_ms=now_ms)  # its next frame, fresh
+    assert frame_admission_acquire(token="1:camera:fast:0", waited_s=0.0)  # the fresh frame goes first
+    assert not frame_admission_acquire(token="1:camera:fast:1", waited_s=0.0)  # full: back in line
+    assert not frame_admission_acquire(token="1:camera:slow:1", waited_s=0.0)  # its next frame, fresh
     frame_admission_release(token="1:camera:holder:1")
-    assert not frame_admission_acquire(token="1:camera:fast:1", captured_at_ms=now_ms)  # the slow camera is ahead
-    assert frame_admission_acquire(token="1:camera:slow:1", captured_at_ms=now_ms)
+    assert not frame_admission_acquire(token="1:camera:fast:1", waited_s=0.0)  # the slow camera is ahead
+    assert frame_admission_acquire(token="1:camera:slow:1", waited_s=0.0)
 
 
 def test_a_fresh_frame_behind_a_long_line_of_aged_ones_gets_the_free_slot(admission):
     """The script reads the line in chunks: a fresh frame behind a hundred aged ones (more than one chunk, more than
     the scan limit) still gets the free slot, and an aged one gets it only when no fresh frame waits."""
-    import time
-
     from sessions_app.services.frames import ADMISSION_SCAN_LIMIT, frame_admission_acquire, frame_admission_release
 
-    now_ms = time.time() * 1000
     assert frame_admission_acquire(token="1:camera:holder:0") and frame_admission_acquire(token="1:camera:holder:1")
     aged = [f"1:camera:aged{n}" for n in range(ADMISSION_SCAN_LIMIT + 36)]
     for camera in aged:
-        assert not frame_admission_acquire(token=f"{camera}:0", captured_at_ms=now_ms - 1000)
-    assert not frame_admission_acquire(token="1:camera:fresh:0", captured_at_ms=now_ms)
+        assert not frame_admission_acquire(token=f"{camera}:0", waited_s=1.0)
+    assert not frame_admission_acquire(token="1:camera:fresh:0", waited_s=0.0)
     frame_admission_release(token="1:camera:holder:0")
-    assert not frame_admission_acquire(token=f"{aged[0]}:0", captured_at_ms=now_ms - 1000)
-    assert frame_admission_acquire(token="1:camera:fresh:0", captured_at_ms=now_ms)
+    assert not frame_admission_acquire(token=f"{aged[0]}:0", waited_s=1.0)
+    assert frame_admission_acquire(token="1:camera:fresh:0", waited_s=0.0)
     frame_admission_release(token="1:camera:holder:1")
-    assert not frame_admission_acquire(token=f"{aged[1]}:0", captured_at_ms=now_ms - 1000)  # not first in line
-    assert frame_admission_acquire(token=f"{aged[0]}:0", captured_at_ms=now_ms - 1000)
+    assert not frame_admission_acquire(token=f"{aged[1]}:0", waited_s=1.0)  # not first in line
+    assert frame_admission_acquire(token=f"{aged[0]}:0", waited_s=1.0)
 
 
 def test_a_freed_slot_wakes_the_first_camera_in_line_with_a_fresh_frame(admission):
     """The wake-up follows the admission rule: with an aged frame first in line and a fresh one behind it, the
     release wakes the camera with the fresh frame (the one that will get the slot), not the aged one."""
-    import time
-
     from sessions_app.services.events import camera_group_name
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
 
@@ -411,10 +400,9 @@ def test_a_freed_slot_wakes_the_first_camera_in_line_with_a_fresh_frame(admissio
     for source in ("camera:aged", "camera:fresh"):
         inboxes[source] = async_to_sync(layer.new_channel)()
         async_to_sync(layer.group_add)(camera_group_name(8, source), inboxes[source])
-    now_ms = time.time() * 1000
     assert frame_admission_acquire(token="8:camera:holder:0") and frame_admission_acquire(token="8:camera:holder:1")
-    assert not frame_admission_acquire(token="8:camera:aged:0", captured_at_ms=now_ms - 1000)
-    assert not frame_admission_acquire(token="8:camera:fresh:0", captured_at_ms=now_ms)
+    assert not frame_admission_acquire(token="8:camera:aged:0", waited_s=1.0)
+    assert not frame_admission_acquire(token="8:camera:fresh:0", waited_s=0.0)
     frame_admission_release(token="8:camera:holder:0")
     assert next_event(layer, inboxes["camera:fresh"]) == {"type": "admission.wake"}
     assert no_event(layer, inboxes["camera:aged"])
