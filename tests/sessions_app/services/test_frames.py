@@ -237,6 +237,19 @@ def admission(settings):
     client.delete(*frames._admission_keys())
 
 
+def camera_inboxes(session_id, *sources):
+    """A new channel of the real channel layer in each camera's own group (where ``admission.wake`` goes); returns
+    ``(layer, {source: channel})``."""
+    from sessions_app.services.events import camera_group_name
+
+    layer = get_channel_layer()
+    inboxes = {}
+    for source in sources:
+        inboxes[source] = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(camera_group_name(session_id, source), inboxes[source])
+    return layer, inboxes
+
+
 def test_admission_holds_the_whole_system_to_its_slots_until_answers_give_them_back(admission):
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release, frame_admission_token
 
@@ -319,14 +332,9 @@ def test_a_camera_that_stopped_trying_loses_its_place(admission, monkeypatch):
 def test_a_freed_slot_wakes_the_camera_first_in_line_and_only_it(admission):
     """The release tells the waiting camera at once (``admission.wake`` to its own group), so the slot does not
     idle until that camera's next timed retry; the camera behind it is not woken for one free slot."""
-    from sessions_app.services.events import camera_group_name
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
 
-    layer = get_channel_layer()
-    inboxes = {}
-    for source in ("camera:first", "camera:second"):
-        inboxes[source] = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(camera_group_name(7, source), inboxes[source])
+    layer, inboxes = camera_inboxes(7, "camera:first", "camera:second")
     assert frame_admission_acquire(token="7:camera:holder:0") and frame_admission_acquire(token="7:camera:holder:1")
     assert not frame_admission_acquire(token="7:camera:first:0")
     assert not frame_admission_acquire(token="7:camera:second:0")
@@ -392,14 +400,9 @@ def test_a_fresh_frame_behind_a_long_line_of_aged_ones_gets_the_free_slot(admiss
 def test_a_freed_slot_wakes_the_first_camera_in_line_with_a_fresh_frame(admission):
     """The wake-up follows the admission rule: with an aged frame first in line and a fresh one behind it, the
     release wakes the camera with the fresh frame (the one that will get the slot), not the aged one."""
-    from sessions_app.services.events import camera_group_name
     from sessions_app.services.frames import frame_admission_acquire, frame_admission_release
 
-    layer = get_channel_layer()
-    inboxes = {}
-    for source in ("camera:aged", "camera:fresh"):
-        inboxes[source] = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(camera_group_name(8, source), inboxes[source])
+    layer, inboxes = camera_inboxes(8, "camera:aged", "camera:fresh")
     assert frame_admission_acquire(token="8:camera:holder:0") and frame_admission_acquire(token="8:camera:holder:1")
     assert not frame_admission_acquire(token="8:camera:aged:0", waited_s=1.0)
     assert not frame_admission_acquire(token="8:camera:fresh:0", waited_s=0.0)
