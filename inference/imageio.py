@@ -296,3 +296,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return decode_image(data)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{path}: {exc}") from exc
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (BGR ``uint8 (H, W, 3)``) scaled to fit into ``size`` = (width, height) pixels, keeping its aspect
+    ratio (``INTER_AREA`` down, ``INTER_LINEAR`` up), centred on a grey (128) canvas of exactly that size: a photo
+    as a webcam of that size would frame it (``manage.py loadtest --size``). Returns a new ``uint8 (height, width,
+    3)`` array."""
+    width, height = size
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    y0, x0 = (height - new_h) // 2, (width - new_w) // 2
+    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
+    return canvas

@@ -271,6 +271,39 @@ class MTCNNDetector:
             landmarks[order].astype(np.float32),
         )
 
+    def refine(self, image: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ONet, the cascade's last stage, on given candidate boxes instead of RNet's: whether each is a face, and
+        its box refined. Used to follow small crowd faces from frame to frame without the whole cascade
+        (``HybridFaceDetector.follow_with_keypoints``).
+
+        Args:
+            image: as ``detect_with_scores``.
+            candidates: ``(K, 4)`` square boxes ``(x, y, w, h)`` in pixels of ``image``, each around a face as RNet
+                would hand it to ONet (MTCNN geometry: the side of a face's brow-to-chin height).
+
+        Returns:
+            ``float64 (K, 4)`` refined boxes ``(x, y, w, h)`` in pixels of ``image`` (MTCNN geometry, not clipped)
+            and ``float32 (K,)`` face probabilities: ONet's on the candidate, or with ``verify`` the lower of that
+            and ONet's on the refined box made square (as ``detect_with_landmarks`` keeps a face). A face is one
+            whose probability exceeds ``thresholds[2]``.
+
+        Raises:
+            ValueError: unsupported image shape or dtype, or an empty image.
+        """
+        candidates = np.asarray(candidates, np.float64).reshape(-1, 4)
+        if len(candidates) == 0:
+            return np.zeros((0, 4)), np.zeros((0,), np.float32)
+        rgb, resize = to_rgb_within(image, self.max_side)
+        normalised = (rgb.astype(np.float32) - 127.5) / 128.0
+        xyxy = np.concatenate([candidates[:, :2], candidates[:, :2] + candidates[:, 2:]], axis=1) * resize
+        offsets, _, scores = self._run_patches("onet", normalised, xyxy)
+        refined = _moved(xyxy, offsets)
+        if self.verify:
+            scores = np.minimum(scores, self._run_patches("onet", normalised, _square(refined))[-1])
+        refined /= resize
+        xywh = np.concatenate([refined[:, :2], refined[:, 2:] - refined[:, :2]], axis=1)
+        return xywh, scores.astype(np.float32)
+
     def level_scales(self, height: int, width: int) -> list[float]:
         """Pyramid scales (level pixels per working-image pixel) for a ``height x width`` working image, largest
         first: ``12 / min_size`` (at most ``MAX_LEVEL_SIDE`` on the longer side) times ``scale_factor ** k`` while

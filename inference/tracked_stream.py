@@ -95,8 +95,8 @@ class TrackedStreamAnalyzer:
     Args:
         recognizer: an ``EmotionRecognizer``.
         max_age, alpha: for new trackers (see ``Tracker``); a restored state keeps its own.
-        **stream_options: ``keyframe_every``, ``scene_change``, ``follow_threshold``, ``stagger``, ``seed`` of
-            ``StreamAnalyzer``.
+        **stream_options: ``keyframe_every``, ``scene_change``, ``follow_threshold``, ``lost_tolerance``,
+            ``stagger``, ``seed`` of ``StreamAnalyzer``.
     """
 
     def __init__(

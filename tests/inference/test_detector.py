@@ -23,7 +23,7 @@ from inference.detector import (
     _blazeface_anchors,
     default_detector,
 )
-from inference.imageio import read_image
+from inference.imageio import letterbox, read_image
 from inference.mtcnn import MTCNNDetector
 
 from .conftest import REPO, crowd_references, hand_counts
@@ -140,6 +140,44 @@ def test_the_hybrid_runs_mtcnn_only_on_crowd_frames_and_its_extra_faces_have_no_
     # the added faces are the small ones BlazeFace missed, not doubles of its faces
     assert np.median(boxes[missing][:, 2]) < 24
     assert iou_matrix(boxes[missing].astype(float), blaze_boxes.astype(float)).max() <= HybridFaceDetector.MERGE_IOU
+
+
+def noisy_copies(image: np.ndarray, count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` copies of ``image`` with Gaussian sensor noise of 2 grey levels (a still camera's frames)."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8) for _ in range(count)]
+
+
+def test_in_a_crowd_the_hybrid_follows_the_small_faces_only_mtcnn_finds(faces_dir):
+    """The large crowd letterboxed into a 1280x720 camera frame: BlazeFace's follow loses a third of the faces the
+    hybrid found (the ones only MTCNN sees), frame after frame; the hybrid's follow keeps all but a few, and loses
+    a small face that is painted over. A classroom frame is followed by BlazeFace alone (MTCNN never loaded)."""
+    detector = HybridFaceDetector()
+    frame = letterbox(read_image(faces_dir / "crowds/ultralight_imgs_25.jpg"), (1280, 720))
+    boxes, _, keypoints = detector.detect_with_keypoints(frame)
+    assert len(boxes) >= 140 and np.isnan(keypoints[:, 0, 0]).sum() >= 50
+    prior = boxes.astype(np.float64)
+    for noisy in noisy_copies(frame, 3):
+        blaze_scores = detector.blazeface.follow_with_keypoints(noisy, prior)[1]
+        assert (blaze_scores < 0.5).sum() > len(boxes) / 4
+        followed, scores, points = detector.follow_with_keypoints(noisy, prior)
+        assert followed.shape == boxes.shape and scores.shape == (len(boxes),) and points.shape == (len(boxes), 6, 2)
+        assert (scores < 0.5).sum() <= 0.02 * len(boxes)
+        small = boxes[:, 2] < HybridFaceDetector.CROWD_FACE_SIDE
+        assert np.array_equal(followed[small], boxes[small]) and np.isnan(points[small]).all()
+    i = int(np.flatnonzero(np.isnan(keypoints[:, 0, 0]) & (scores >= 0.9))[0])  # a face only MTCNN found
+    x, y, w, h = boxes[i]
+    covered = frame.copy()
+    covered[max(0, y - h // 4) : y + h + h // 4, max(0, x - w // 4) : x + w + w // 4] = 128
+    assert detector.follow_with_keypoints(covered, prior)[1][i] < 0.5
+
+    classroom = HybridFaceDetector()
+    photo = read_image(faces_dir / "group_photos/dlib_2008_007676.jpg")
+    faces = classroom.detect(photo).astype(np.float64)
+    followed, scores = classroom.follow(photo, faces)
+    expected = classroom.blazeface.follow(photo, faces)
+    assert np.array_equal(followed, expected[0]) and np.array_equal(scores, expected[1])
+    assert classroom._mtcnn is None
 
 
 def test_min_size_is_honoured_by_an_upscaled_first_level(faces_dir):

@@ -254,6 +254,25 @@ def test_mtcnn_verify_removes_boxes_onet_rejects_once_refined(faces_dir):
     assert len(MTCNNDetector().detect(image)) == 1
 
 
+def test_mtcnn_refine_confirms_its_own_faces_in_place_and_rejects_background(detector, faces_dir):
+    """ONet on given boxes: the square box around each face MTCNN found scores as a face and is refined to about
+    that face's box; the same boxes moved onto the sky above the crowd do not; no box, no work."""
+    image = read_image(faces_dir / "crowds/ultralight_imgs_26.jpg")
+    boxes, scores = detector.detect_with_scores(image)
+    side = boxes[:, 2:].max(axis=1).astype(np.float64)
+    centre = boxes[:, :2] + boxes[:, 2:] / 2
+    candidates = np.concatenate([centre - side[:, None] / 2, side[:, None], side[:, None]], axis=1)
+    refined, found = detector.refine(image, candidates)
+    assert refined.shape == (len(boxes), 4) and found.dtype == np.float32
+    assert (found > detector.thresholds[2]).mean() >= 0.9
+    assert np.median(np.abs(refined - boxes).max(axis=1) / side) < 0.25
+    sky = candidates.copy()
+    sky[:, 1] = 2.0  # the top rows of the photo: no face there
+    assert (detector.refine(image, sky)[1] < 0.5).mean() >= 0.9
+    empty = detector.refine(image, np.zeros((0, 4)))
+    assert empty[0].shape == (0, 4) and empty[1].shape == (0,)
+
+
 def test_mtcnn_rejects_arguments_out_of_range():
     for kwargs in (
         {"thresholds": (0.6, 0.7)},

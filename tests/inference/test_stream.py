@@ -7,7 +7,7 @@ import pytest
 from inference import EmotionRecognizer, HaarFaceDetector, StreamAnalyzer, StreamState
 from inference.bench import stream_frames
 from inference.boxes import associate
-from inference.imageio import read_image
+from inference.imageio import letterbox, read_image
 from inference.stream import scene_signature
 
 
@@ -109,6 +109,49 @@ def test_a_face_that_leaves_makes_a_keyframe_and_is_dropped(recognizer, frames):
     covered[max(0, y - h // 4) : y + h + h // 4, max(0, x - w // 4) : x + w + w // 4] = 128  # leftmost face gone
     faces, new_state = analyzer.analyze(covered, state)
     assert new_state.keyframe and len(faces) == 7
+
+
+def cover(image: np.ndarray, box) -> np.ndarray:
+    """``image`` with the face at ``box`` and a quarter of a side around it painted mid-grey."""
+    x, y, w, h = box
+    covered = image.copy()
+    covered[max(0, y - h // 4) : y + h + h // 4, max(0, x - w // 4) : x + w + w // 4] = 128
+    return covered
+
+
+def test_a_few_faces_lost_in_a_crowd_are_left_out_until_the_next_keyframe(recognizer, faces_dir):
+    """In a crowd (25 faces), one face that disappears is left out without a full detection (1 of 25 is within the
+    5 % tolerance); three at once make a keyframe, and so does one of 8 in a group photo (the test above)."""
+    photo = read_image(faces_dir / "crowds/ultralight_imgs_11.jpg")
+    analyzer = StreamAnalyzer(recognizer, keyframe_every=100)
+    _, state = run(analyzer, [photo])
+    boxes = state["boxes"]
+    assert len(boxes) >= 20
+    faces, one_lost = analyzer.analyze(cover(photo, boxes[3]), state)
+    assert not one_lost.keyframe and len(faces) == len(boxes) - 1
+    assert boxes[3] not in [list(face.box) for face in faces]
+    covered = photo
+    for i in (3, 10, 17):
+        covered = cover(covered, boxes[i])
+    faces, three_lost = analyzer.analyze(covered, state)
+    assert three_lost.keyframe
+    tolerant = StreamAnalyzer(recognizer, keyframe_every=100, lost_tolerance=0.2)
+    assert not tolerant.analyze(covered, state)[1].keyframe
+    strict = StreamAnalyzer(recognizer, keyframe_every=100, lost_tolerance=0.0)
+    assert strict.analyze(cover(photo, boxes[3]), state)[1].keyframe
+
+
+def test_a_still_crowd_camera_is_followed_not_detected_again_on_every_frame(recognizer, faces_dir):
+    """The large crowd (about 160 faces, a third of them only MTCNN finds) filmed by a still 1280x720 camera: after
+    the first frame the faces are followed (each crowd frame used to be a full detection, since the follow stage
+    lost the small faces), and the count stays within a few faces of the keyframe's."""
+    frame = letterbox(read_image(faces_dir / "crowds/ultralight_imgs_25.jpg"), (1280, 720))
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8) for _ in range(5)]
+    out, _ = run(StreamAnalyzer(recognizer, keyframe_every=8, stagger=False), noisy)
+    assert [s.keyframe for _, s in out] == [True, False, False, False, False]
+    counts = [len(faces) for faces, _ in out]
+    assert counts[0] >= 140 and min(counts) >= 0.95 * counts[0]
 
 
 def test_follow_stage_never_carries_a_box_outside_the_frame(recognizer, frames):

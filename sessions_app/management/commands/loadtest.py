@@ -83,7 +83,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC
+from inference.imageio import FRAME_HEADER, FRAME_HEADER_MAGIC, letterbox
 
 #: Seconds between two ramp steps (the server settles: last results stored, sockets closed).
 RAMP_PAUSE_S = 2.0
@@ -127,24 +127,6 @@ def parse_ramp(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise CommandError(f"--ramp {text}: client counts must be at least 1")
     return sorted(set(counts))
-
-
-def letterbox(image, size: tuple[int, int]):
-    """``image`` (BGR ``uint8`` array) scaled to fit into ``size`` = (width, height) pixels, keeping its aspect
-    ratio, centred on a grey (128) canvas of exactly that size. Returns the new array."""
-    import cv2
-    import numpy as np
-
-    width, height = size
-    h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    canvas = np.full((height, width, 3), 128, np.uint8)
-    y0, x0 = (height - new_h) // 2, (width - new_w) // 2
-    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
-    return canvas
 
 
 def load_frames(paths: list[str], size: tuple[int, int] | None = None) -> list[bytes]:
