@@ -550,18 +550,19 @@ class HybridFaceDetector:
         self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Follow the faces of the last frame: BlazeFace's follow stage (``BlazeFaceDetector.follow_with_keypoints``),
-        except for the small faces of a crowd. When ``boxes`` make a crowd (``is_crowd``), each face under
-        ``CROWD_FACE_SIDE`` px is checked where it was by MTCNN's last stage instead (``MTCNNDetector.refine``: ONet
-        on the square box around it) and kept in its box, with ONet's probability as its score and no keypoints
-        (``NaN``), when that probability reaches ``score_threshold`` (finding a face takes ONet's 0.8; a face once
-        found is kept on weaker evidence, a hysteresis).
+        and for the small faces of a crowd a second opinion. When ``boxes`` make a crowd (``is_crowd``), each face
+        under ``CROWD_FACE_SIDE`` px is also checked where it was by MTCNN's last stage (``MTCNNDetector.refine``:
+        ONet on the square box around it); it keeps its box, the higher of the two probabilities as its score (found
+        when that reaches ``score_threshold``: finding a face takes ONet's 0.8, a face once found is kept on weaker
+        evidence, a hysteresis) and no keypoints (``NaN``: no head pose for such faces between keyframes; under 24
+        px they are too small to read anyway).
 
         Why: a crowd frame holds many faces only MTCNN finds (10-20 px), which BlazeFace's follow loses on every
         frame, and the small faces it does follow drift to their neighbours (boxes grew by a sixth in four frames),
         so every crowd frame became a full detection. Measured on crowds/ultralight_imgs_25.jpg at 1280x720 with
-        sensor noise: BlazeFace's follow lost 54-59 of 161 faces per frame. The boxes stay where the last keyframe
-        put them (ONet's refined boxes, fed back, drift too); faces this small move by few pixels before the next
-        keyframe re-finds them.
+        sensor noise: BlazeFace's follow lost 54-59 of 161 faces per frame, both together 0-2. The boxes stay where
+        the last keyframe put them (ONet's refined boxes, fed back, drift too); faces this small move by few pixels
+        before the next keyframe re-finds them.
 
         Returns and raises as ``BlazeFaceDetector.follow_with_keypoints``.
         """

@@ -127,8 +127,8 @@ class StreamAnalyzer:
             keyframe: such faces are left out until the next keyframe finds them again. With the default 0.05 any
             lost face of a frame of up to 19 makes a keyframe, as a classroom needs; in a crowd of 160 faces up to
             8 may flicker (small faces near the detectors' limit do, from frame to frame) without a full detection
-            of the frame each time (measured on crowds/ultralight_imgs_25.jpg at 1280x720: 6-10 of 161 faces lost
-            per frame, every frame a keyframe at 1.2-1.6 s of CPU otherwise).
+            of the frame each time (measured on crowds/ultralight_imgs_25.jpg at 1280x720 with sensor noise: 0-2 of
+            161 faces lost per followed frame; a keyframe costs 1.2-1.6 s of CPU there, a followed frame 0.6-0.7).
         stagger: after a keyframe the period did not call for, draw the next periodic one uniformly from
             ``ceil(keyframe_every / 2)`` to ``keyframe_every`` frames later (module docstring); ``False`` keeps
             every stream on the fixed period.
