@@ -160,8 +160,25 @@ class StreamAnalyzer:
         self.stagger = bool(stagger)
         self._rng = np.random.default_rng(seed)
 
+    def periodic_keyframe_due(self, image: np.ndarray, state: StreamState | dict | None) -> bool:
+        """Whether ``analyze(image, state)`` would run a full detection only because the keyframe period is over
+        (not for a first frame, a new frame size or a scene cut; a lost face shows only while following). A caller
+        that analyses one stream in several processes at once uses it to let one of them run that keyframe and
+        the others ``analyze(..., defer_periodic=True)``. Costs a grey conversion only when the period is due.
+
+        Raises:
+            ValueError: a malformed ``state`` dict, or an unsupported image.
+        """
+        if isinstance(state, dict):
+            state = StreamState.from_dict(state)
+        if state is None or not self._period_due(state):
+            return False
+        grey = to_grey(image)
+        height, width = grey.shape[:2]
+        return self._may_follow(state, width, height, scene_signature(grey), defer_periodic=True)
+
     def analyze(
-        self, image: np.ndarray, state: StreamState | dict | None = None
+        self, image: np.ndarray, state: StreamState | dict | None = None, defer_periodic: bool = False
     ) -> tuple[list[FaceResult], StreamState]:
         """Analyse the next frame of a stream.
 
@@ -169,6 +186,10 @@ class StreamAnalyzer:
             image: the frame, BGR ``uint8 (H, W, 3)``, BGRA or grey (as ``EmotionRecognizer.analyze``).
             state: the state returned for the previous frame of this stream (a ``StreamState`` or its
                 ``to_dict()``), or ``None`` for the first frame.
+            defer_periodic: another process is running this stream's due periodic keyframe on a frame next to this
+                one (``periodic_keyframe_due``): follow instead, and start the next period from this frame, so
+                whichever of the two states is kept last does not ask for the keyframe again. Any other reason for
+                a keyframe (a cut, a new size, lost faces) still runs one.
 
         Returns:
             ``(faces, new_state)``: one ``FaceResult`` per face, left to right (boxes always inside the frame),
@@ -183,7 +204,7 @@ class StreamAnalyzer:
         height, width = grey.shape[:2]
         signature = scene_signature(grey)
         followed = None
-        if state is not None and self._may_follow(state, width, height, signature):
+        if state is not None and self._may_follow(state, width, height, signature, defer_periodic):
             followed = self._follow(image, state.boxes)
         if followed is None:  # a keyframe: full detection
             faces = self.recognizer.analyze(image)
@@ -193,6 +214,8 @@ class StreamAnalyzer:
             assert state is not None
             faces = self.recognizer.classify(image, *followed)
             since_keyframe, keyframe_signature, period = state.since_keyframe + 1, state.signature, state.period
+            if defer_periodic and self._period_due(state):  # the other process's keyframe starts the period
+                since_keyframe, period = 0, self.keyframe_every
         new_state = StreamState(
             frame=(state.frame if state else 0) + 1,
             since_keyframe=since_keyframe,
@@ -217,11 +240,14 @@ class StreamAnalyzer:
             return self.keyframe_every
         return int(self._rng.integers(-(-self.keyframe_every // 2), self.keyframe_every + 1))
 
-    def _may_follow(self, state: StreamState, width: int, height: int, signature: list[float]) -> bool:
-        """Whether this frame may skip full detection (see the class docstring)."""
+    def _may_follow(
+        self, state: StreamState, width: int, height: int, signature: list[float], defer_periodic: bool = False
+    ) -> bool:
+        """Whether this frame may skip full detection (see the class docstring; ``defer_periodic``: a due period
+        does not call for one)."""
         if not isinstance(self.recognizer.detector, FollowingDetector) or tuple(state.size) != (width, height):
             return False
-        if self._period_due(state) or len(state.signature) != len(signature):
+        if (self._period_due(state) and not defer_periodic) or len(state.signature) != len(signature):
             return False
         change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
         return change <= self.scene_change

@@ -111,14 +111,25 @@ class TrackedStreamAnalyzer:
         self.alpha = alpha
         Tracker(max_age, alpha)  # validates the settings now
 
+    def periodic_keyframe_due(self, image: np.ndarray, state: TrackedStreamState | dict | None) -> bool:
+        """``StreamAnalyzer.periodic_keyframe_due`` of the stream part of ``state``.
+
+        Raises:
+            ValueError: a malformed ``state``, or an unsupported image.
+        """
+        if isinstance(state, dict):
+            state = TrackedStreamState.from_dict(state)
+        return state is not None and self.stream.periodic_keyframe_due(image, state.stream)
+
     def analyze(
-        self, image: np.ndarray, state: TrackedStreamState | dict | None = None
+        self, image: np.ndarray, state: TrackedStreamState | dict | None = None, defer_periodic: bool = False
     ) -> tuple[list[TrackedFace], TrackedStreamState]:
         """Analyse the next frame of a stream.
 
         Args:
             image: the frame, BGR ``uint8 (H, W, 3)``, BGRA or grey (as ``EmotionRecognizer.analyze``).
             state: what the previous call returned (or its ``to_dict()``), or ``None`` for the first frame.
+            defer_periodic: as ``StreamAnalyzer.analyze`` (another process runs this stream's periodic keyframe).
 
         Returns:
             ``(faces, new_state)``: one ``TrackedFace`` per face, left to right, and the state for the next frame.
@@ -129,7 +140,7 @@ class TrackedStreamAnalyzer:
         if isinstance(state, dict):
             state = TrackedStreamState.from_dict(state)
         tracker = state.tracker if state is not None else Tracker(self.max_age, self.alpha)
-        faces, stream_state = self.stream.analyze(image, state.stream if state is not None else None)
+        faces, stream_state = self.stream.analyze(image, state.stream if state is not None else None, defer_periodic)
         boxes = np.array([face.box for face in faces], np.float64).reshape(-1, 4)
         probabilities = np.array([face.probabilities for face in faces], np.float64).reshape(len(faces), -1)
         ids = tracker.update(boxes, probabilities if faces else None)

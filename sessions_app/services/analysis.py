@@ -9,8 +9,8 @@ follow stage in between, and anonymous tracks with smoothed probabilities (``inf
 only). Workers are stateless between frames, so each camera's small state (frame counters, the last face boxes, a
 16-number scene signature, track numbers and their smoothed probabilities: no pixels, no identity, no embedding) is
 kept in the shared cache for ``STREAM_STATE_TTL_S``. Two frames of one camera analysed at the same time by two
-workers may both start from the same state; the later write wins, which costs at most an extra keyframe (and, rarely,
-a face's track number restarting).
+workers may both start from the same state; the later write wins (rarely, a face's track number restarts), and when
+that state's keyframe period is due only the worker that claims it first runs the keyframe (``_keyframe_claim``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ _recognizer_lock = threading.Lock()
 
 #: Seconds a camera's stream state is kept between frames (a camera that pauses longer starts on a keyframe).
 STREAM_STATE_TTL_S = 60
+#: Seconds a periodic-keyframe claim lasts if its worker dies before releasing it (a 1080p crowd keyframe takes
+#: about 2 s of CPU on the machines measured; a stale claim only turns one periodic keyframe into a followed frame).
+KEYFRAME_CLAIM_TTL_S = 10
 
 
 def recognizer_get():
@@ -83,6 +86,29 @@ def stream_state_key(session_id: int, source: str) -> str:
     return f"fer:stream-state:{int(session_id)}:{source}"
 
 
+def keyframe_claim_key(session_id: int, source: str) -> str:
+    """Cache key held while a worker runs a camera's periodic keyframe (``_keyframe_claim``)."""
+    return f"fer:stream-keyframe:{int(session_id)}:{source}"
+
+
+def _keyframe_claim(analyzer, image, state, *, session_id: int, source: str) -> tuple[bool, str | None]:
+    """``(defer, claim)``: whether this frame must leave its due periodic keyframe to another worker, and the claim
+    key this worker took (to release after the keyframe), if any. Two frames of one camera analysed at the same
+    time start from the same state; when its period is due both would run the full detection (measured on a crowd
+    camera: half the keyframes came in such pairs, 0.9 s of CPU each), so the first to claim runs it and the other
+    follows. Never raises: without the cache or with a damaged state, no claim (the old behaviour)."""
+    try:
+        if not analyzer.periodic_keyframe_due(image, state):
+            return False, None
+        key = keyframe_claim_key(session_id, source)
+        if cache.add(key, 1, timeout=KEYFRAME_CLAIM_TTL_S):
+            return False, key
+        return True, None
+    except Exception:
+        logger.warning("keyframe claim of %s unavailable", source, exc_info=True)
+        return False, None
+
+
 def _analyze(image, *, session_id: int, source: str) -> list:
     """Faces of ``image``: for camera frames the streaming pipeline with tracks (state in the cache; tracked faces
     as ``TrackedFace.to_dict()``), for uploads full detection of the frame alone."""
@@ -94,12 +120,20 @@ def _analyze(image, *, session_id: int, source: str) -> list:
     except Exception:
         logger.warning("stream state of %s unavailable: keyframe", source, exc_info=True)
         state = None
+    analyzer = stream_analyzer_get()
+    defer, claim = _keyframe_claim(analyzer, image, state, session_id=session_id, source=source)
     try:
-        faces, new_state = stream_analyzer_get().analyze(image, state)
+        faces, new_state = analyzer.analyze(image, state, defer_periodic=defer)
     except ValueError:
         if state is None:
             raise
-        faces, new_state = stream_analyzer_get().analyze(image, None)  # an old or damaged state: start over
+        faces, new_state = analyzer.analyze(image, None)  # an old or damaged state: start over
+    finally:
+        if claim is not None:
+            try:
+                cache.delete(claim)
+            except Exception:
+                logger.warning("keyframe claim of %s not released (expires in %s s)", source, KEYFRAME_CLAIM_TTL_S)
     try:
         cache.set(key, new_state.to_dict(), timeout=STREAM_STATE_TTL_S)
     except Exception:

@@ -67,6 +67,24 @@ def test_cameras_that_start_together_spread_their_periodic_keyframes(recognizer,
     assert fixed == {(0, 8, 16)}
 
 
+def test_a_deferred_periodic_keyframe_is_followed_and_starts_the_next_period(recognizer, frames):
+    """``periodic_keyframe_due`` says when only the period calls for a keyframe; ``defer_periodic`` follows such a
+    frame instead and restarts the period, but never skips a keyframe a cut calls for."""
+    analyzer = StreamAnalyzer(recognizer, keyframe_every=4, stagger=False)
+    _, state = run(analyzer, frames[:4])  # keyframe on frame 0, followed 1-3: the period is due on frame 4
+    assert analyzer.periodic_keyframe_due(frames[4], state)
+    assert not analyzer.periodic_keyframe_due(frames[4], None)
+    assert not analyzer.periodic_keyframe_due(frames[3], run(analyzer, frames[:3])[1])
+    dark = (frames[4] // 4).astype(np.uint8)  # a cut: not a periodic keyframe
+    assert not analyzer.periodic_keyframe_due(dark, state)
+    assert analyzer.analyze(dark, state, defer_periodic=True)[1].keyframe
+    faces, deferred = analyzer.analyze(frames[4], state, defer_periodic=True)
+    assert not deferred.keyframe and deferred.since_keyframe == 0 and len(faces) == 8
+    assert analyzer.analyze(frames[4], state)[1].keyframe  # not deferred: the periodic keyframe runs
+    out, _ = run(analyzer, frames[5:9], deferred.to_dict())
+    assert [s.keyframe for _, s in out] == [False, False, False, True]
+
+
 def test_a_state_without_a_period_keeps_the_full_period(recognizer, frames):
     """A state written before keyframes were staggered (no "period") follows until the full period."""
     analyzer = StreamAnalyzer(recognizer, keyframe_every=4)

@@ -119,6 +119,55 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     )
 
 
+def test_two_frames_of_a_camera_at_once_run_its_periodic_keyframe_only_once(
+    teacher, make_session, group_photo, settings, monkeypatch
+):
+    """When a camera's keyframe period is due and another worker holds the camera's keyframe claim (it is running
+    that keyframe on the frame before), this frame follows instead and starts the next period; with no claim held
+    a due frame runs the keyframe itself and releases its claim."""
+    import base64
+
+    from django.core.cache import cache
+
+    from inference.imageio import decode_image
+    from sessions_app.services import analysis
+
+    settings.FER_STREAM_KEYFRAME_EVERY = 3
+    monkeypatch.setattr(analysis, "_stream_analyzer", None)  # built again with this period
+    photo = cv2.imread(str(group_photo[0]))
+    jpeg = cv2.imencode(".jpg", cv2.resize(photo, (640, 427)))[1].tobytes()
+    data, image = base64.b64encode(jpeg).decode(), decode_image(jpeg)
+    s = make_session(teacher)
+    key, claim = analysis.stream_state_key(s.pk, "camera:kc"), analysis.keyframe_claim_key(s.pk, "camera:kc")
+    cache.delete_many([key, claim])
+    sequence = 0
+
+    def analyse() -> dict:
+        nonlocal sequence
+        analysis.frame_analyze(
+            session_id=s.pk, source="camera:kc", sequence=sequence, captured_at_ms=0.0, data_b64=data
+        )
+        sequence += 1
+        return cache.get(key)["stream"]
+
+    def follow_until_due() -> None:
+        for _ in range(3):
+            if analysis.stream_analyzer_get().periodic_keyframe_due(image, cache.get(key)):
+                return
+            assert analyse()["keyframe"] is False
+        raise AssertionError("the period never came due")
+
+    assert analyse()["keyframe"] is True  # the first frame
+    follow_until_due()
+    assert cache.add(claim, 1, timeout=30)  # another worker is running this keyframe
+    deferred = analyse()
+    assert deferred["keyframe"] is False and deferred["since_keyframe"] == 0 and deferred["period"] == 3
+    cache.delete(claim)
+    assert [analyse()["keyframe"] for _ in range(3)] == [False, False, True]  # a full period, then the keyframe
+    assert cache.get(claim) is None  # released by the worker that ran it
+    assert Frame.objects.filter(session=s).count() == sequence
+
+
 def test_camera_frames_follow_faces_between_keyframes_with_the_state_in_the_cache(
     teacher, make_session, group_photo, settings
 ):
