@@ -119,3 +119,29 @@ def test_int8_copy_is_served_only_while_it_matches_the_float_model(tmp_path, fix
     agree = EmotionClassifier(quantized=True).predict_proba(faces).argmax(1)
     agree = agree == EmotionClassifier(quantized=False).predict_proba(faces).argmax(1)
     assert agree.mean() >= 0.9
+
+
+def test_networks_sharing_the_process_arena_answer_as_with_arenas_of_their_own(fixture_csv):
+    """Every network of a process allocates from one shared arena (``shared_cpu_arena``); runs of other networks
+    of other sizes in between (the detector's, on a small and a large frame) must not change a classifier's
+    answers, compared with a session that has an arena of its own."""
+    import onnxruntime as ort
+
+    from inference import BlazeFaceDetector
+    from inference.classifier import onnx_session, shared_cpu_arena
+
+    assert shared_cpu_arena()  # this ONNX Runtime supports it: the shared arena is really in use
+    faces = load_fer2013(fixture_csv, usage="PublicTest").images[:24][..., None].astype(np.float32)
+    path = EmotionClassifier(quantized=False).served_path
+    shared = onnx_session(path)
+    own_options = ort.SessionOptions()
+    own_options.intra_op_num_threads = 1
+    own = ort.InferenceSession(str(path), sess_options=own_options, providers=["CPUExecutionProvider"])
+    name = own.get_inputs()[0].name
+    expected = own.run(None, {name: faces})[0]
+    detector = BlazeFaceDetector()
+    rng = np.random.default_rng(0)
+    for size in ((480, 640), (1080, 1920), (240, 320)):
+        detector.detect(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        np.testing.assert_allclose(shared.run(None, {name: faces})[0], expected, atol=1e-6)
+        np.testing.assert_allclose(shared.run(None, {name: faces[:3]})[0], expected[:3], atol=1e-6)
