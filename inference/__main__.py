@@ -32,6 +32,12 @@ def _train(args) -> int:
         teacher_weight=args.teacher_weight,
         select_size=args.select_size,
     )
+    if card.get("finished") is False:  # trained under JAX or PyTorch: TensorFlow finishes it (train --resume)
+        print(
+            f"{card['epoch'] + 1} epochs done with the {card['backend']} backend, best PublicTest accuracy "
+            f"{card['best_val_accuracy']:.4f} at epoch {card['best_epoch']}; checkpoints in {args.out}/checkpoints"
+        )
+        return 0
     print(
         f"PublicTest accuracy {card['public_test']['accuracy']:.4f}, macro-F1 {card['public_test']['macro_f1']:.4f}"
         f" (flip TTA {card['public_test_flip_tta']['accuracy']:.4f}); model and card in {args.out}"

@@ -96,6 +96,41 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+class TfRandom:
+    """Random numbers drawn inside TensorFlow graphs (the ``tf.data`` pipeline of the TensorFlow backend): each call
+    of the augmentation draws new ones. ``shape`` may hold the batch size as a tensor."""
+
+    def uniform(self, shape, low: float, high: float):
+        import tensorflow as tf
+
+        return tf.random.uniform(shape, low, high)
+
+    def integers(self, shape, low: int, high: int):
+        """Integers in ``low .. high - 1``."""
+        import tensorflow as tf
+
+        return tf.random.uniform(shape, low, high, dtype=tf.int32)
+
+
+class NumpyRandom:
+    """Random numbers from a NumPy ``Generator`` (the batches of backends without ``tf.data``: JAX, PyTorch)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def uniform(self, shape, low: float, high: float) -> np.ndarray:
+        return self.rng.uniform(low, high, tuple(int(d) for d in shape)).astype(np.float32)
+
+    def integers(self, shape, low: int, high: int) -> np.ndarray:
+        """Integers in ``low .. high - 1``."""
+        return self.rng.integers(low, high, tuple(int(d) for d in shape)).astype(np.int32)
+
+
+def default_random():
+    """``TfRandom()`` under Keras's TensorFlow backend, else ``NumpyRandom`` on a fresh unseeded generator."""
+    return TfRandom() if keras.backend.backend() == "tensorflow" else NumpyRandom(np.random.default_rng())
+
+
 def make_augment(
     image_size: int = 48,
     max_rotation_deg: float = 15.0,
@@ -104,88 +139,163 @@ def make_augment(
     lowres_share: float = 0.0,
     lowres_sizes: tuple[int, int] = LOWRES_SIZES,
 ):
-    """Return a TF function ``augment(images) -> images`` for ``float32 (B, H, W, 1)`` batches in 0..255.
+    """Return ``augment(images, random=None) -> images`` for ``float32 (B, H, W, 1)`` batches in 0..255.
 
+    Written with ``keras.ops`` only, so it runs under every Keras backend (TensorFlow inside ``tf.data``; JAX or
+    PyTorch, e.g. on a lent GPU machine, which has no TensorFlow); ``random`` (``TfRandom`` or ``NumpyRandom``,
+    default ``default_random()``) draws the parameters. The result is a tensor of the backend.
     ``lowres_share`` of the faces (0: none, the recipe of the first shipped model) are, after the affine warp,
     shrunk to a random side drawn uniformly from ``lowres_sizes`` (inclusive, pixels), rounded to grey levels and
     scaled back up (see ``make_lowres``).
     """
-    import tensorflow as tf
-
+    ops = keras.ops
     lowres = make_lowres(image_size, lowres_share, lowres_sizes) if lowres_share > 0 else None
 
     c = (image_size - 1) / 2.0
     max_rot = math.radians(max_rotation_deg)
 
-    def augment(images):
-        b = tf.shape(images)[0]
-        theta = tf.random.uniform([b], -max_rot, max_rot)
-        s = tf.random.uniform([b], 1.0 - scale, 1.0 + scale)
-        flip = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
-        tx = tf.random.uniform([b], -shift, shift) * image_size
-        ty = tf.random.uniform([b], -shift, shift) * image_size
-        cos, sin = tf.cos(theta) / s, tf.sin(theta) / s
+    def augment(images, random=None):
+        random = random or default_random()
+        images = ops.convert_to_tensor(images, "float32")
+        b = ops.shape(images)[0]
+        theta = random.uniform([b], -max_rot, max_rot)
+        s = random.uniform([b], 1.0 - scale, 1.0 + scale)
+        flip = ops.where(random.uniform([b], 0.0, 1.0) < 0.5, -1.0, 1.0)
+        tx = random.uniform([b], -shift, shift) * image_size
+        ty = random.uniform([b], -shift, shift) * image_size
+        cos, sin = ops.cos(theta) / s, ops.sin(theta) / s
         # Output pixel (x, y) samples input M @ (x - c - tx, y - c - ty) + c, M = R(theta)/s @ diag(flip, 1).
         m00, m01, m10, m11 = cos * flip, sin, -sin * flip, cos
         a2 = c - m00 * (c + tx) - m01 * (c + ty)
         b2 = c - m10 * (c + tx) - m11 * (c + ty)
-        zeros = tf.zeros([b])
-        transforms = tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
-        out = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transforms,
-            output_shape=[image_size, image_size],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
+        zeros = ops.zeros_like(m00)
+        transforms = ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+        out = ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode="reflect")
         if lowres is not None:
-            out = lowres(out)
-        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
-        contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
-        brightness = tf.random.uniform([b, 1, 1, 1], -25.0, 25.0)
+            out = lowres(out, random)
+        mean = ops.mean(out, axis=(1, 2, 3), keepdims=True)
+        contrast = random.uniform([b, 1, 1, 1], 0.7, 1.3)
+        brightness = random.uniform([b, 1, 1, 1], -25.0, 25.0)
         out = (out - mean) * contrast + mean + brightness
         # Random erasing: one rectangle per image with p = 0.5, filled with uniform noise.
-        h = tf.random.uniform([b, 1, 1, 1], 8, 21, dtype=tf.int32)
-        w = tf.random.uniform([b, 1, 1, 1], 8, 21, dtype=tf.int32)
-        y0 = tf.random.uniform([b, 1, 1, 1], 0, image_size - 8, dtype=tf.int32)
-        x0 = tf.random.uniform([b, 1, 1, 1], 0, image_size - 8, dtype=tf.int32)
-        ys = tf.reshape(tf.range(image_size), [1, image_size, 1, 1])
-        xs = tf.reshape(tf.range(image_size), [1, 1, image_size, 1])
-        on = tf.random.uniform([b, 1, 1, 1]) < 0.5
+        h = random.integers([b, 1, 1, 1], 8, 21)
+        w = random.integers([b, 1, 1, 1], 8, 21)
+        y0 = random.integers([b, 1, 1, 1], 0, image_size - 8)
+        x0 = random.integers([b, 1, 1, 1], 0, image_size - 8)
+        ys = ops.reshape(ops.arange(image_size, dtype="int32"), (1, image_size, 1, 1))
+        xs = ops.reshape(ops.arange(image_size, dtype="int32"), (1, 1, image_size, 1))
+        on = random.uniform([b, 1, 1, 1], 0.0, 1.0) < 0.5
         mask = on & (ys >= y0) & (ys < y0 + h) & (xs >= x0) & (xs < x0 + w)
-        noise = tf.random.uniform(tf.shape(out), 0.0, 255.0)
-        out = tf.where(mask, noise, out)
-        return tf.clip_by_value(out, 0.0, 255.0)
+        noise = random.uniform(ops.shape(out), 0.0, 255.0)
+        out = ops.where(mask, noise, out)
+        return ops.clip(out, 0.0, 255.0)
 
     return augment
 
 
+def resize_matrix(src: int, dst: int, method: str) -> np.ndarray:
+    """``float32 (dst, src)`` matrix ``R`` such that ``R @ v`` resizes the signal ``v`` (length ``src``) to ``dst``
+    samples, and ``R @ X @ R.T`` an ``src x src`` image to ``dst x dst``.
+
+    ``method``: ``"area"`` (each output pixel the mean of the input area it covers, weighted by overlap: OpenCV's
+    ``INTER_AREA`` and TensorFlow's ``area`` when shrinking) or ``"bilinear"`` (half-pixel centres, edges clamped:
+    OpenCV's ``INTER_LINEAR`` and TensorFlow's ``bilinear`` without antialiasing).
+
+    Raises:
+        ValueError: another ``method``, or a size under 1.
+    """
+    if src < 1 or dst < 1:
+        raise ValueError(f"sizes must be >= 1, got {src} -> {dst}")
+    m = np.zeros((dst, src), np.float64)
+    step = src / dst
+    if method == "area":
+        for i in range(dst):
+            lo, hi = i * step, (i + 1) * step
+            for j in range(int(math.floor(lo)), min(src, int(math.ceil(hi)))):
+                m[i, j] = (min(hi, j + 1) - max(lo, j)) / step
+    elif method == "bilinear":
+        for i in range(dst):
+            x = min(max((i + 0.5) * step - 0.5, 0.0), src - 1.0)
+            j0 = int(math.floor(x))
+            frac = x - j0
+            m[i, j0] += 1.0 - frac
+            m[i, min(j0 + 1, src - 1)] += frac
+    else:
+        raise ValueError(f"method must be area or bilinear, not {method!r}")
+    return m.astype(np.float32)
+
+
 def make_lowres(image_size: int = 48, share: float = 0.5, sizes: tuple[int, int] = LOWRES_SIZES):
-    """Return a TF function that shrinks a random ``share`` of a ``float32 (B, H, W, 1)`` batch and scales it back.
+    """Return ``lowres(images, random=None)``: a random ``share`` of a ``float32 (B, H, W, 1)`` batch shrunk and
+    scaled back (``keras.ops`` only, any backend; ``random`` as in ``make_augment``).
 
     Each chosen face is resized to ``s x s`` pixels, ``s`` uniform in ``sizes[0]..sizes[1]`` (inclusive), with area
     averaging (OpenCV's ``INTER_AREA``, what a camera's small face amounts to), rounded to integer grey levels, and
     resized back to ``image_size`` bilinearly (``INTER_LINEAR``, what ``inference.classifier.crop_face`` does with
-    a face smaller than 48 px). The other faces pass unchanged.
+    a face smaller than 48 px). The other faces pass unchanged. Both resizes are matrix products
+    (``resize_matrix``), so faces of different sides share one batched computation.
     """
-    import tensorflow as tf
-
+    ops = keras.ops
     low, high = int(sizes[0]), int(sizes[1])
+    down = np.zeros((high - low + 1, high, image_size), np.float32)  # zero rows beyond the side: padding
+    up = np.zeros((high - low + 1, image_size, high), np.float32)
+    for k, side in enumerate(range(low, high + 1)):
+        down[k, :side] = resize_matrix(image_size, side, "area")
+        up[k, :, :side] = resize_matrix(side, image_size, "bilinear")
 
-    def shrink(args):
-        image, side = args
-        small = tf.round(tf.image.resize(image, tf.stack([side, side]), method="area"))
-        return tf.image.resize(small, [image_size, image_size], method="bilinear")
-
-    def lowres(images):
-        b = tf.shape(images)[0]
-        sides = tf.random.uniform([b], low, high + 1, dtype=tf.int32)
-        chosen = tf.random.uniform([b]) < share
-        shrunk = tf.map_fn(shrink, (images, sides), fn_output_signature=tf.float32)
-        return tf.where(chosen[:, None, None, None], tf.reshape(shrunk, tf.shape(images)), images)
+    def lowres(images, random=None):
+        random = random or default_random()
+        images = ops.convert_to_tensor(images, "float32")
+        b = ops.shape(images)[0]
+        chosen = random.uniform([b], 0.0, 1.0) < share
+        pick = random.integers([b], 0, high - low + 1)
+        d, u = ops.take(ops.convert_to_tensor(down), pick, axis=0), ops.take(ops.convert_to_tensor(up), pick, axis=0)
+        small = ops.round(ops.einsum("bij,bjk,blk->bil", d, images[..., 0], d))
+        back = ops.einsum("bij,bjk,blk->bil", u, small, u)[..., None]
+        return ops.where(ops.reshape(chosen, (-1, 1, 1, 1)), back, images)
 
     return lowres
+
+
+class FaceBatches(keras.utils.PyDataset):
+    """Batches for Keras backends without ``tf.data`` (JAX, PyTorch: the lent GPU machines have no TensorFlow).
+
+    Yields ``(faces, targets)`` or, with ``weights``, ``(faces, targets, weights)``: ``float32 (b, 48, 48, 1)``
+    faces. With ``shuffle`` a new order every epoch; with ``augment`` (``make_augment``) each batch is augmented
+    with NumPy randomness seeded by ``(seed, epoch, batch index)``, so runs are reproducible whatever order Keras
+    asks for the batches in. ``drop_remainder`` leaves out the last incomplete batch (as the ``tf.data`` path does
+    for training).
+    """
+
+    def __init__(
+        self, x, y, weights=None, *, batch_size: int, seed: int = 0, augment=None, shuffle=False, drop_remainder=False
+    ):
+        super().__init__()
+        self.x, self.y, self.weights = x, y, weights
+        self.batch_size, self.seed, self.augment = int(batch_size), int(seed), augment
+        self.shuffle, self.drop_remainder = shuffle, drop_remainder
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        n = len(self.x)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def __getitem__(self, index: int):
+        ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.x[ids]
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = keras.ops.convert_to_numpy(self.augment(x, NumpyRandom(rng))).astype(np.float32)
+        return (x, self.y[ids]) if self.weights is None else (x, self.y[ids], self.weights[ids])
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
 
 
 def cpu_has_bf16() -> bool:
@@ -200,8 +310,8 @@ def cpu_has_bf16() -> bool:
 def resolve_precision(precision: str) -> str:
     """Map ``auto`` / ``float32`` / ``bfloat16`` to a Keras dtype policy name.
 
-    ``auto`` gives ``mixed_bfloat16`` when a GPU is visible or the CPU has native bfloat16 (see ``cpu_has_bf16``),
-    else ``float32``.
+    ``auto`` gives ``mixed_bfloat16`` when a GPU is visible (``gpu_names``) or the CPU has native bfloat16 (see
+    ``cpu_has_bf16``), else ``float32``.
 
     Raises:
         ValueError: an unknown ``precision``.
@@ -212,9 +322,25 @@ def resolve_precision(precision: str) -> str:
         return "mixed_bfloat16"
     if precision != "auto":
         raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
-    import tensorflow as tf
+    return "mixed_bfloat16" if gpu_names() or cpu_has_bf16() else "float32"
 
-    return "mixed_bfloat16" if tf.config.list_physical_devices("GPU") or cpu_has_bf16() else "float32"
+
+def gpu_names() -> list[str]:
+    """The GPUs Keras's backend (TensorFlow, JAX or PyTorch) trains on here; ``[]`` on a CPU-only machine."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
 
 
 def to_float32(model):
@@ -414,25 +540,41 @@ def _datasets(
     lowres_share: float,
     select_size: int | None = None,
 ):
-    import tensorflow as tf
-
+    """``(train_ds, val_ds)``: shuffled, augmented training batches of ``(faces, targets, loss weights)`` (the last
+    incomplete batch left out) and PublicTest batches of ``(faces, targets)``; ``tf.data`` pipelines under the
+    TensorFlow backend, ``FaceBatches`` under the others."""
     from inference.evaluate import shrink_faces
 
     augment = make_augment(train_data.train_set.images.shape[1], lowres_share=lowres_share)
     x_train = train_data.train_set.images[..., None].astype(np.float32)
     y_train = train_data.y_train
     w_train = weights[y_train.argmax(axis=1)]
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train, w_train))
-        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
-        .map(lambda x, y, w: (augment(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
     val_images = train_data.val_set.images
     if select_size:  # checkpoints chosen on PublicTest faces as small as the model is made for
         val_images = shrink_faces(val_images, select_size)
     x_val = val_images[..., None].astype(np.float32)
+    if keras.backend.backend() != "tensorflow":
+        train_ds = FaceBatches(
+            x_train,
+            y_train,
+            w_train,
+            batch_size=batch_size,
+            seed=seed,
+            augment=augment,
+            shuffle=True,
+            drop_remainder=True,
+        )
+        return train_ds, FaceBatches(x_val, train_data.y_val, batch_size=256)
+    import tensorflow as tf
+
+    random = TfRandom()
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train, w_train))
+        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .map(lambda x, y, w: (augment(x, random), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, train_data.y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
 
@@ -667,6 +809,9 @@ def train(
 ) -> dict:
     """Train, checkpoint, evaluate on PublicTest, export ONNX and write the model card and plots.
 
+    Runs under any Keras 3 backend (``KERAS_BACKEND``): TensorFlow (the locked default here) does every step;
+    JAX or PyTorch train the epochs and leave the finishing steps to a TensorFlow ``--resume`` (see Returns).
+
     The steps: ``load_training_data`` (faces and targets), ``build_or_resume`` (model, optimiser, state),
     ``EpochCheckpoint`` (per-epoch checkpoints while Keras fits), ``finish`` (weight average, float32 copy, export,
     card).
@@ -696,7 +841,10 @@ def train(
             faces; ``None``: the 48-px faces.
 
     Returns:
-        The model card (also written to ``<out>/model_card.json``).
+        The model card (also written to ``<out>/model_card.json``). Under a Keras backend other than TensorFlow
+        (JAX or PyTorch, e.g. on a GPU machine without TensorFlow) the run stops after the epochs and returns
+        ``{"finished": False, "backend", "epoch", "best_epoch", "best_val_accuracy"}``: the same command with
+        ``resume=True`` under TensorFlow finishes it from the checkpoints (``.keras`` files load under any backend).
 
     Raises:
         inference.data.DatasetError: unreadable data, or no ``Training``/``PublicTest`` rows.
@@ -759,7 +907,17 @@ def train(
     log(f"model {ARCHITECTURE}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs/face")
 
     wall_base = state["total_wall_s"]
+    backend = keras.backend.backend()
     if state["epoch"] + 1 < epochs and state["wait"] < patience:
+        state.setdefault("invocations", []).append(
+            {
+                "backend": backend,
+                "gpus": gpu_names(),
+                "processor": _cpu_name(),
+                "precision": policy,
+                "first_epoch": state["epoch"] + 2,
+            }
+        )
         checkpoint = EpochCheckpoint(state, ckpt_dir, epochs, patience, swa_epochs, wall_base, started, log)
         model.fit(
             train_ds,
@@ -769,6 +927,16 @@ def train(
             callbacks=[checkpoint],
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    if backend != "tensorflow":  # the ONNX export needs TensorFlow: finish where it is installed
+        log(
+            f"trained with Keras's {backend} backend: the checkpoints are in {ckpt_dir}; finish the run (weight "
+            "average, ONNX export, evaluation, card) where TensorFlow is installed, with the same command and --resume"
+        )
+        return {
+            "finished": False,
+            "backend": backend,
+            **{k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy")},
+        }
     return finish(train_data, val_ds, state, ckpt_dir, out_dir, batch_size, swa_epochs, policy, wall_base, started, log)
 
 
@@ -966,8 +1134,10 @@ def finalize(
             "machine": platform.machine(),
             "processor": _cpu_name(),
             "cpu_count": os.cpu_count(),
-            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "gpus": gpu_names(),
         },
+        # Where the epochs ran (each invocation that trained: Keras backend, GPUs, CPU, precision, first epoch).
+        "invocations": state.get("invocations", []),
         "training_precision": precision,
         "weight_averaging": swa,
         "software": {"tensorflow": tf.__version__, "python": platform.python_version()},

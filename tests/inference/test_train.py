@@ -1,10 +1,15 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference.train import card_beside, class_weights, train
 
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"stages": ((8, 1), (16, 1)), "dense_units": 16, "batch_size": 32, "learning_rate": 1e-2}
 
 
@@ -238,3 +243,85 @@ def test_select_size_validates_on_public_test_faces_shrunk_like_small_faces(fixt
     np.testing.assert_array_equal(x_sharp, data.val_set.images)
     np.testing.assert_array_equal(x_small, shrink_faces(data.val_set.images, 24))
     assert not np.array_equal(x_small, x_sharp)
+
+
+def test_resize_matrices_resize_like_opencv():
+    import cv2
+
+    from inference.train import resize_matrix
+
+    image = np.random.default_rng(1).uniform(0, 255, (48, 48)).astype(np.float32)
+    for side in (12, 17, 24, 31, 40):
+        down = resize_matrix(48, side, "area")
+        np.testing.assert_allclose(
+            down @ image @ down.T, cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA), atol=1e-3
+        )
+        small = image[:side, :side]
+        up = resize_matrix(side, 48, "bilinear")
+        np.testing.assert_allclose(
+            up @ small @ up.T, cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR), atol=1e-3
+        )
+    with pytest.raises(ValueError):
+        resize_matrix(48, 24, "cubic")
+
+
+def test_face_batches_are_reproducible_reshuffled_each_epoch_and_augmented():
+    from inference.train import FaceBatches, make_augment
+
+    x = np.random.default_rng(0).uniform(0, 255, (70, 48, 48, 1)).astype(np.float32)
+    y, w = np.eye(7, dtype=np.float32)[np.arange(70) % 7], np.linspace(0.5, 1.5, 70).astype(np.float32)
+
+    def make():
+        augment = make_augment(lowres_share=0.5)
+        return FaceBatches(x, y, w, batch_size=32, seed=5, augment=augment, shuffle=True, drop_remainder=True)
+
+    first, again = make(), make()
+    assert len(first) == 2 and len(FaceBatches(x, y, batch_size=32)) == 3
+    faces, targets, weights = first[1]
+    assert faces.shape == (32, 48, 48, 1) and faces.dtype == np.float32 and 0 <= faces.min() and faces.max() <= 255
+    np.testing.assert_array_equal(faces, again[1][0])  # seeded by (seed, epoch, batch): the same batch again
+    picked = first.order[32:64]
+    np.testing.assert_array_equal(targets, y[picked])
+    np.testing.assert_array_equal(weights, w[picked])
+    assert np.abs(faces - x[picked]).mean() > 5  # augmented, not the faces as they were
+    order = first.order.copy()
+    first.on_epoch_end()
+    assert not np.array_equal(order, first.order) and sorted(first.order) == list(range(70))
+    plain = FaceBatches(x, y, batch_size=32)[2]
+    assert plain[0].shape == (6, 48, 48, 1) and np.array_equal(plain[0], x[64:])  # no augmentation, in order
+
+
+@pytest.mark.slow
+def test_training_runs_under_the_jax_backend_and_tensorflow_finishes_it(fixture_csv, tmp_path):
+    """The lent GPU machines have JAX and PyTorch but no TensorFlow: the epochs run under Keras's JAX backend
+    (real JAX, on this CPU) with TensorFlow made unimportable, and ``--resume`` under TensorFlow finishes the run
+    from its checkpoints."""
+    out = tmp_path / "run"
+    code = (
+        "import json, sys\n"
+        "class NoTensorFlow:  # as on the GPU machines: TensorFlow cannot be imported\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ImportError('no TensorFlow here')\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n"
+        "from inference.train import train\n"
+        f"r = train(sys.argv[1], out=sys.argv[2], epochs=8, patience=10, lowres_share=0.5, **{TINY!r})\n"
+        "assert not any(m.split('.')[0] == 'tensorflow' for m in sys.modules)\n"
+        "print(json.dumps(r))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(fixture_csv), str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["finished"] is False and result["backend"] == "jax" and result["epoch"] == 7
+    assert not (out / "model.onnx").exists()
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert_loss_falls(state["history"])
+    assert state["invocations"][0]["backend"] == "jax"
+
+    card = train(str(fixture_csv), out=str(out), epochs=8, patience=10, lowres_share=0.5, resume=True, **TINY)
+    assert card["epochs_run"] == 8 and card["onnx_max_abs_diff_vs_keras"] <= 1e-4
+    assert [i["backend"] for i in card["invocations"]] == ["jax"]
+    assert (out / "model.onnx").stat().st_size > 0 and card["public_test"]["n"] == 56
