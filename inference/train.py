@@ -297,6 +297,11 @@ class FaceBatches(keras.utils.PyDataset):
         self.epoch += 1
         self.order = self._order()
 
+    def start_at(self, epoch: int) -> None:
+        """Continue with the order and augmentation of ``epoch`` (0-based): a resumed run does not replay epoch 0's."""
+        self.epoch = int(epoch)
+        self.order = self._order()
+
 
 def cpu_has_bf16() -> bool:
     """True when ``/proc/cpuinfo`` lists native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``)."""
@@ -908,6 +913,8 @@ def train(
 
     wall_base = state["total_wall_s"]
     backend = keras.backend.backend()
+    if isinstance(train_ds, FaceBatches):
+        train_ds.start_at(state["epoch"] + 1)
     if state["epoch"] + 1 < epochs and state["wait"] < patience:
         state.setdefault("invocations", []).append(
             {

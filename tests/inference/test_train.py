@@ -287,6 +287,10 @@ def test_face_batches_are_reproducible_reshuffled_each_epoch_and_augmented():
     order = first.order.copy()
     first.on_epoch_end()
     assert not np.array_equal(order, first.order) and sorted(first.order) == list(range(70))
+    resumed = make()
+    resumed.start_at(1)  # a resumed run continues with epoch 1's order and augmentation
+    np.testing.assert_array_equal(resumed.order, first.order)
+    np.testing.assert_array_equal(resumed[0][0], first[0][0])
     plain = FaceBatches(x, y, batch_size=32)[2]
     assert plain[0].shape == (6, 48, 48, 1) and np.array_equal(plain[0], x[64:])  # no augmentation, in order
 
