@@ -242,6 +242,7 @@ def make_lowres(image_size: int = 48, share: float = 0.5, sizes: tuple[int, int]
     for k, side in enumerate(range(low, high + 1)):
         down[k, :side] = resize_matrix(image_size, side, "area")
         up[k, :, :side] = resize_matrix(side, image_size, "bilinear")
+    down, up = ops.convert_to_tensor(down), ops.convert_to_tensor(up)  # once, not on every batch
 
     def lowres(images, random=None):
         random = random or default_random()
@@ -249,7 +250,7 @@ def make_lowres(image_size: int = 48, share: float = 0.5, sizes: tuple[int, int]
         b = ops.shape(images)[0]
         chosen = random.uniform([b], 0.0, 1.0) < share
         pick = random.integers([b], 0, high - low + 1)
-        d, u = ops.take(ops.convert_to_tensor(down), pick, axis=0), ops.take(ops.convert_to_tensor(up), pick, axis=0)
+        d, u = ops.take(down, pick, axis=0), ops.take(up, pick, axis=0)
         small = ops.round(ops.einsum("bij,bjk,blk->bil", d, images[..., 0], d))
         back = ops.einsum("bij,bjk,blk->bil", u, small, u)[..., None]
         return ops.where(ops.reshape(chosen, (-1, 1, 1, 1)), back, images)
