@@ -4,12 +4,13 @@ Protocol of ``/ws/sessions/<id>/stream/``:
 
 - Client -> server: binary messages, each one JPEG or PNG frame, optionally prefixed by the 16-byte header
   ``inference.imageio.FRAME_HEADER`` (``b"FRM1"``, uint32 sequence, float64 capture time in ms since the epoch,
-  big-endian).
+  big-endian). One text message: ``{"type": "stop"}``, the camera stopped but the client stays for the answers of
+  its frames in flight (the frame waiting for a slot is dropped, ``stopped``); any other text is ``binary_expected``.
 - Server -> client: JSON text messages ``{"type": ...}``: ``ready`` (after connect: limits and the stream's source
   name), ``result`` (a stored frame's faces, for every source of the session), ``dropped`` (a frame of this stream
-  that will never be analysed: ``reason`` = ``replaced`` | ``rate_limited`` | ``stale`` | ``expired`` | ``revoked``
-  | ``lost`` | ``queue_unavailable``), ``error`` (invalid message or a frame the worker could not analyse: ``code``,
-  ``detail``; the connection stays open), ``ended`` (session ended; then close 1000).
+  that will never be analysed: ``reason`` = ``replaced`` | ``rate_limited`` | ``stale`` | ``stopped`` | ``expired``
+  | ``revoked`` | ``lost`` | ``queue_unavailable``), ``error`` (invalid message or a frame the worker could not
+  analyse: ``code``, ``detail``; the connection stays open), ``ended`` (session ended; then close 1000).
 - Close codes: 4401 not logged in, 4404 unknown session or not yours, 4403 you may watch but not stream (staff
   viewing someone else's session), 4409 session already ended.
 
@@ -186,6 +187,20 @@ class SessionViewerConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             self._watchdog.cancel()
 
 
+#: The one text message a camera stream takes (module doc): the camera stopped, the client stays for its answers.
+STOP_MESSAGE = {"type": "stop"}
+
+
+def _is_stop(text: str | None) -> bool:
+    """Whether ``text`` is the ``STOP_MESSAGE`` (JSON; whitespace and key order free). Longer texts are not parsed."""
+    if not text or len(text) > 64:
+        return False
+    try:
+        return json.loads(text) == STOP_MESSAGE
+    except ValueError:
+        return False
+
+
 class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
     """``/ws/sessions/<id>/stream/``: the owner's camera frames in, result events out (see module doc).
 
@@ -245,13 +260,17 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """One client message: ``bytes_data`` = an optional 16-byte ``FRAME_HEADER`` + JPEG/PNG bytes.
 
-        Replies only when needed: an ``error`` event (``code``: ``binary_expected`` for ``text_data``, any
+        ``text_data`` ``{"type": "stop"}`` (``STOP_MESSAGE``): drop the frame waiting for a slot (``stopped``).
+
+        Replies only when needed: an ``error`` event (``code``: ``binary_expected`` for any other ``text_data``, any
         ``inference.imageio.FrameRejected`` code, ``duplicate_sequence``) or ``dropped`` events (``reason``:
-        ``rate_limited``, ``replaced``, ``stale``, ``queue_unavailable``); an accepted frame is answered later by
-        ``result``,
-        ``dropped`` or ``error``. Never closes the socket.
+        ``rate_limited``, ``replaced``, ``stale``, ``stopped``, ``queue_unavailable``); an accepted frame is answered
+        later by ``result``, ``dropped`` or ``error``. Never closes the socket.
         """
         if self.state is None:  # a refused connection that is being closed
+            return
+        if bytes_data is None and _is_stop(text_data):
+            await self._apply(self.state.stop())
             return
         try:
             msg = frame_services.frame_validate(bytes_data if bytes_data is not None else (text_data or ""))

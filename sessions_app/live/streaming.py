@@ -7,6 +7,8 @@ Rules (``StreamState``):
 
 - **Latest frame wins.** At most ``max_in_flight`` frames of the stream are queued or being analysed. One more frame
   waits in a single pending slot; a newer frame replaces it and the replaced frame is dropped (``"replaced"``).
+- **Stop.** A client that stops its camera but stays connected for the answers of its frames in flight says so
+  (``stop``): its waiting frame, which no newer frame will replace, is dropped (``"stopped"``), not analysed late.
 - **Token bucket.** Frames arriving faster than ``rate_tolerance`` x the session's ``target_fps`` (at least
   ``target_fps + 2``; burst capacity ``max(4, rate)``) are dropped (``"rate_limited"``).
 - **Staleness on the server clock.** A frame's age is measured from the moment the server received it (monotonic
@@ -337,6 +339,18 @@ class StreamState:
         step = Step()
         if self.pending is not None and self._monotonic() - self.pending.received_at > self.expires_s:
             self._drop(step, self.pending.sequence, "stale")
+            self.pending = None
+        return step
+
+    def stop(self) -> Step:
+        """The client stopped sending (its camera stopped) but keeps the connection for the answers of its frames in
+        flight: the frame waiting for a slot will never be replaced by a newer one, so it is dropped (``"stopped"``)
+        rather than analysed late, as closing the connection would drop it (``"closed"``). Frames in flight are
+        answered as usual, and a frame sent afterwards is taken like any other. Returns the ``Step`` (the drop, or
+        nothing without a waiting frame)."""
+        step = Step()
+        if self.pending is not None:
+            self._drop(step, self.pending.sequence, "stopped")
             self.pending = None
         return step
 

@@ -21,7 +21,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from sessions_app.models import EmotionSession
-from tests.helpers import REPO, free_port, stop_process, subprocess_env
+from tests.environment import TEST_QUEUE
+from tests.helpers import REPO, free_port, start_process, stop_process, subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -151,6 +152,43 @@ def test_a_ramp_reports_each_step_and_the_largest_client_count_meeting_the_targe
     assert ramp["max_clients_meeting_target"] is None
     ended = EmotionSession.objects.filter(owner__username="lt-ramp")
     assert ended.count() == 4 and not ended.exclude(status="ended").exists()  # 1 + 2 + 1 sessions, all ended
+
+
+def test_clients_stop_like_cameras_so_a_frame_still_waiting_at_the_end_is_dropped_not_analysed_late(
+    group_photo, django_user_model, tmp_path
+):
+    """A server whose live queue no worker consumes: each client's first two frames stay in flight, later ones wait
+    for a slot (latest wins). At the end the client sends ``stop``: its waiting frame is dropped as ``stopped`` at
+    once, instead of waiting the drain out; the two in flight stay unanswered, and every frame is accounted for."""
+    from fer_platform.celery import app
+
+    django_user_model.objects.create_user(username="lt-stop", password="lt-stop-pass-1")
+    idle_queue = f"{TEST_QUEUE}.0.idle-{os.getpid()}"  # sorts before the upload queue, as settings require
+    env = subprocess_env() | {"FER_LIVE_QUEUE": idle_queue}
+    port = free_port()
+    daphne = start_process(
+        [sys.executable, "manage.py", "serve", "--", "-b", "127.0.0.1", "-p", str(port)], env, tmp_path / "daphne.log",
+        port=port,
+    )  # fmt: skip
+    try:
+        out = io.StringIO()
+        call_command(
+            "loadtest", "--url", f"http://127.0.0.1:{port}", "--username", "lt-stop", "--password", "lt-stop-pass-1",
+            "--clients", "2", "--fps", "2", "--seconds", "3", "--drain", "2", "--images", str(group_photo[0]), "--json",
+            stdout=out,
+        )  # fmt: skip
+    finally:
+        stop_process(daphne)
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(idle_queue)
+            conn.default_channel.queue_delete(idle_queue)
+    result = json.loads(out.getvalue())
+    sent = result["frames_sent"]
+    assert result["clients_connected"] == 2 and 10 <= sent <= 14
+    assert result["frames_processed"] == 0 and result["errors"] == 0  # the stop itself is no error
+    assert result["dropped_by_reason"] == {"replaced": sent - 2 * 3, "stopped": 2}
+    assert result["unanswered"] == 2 * 2  # in flight to the idle queue
+    assert sent == result["frames_dropped"] + result["unanswered"]
 
 
 def test_a_bad_url_an_unreachable_server_and_a_wrong_password_give_one_line_errors(

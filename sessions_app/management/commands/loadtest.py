@@ -17,7 +17,9 @@ How it talks to the server (all over HTTP(S), like a browser and an API client w
    API (``POST /api/v1/sessions/``);
 3. opens one camera WebSocket per session (``/ws/sessions/<id>/stream/``, ``ws://`` or ``wss://``), streams JPEG
    frames (with the ``FRM1`` header carrying the sequence number and capture time) at ``--fps`` for ``--seconds``,
-   then waits until every frame is accounted for (result, dropped or error) or the drain timeout passes. Like a
+   then stops as a camera does (the ``stop`` message: a frame still waiting for an analysis slot is dropped as
+   ``stopped`` instead of being analysed seconds late while the server drains) and waits until every frame is
+   accounted for (result, dropped or error) or the drain timeout passes. Like a
    webcam, each client films one scene: client *i* starts on photo *i* (round-robin), sends noisy copies of it
    (``scene_variants``: sensor noise, so no two consecutive frames are equal) and moves to the next photo every
    ``--scene-seconds`` (default 10 s, a scene cut). The clients' cuts are spread over the scene length, as
@@ -458,6 +460,7 @@ async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes
     from websockets.typing import Origin
 
     sent_at: dict[int, float] = {}
+    stopping = False
     processed = 0
     streamed_s = 0.0
     try:
@@ -490,6 +493,8 @@ async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes
                         stats.dropped += 1
                         reason = str(ev.get("reason"))
                         stats.dropped_by_reason[reason] = stats.dropped_by_reason.get(reason, 0) + 1
+                    elif ev.get("type") == "error" and stopping and ev.get("code") == "binary_expected":
+                        pass  # a server older than the stop message: it declined it, nothing else changes
                     elif ev.get("type") == "error" and ev.get("source", source) == source:
                         stats.errors += 1
                         if seq in sent_at:
@@ -514,6 +519,11 @@ async def _client(ws_url: str, origin: str, cookie: str, scenes: list[list[bytes
                 n += 1
                 await asyncio.sleep(max(0.0, start + n * period - time.perf_counter()))
             streamed_s = time.perf_counter() - start
+            # Stop like a camera that stops: the frame waiting for a slot is dropped ("stopped"), not analysed late
+            # in the drain (that frame is seconds old under overload, and no real camera leaves one waiting);
+            # frames in flight are still answered.
+            stopping = True
+            await ws.send(json.dumps({"type": "stop"}))
             deadline = time.perf_counter() + drain_s
             while sent_at and time.perf_counter() < deadline and not reader_task.done():
                 await asyncio.sleep(0.1)

@@ -124,6 +124,33 @@ async def test_flood_keeps_latest_frame_and_counts_drops(teacher, make_session, 
     assert s.frames_rejected == 1
 
 
+async def test_a_camera_that_stops_has_its_waiting_frame_dropped_and_keeps_its_socket(
+    teacher, make_session, idle_queue, settings
+):
+    """Two frames in flight (no worker answers them), a third waits for a slot; ``{"type": "stop"}`` drops the waiting
+    one as ``stopped`` and nothing else: the socket stays open for the answers, and any other text is still refused."""
+    assert settings.FER_MAX_IN_FLIGHT == 2
+    s = await sync_to_async(make_session)(teacher, target_fps=2.0)
+    comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+    await events(comm, 1)
+    frame = jpeg()
+    for seq in range(3):
+        await comm.send_to(bytes_data=with_header(seq, frame))
+    assert await comm.receive_nothing(timeout=0.3)  # 0 and 1 queued, 2 waits
+    await comm.send_to(text_data=' { "type" : "stop" } ')
+    (ev,) = await events(comm, 1)
+    assert (ev["type"], ev["sequence"], ev["reason"]) == ("dropped", 2, "stopped")
+    await comm.send_to(text_data=json.dumps({"type": "stop"}))
+    assert await comm.receive_nothing(timeout=0.3)  # nothing waits any more: nothing to drop, no error
+    await comm.send_to(text_data=json.dumps({"type": "stop", "now": True}))
+    assert (await events(comm, 1))[0]["code"] == "binary_expected"
+    assert await sync_to_async(idle_queue)() == 2
+    await comm.disconnect()
+    await asyncio.sleep(0.2)
+    s = await sync_to_async(EmotionSession.objects.get)(pk=s.pk)
+    assert (s.frames_received, s.frames_dropped, s.frames_rejected) == (3, 1, 1)
+
+
 async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user, make_session, idle_queue):
     s = await sync_to_async(make_session)(teacher)
     stream = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))

@@ -226,6 +226,21 @@ def test_a_frame_the_system_cannot_admit_waits_in_the_pending_slot_and_the_lates
     assert stats["sent"] == 2 and stats["dropped"] == 2
 
 
+def test_a_stop_drops_the_waiting_frame_and_leaves_frames_in_flight_to_their_answers(clocks):
+    state = make(clocks, max_in_flight=1)
+    offer(state, clocks, 0)  # in flight
+    offer(state, clocks, 1)  # waits for a slot
+    step = state.stop()
+    assert step.dropped == [(1, "stopped")] and step.dispatch == [] and state.pending is None
+    assert list(state.in_flight) == [0]  # still waiting for its answer
+    assert state.stop().dropped == []  # nothing left to drop
+    after = state.answered(0, "result")
+    assert after is not None and after.dispatch == []  # nothing pending: the freed slot takes nothing
+    assert [f.sequence for f in offer(state, clocks, 2).dispatch] == [2]  # a later frame is taken as usual
+    assert state.stats["dropped"] == 1 and accounted(state) == 3
+    assert state.take_counter_delta() == {"received": 3, "dropped": 1, "rejected": 0}
+
+
 def test_a_frame_unanswered_for_a_while_is_due_for_a_lookup_once_per_lookup_delay(clocks):
     """An unanswered frame is looked up in the database RESULT_LOOKUP_S after dispatch and again every
     RESULT_LOOKUP_S, long before its ~20 s deadline; an answered one never."""
