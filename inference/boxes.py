@@ -43,12 +43,15 @@ class KeypointDetector(FollowingDetector, Protocol):
     tip, mouth centre, right ear tragion, left ear tragion, the subject's right and left), which head pose
     (``inference.pose``) is estimated from.
 
-    ``detect_with_keypoints(image)`` returns ``(int32 (K, 4) boxes, float32 (K,) scores, float32 (K, 6, 2)
-    keypoints)``, keypoints ``(x, y)`` in pixels of ``image``, left to right; ``follow_with_keypoints(image, boxes,
+    ``detect_with_keypoints(image, min_size=None)`` returns ``(int32 (K, 4) boxes, float32 (K,) scores, float32
+    (K, 6, 2) keypoints)``, keypoints ``(x, y)`` in pixels of ``image``, left to right, looking for faces of about
+    ``min_size`` px and larger (``None``: the detector's own smallest face); ``follow_with_keypoints(image, boxes,
     score_threshold)`` the same in the order of ``boxes`` (keypoints ``NaN`` for a lost face).
     """
 
-    def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def detect_with_keypoints(
+        self, image: np.ndarray, min_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def follow_with_keypoints(
         self, image: np.ndarray, boxes: np.ndarray, score_threshold: float = 0.5

@@ -19,6 +19,11 @@ from inference.pose import head_pose
 #: (README "Face detection"), which falls from 69 % at 48 px to well below 60 % under this side.
 MIN_READABLE_SIDE = 24
 
+#: With a smallest face to look for (``EmotionRecognizer.analyze``'s ``min_face_px``), boxes of a detector without
+#: a search band of its own are kept from this fraction of it: BlazeFace's pyramid finds faces down to 0.8x the size
+#: its first level is made for (``BlazeFaceDetector``: 0.8 x ``MIN_FACE_INPUT``), so every detector keeps the same.
+MIN_FACE_BAND = 0.8
+
 #: Faces whose box side is below this (pixels) go to the small-face classifier when the recogniser has one. The
 #: shipped one was fine-tuned with 60 % of its faces shrunk to 12-40 px (``train --lowres-share 0.6``), so 40 px
 #: is the top of the range it was made for: the threshold comes from its recipe, not from test scores. Measured
@@ -133,11 +138,14 @@ class EmotionRecognizer:
         """
         return cls(EmotionClassifier(model_path, threads=threads))
 
-    def analyze(self, image: np.ndarray) -> list[FaceResult]:
+    def analyze(self, image: np.ndarray, min_face_px: int | None = None) -> list[FaceResult]:
         """Detect and classify every face.
 
         Args:
             image: BGR ``uint8 (H, W, 3)``, BGRA, or grey ``(H, W)`` (``uint8`` or ``uint16``).
+            min_face_px: smallest face side to look for, px (``None``: whatever the detector finds). A
+                ``KeypointDetector`` starts its search there (faces from about 0.8x that side are found, and the
+                search is cheaper); with another detector, boxes whose longer side is under 0.8x it are left out.
 
         Returns:
             One ``FaceResult`` per detected face, left to right (with ``head_pose`` when the detector gives
@@ -147,9 +155,12 @@ class EmotionRecognizer:
             ValueError: unsupported image shape or dtype.
         """
         if isinstance(self.detector, KeypointDetector):
-            boxes, _, keypoints = self.detector.detect_with_keypoints(image)
+            boxes, _, keypoints = self.detector.detect_with_keypoints(image, min_face_px)
             return self.classify(image, boxes, keypoints)
-        return self.classify(image, self.detector.detect(image))
+        boxes = np.asarray(self.detector.detect(image)).reshape(-1, 4)
+        if min_face_px is not None:
+            boxes = boxes[np.maximum(boxes[:, 2], boxes[:, 3]) >= MIN_FACE_BAND * min_face_px]
+        return self.classify(image, boxes)
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> list[FaceResult]:
         """Classify the faces at known boxes (one batched call per classifier, see ``predict_proba``).

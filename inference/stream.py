@@ -124,7 +124,13 @@ class StreamAnalyzer:
         follow_threshold: face probability below which the follow stage counts a face as lost (which makes the
             frame a keyframe, see ``lost_tolerance``).
         lost_tolerance: the share of the followed faces that may be lost (or merged into another) without a
-            keyframe: such faces are left out until the next keyframe finds them again. With the default 0.05 any
+            keyframe: such faces are left out until the next keyframe finds them again. On the frame right after a
+            keyframe, lost faces never make another one: a face the follow stage cannot find one frame after the
+            detector found it is a detection at the edge of the detector's threshold (a printed face on a shirt, a
+            poster: seen at one scale, lost at the next) more often than a face that left, and a keyframe for it
+            would find it again and lose it again, a full detection on every other frame (measured on
+            ``group_photos/ultralight_imgs_9.jpg`` at 640x480 with a 24-px smallest face: 38 % of the frames were
+            keyframes instead of 21 %); it is left out until the next keyframe. With the default 0.05 any
             lost face of a frame of up to 19 makes a keyframe, as a classroom needs; in a crowd of 160 faces up to
             8 may flicker (small faces near the detectors' limit do, from frame to frame) without a full detection
             of the frame each time (measured on crowds/ultralight_imgs_25.jpg at 1280x720 with sensor noise: 0-2 of
@@ -178,7 +184,11 @@ class StreamAnalyzer:
         return self._may_follow(state, width, height, scene_signature(grey), defer_periodic=True)
 
     def analyze(
-        self, image: np.ndarray, state: StreamState | dict | None = None, defer_periodic: bool = False
+        self,
+        image: np.ndarray,
+        state: StreamState | dict | None = None,
+        defer_periodic: bool = False,
+        min_face_px: int | None = None,
     ) -> tuple[list[FaceResult], StreamState]:
         """Analyse the next frame of a stream.
 
@@ -190,6 +200,9 @@ class StreamAnalyzer:
                 one (``periodic_keyframe_due``): follow instead, and start the next period from this frame, so
                 whichever of the two states is kept last does not ask for the keyframe again. Any other reason for
                 a keyframe (a cut, a new size, lost faces) still runs one.
+            min_face_px: smallest face side a keyframe looks for, px (``EmotionRecognizer.analyze``; ``None``: the
+                detector's own); a classroom camera's faces are larger than a crowd's, and finding no faces under
+                ~20 px makes its keyframes several times cheaper. Followed faces are followed whatever their size.
 
         Returns:
             ``(faces, new_state)``: one ``FaceResult`` per face, left to right (boxes always inside the frame),
@@ -205,9 +218,9 @@ class StreamAnalyzer:
         signature = scene_signature(grey)
         followed = None
         if state is not None and self._may_follow(state, width, height, signature, defer_periodic):
-            followed = self._follow(image, state.boxes)
+            followed = self._follow(image, state.boxes, after_keyframe=state.keyframe)
         if followed is None:  # a keyframe: full detection
-            faces = self.recognizer.analyze(image)
+            faces = self.recognizer.analyze(image, min_face_px)
             since_keyframe, keyframe_signature = 0, signature
             period = self._next_period(state, width, height)
         else:  # followed faces: there is a state, which keeps its keyframe's signature and period
@@ -252,10 +265,13 @@ class StreamAnalyzer:
         change = float(np.mean(np.abs(np.asarray(signature) - np.asarray(state.signature))))
         return change <= self.scene_change
 
-    def _follow(self, image: np.ndarray, previous: list[list[int]]) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _follow(
+        self, image: np.ndarray, previous: list[list[int]], after_keyframe: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The tracked faces in ``image``, left to right, as ``(int32 (K, 4) boxes, float32 (K, 6, 2) keypoints or
         None)``, or ``None`` when more than ``lost_tolerance`` of them were lost (then run a keyframe); the lost
-        faces of a frame within the tolerance are left out."""
+        faces of a frame within the tolerance, or of the frame right after a keyframe (``after_keyframe``), are
+        left out."""
         if not previous:
             return np.zeros((0, 4), np.int32), None
         detector = self.recognizer.detector
@@ -269,7 +285,7 @@ class StreamAnalyzer:
         kept = np.flatnonzero(scores >= self.follow_threshold)
         # two tracks that converged on one face: keep one, and count the other as lost
         kept = np.sort(kept[suppress_contained(boxes[kept].astype(np.float64), scores[kept], 0.5)])
-        if len(boxes) - len(kept) > self.lost_tolerance * len(boxes):
+        if not after_keyframe and len(boxes) - len(kept) > self.lost_tolerance * len(boxes):
             return None
         boxes = boxes[kept]
         if len(associate(prior[kept], boxes, min_iou=0.05)) < len(boxes):

@@ -122,7 +122,11 @@ class TrackedStreamAnalyzer:
         return state is not None and self.stream.periodic_keyframe_due(image, state.stream)
 
     def analyze(
-        self, image: np.ndarray, state: TrackedStreamState | dict | None = None, defer_periodic: bool = False
+        self,
+        image: np.ndarray,
+        state: TrackedStreamState | dict | None = None,
+        defer_periodic: bool = False,
+        min_face_px: int | None = None,
     ) -> tuple[list[TrackedFace], TrackedStreamState]:
         """Analyse the next frame of a stream.
 
@@ -130,6 +134,7 @@ class TrackedStreamAnalyzer:
             image: the frame, BGR ``uint8 (H, W, 3)``, BGRA or grey (as ``EmotionRecognizer.analyze``).
             state: what the previous call returned (or its ``to_dict()``), or ``None`` for the first frame.
             defer_periodic: as ``StreamAnalyzer.analyze`` (another process runs this stream's periodic keyframe).
+            min_face_px: as ``StreamAnalyzer.analyze`` (smallest face a keyframe looks for).
 
         Returns:
             ``(faces, new_state)``: one ``TrackedFace`` per face, left to right, and the state for the next frame.
@@ -140,7 +145,9 @@ class TrackedStreamAnalyzer:
         if isinstance(state, dict):
             state = TrackedStreamState.from_dict(state)
         tracker = state.tracker if state is not None else Tracker(self.max_age, self.alpha)
-        faces, stream_state = self.stream.analyze(image, state.stream if state is not None else None, defer_periodic)
+        faces, stream_state = self.stream.analyze(
+            image, state.stream if state is not None else None, defer_periodic, min_face_px
+        )
         boxes = np.array([face.box for face in faces], np.float64).reshape(-1, 4)
         probabilities = np.array([face.probabilities for face in faces], np.float64).reshape(len(faces), -1)
         ids = tracker.update(boxes, probabilities if faces else None)

@@ -66,6 +66,15 @@ def session_can_stream(*, user, session: EmotionSession) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and session.owner_id == user.pk
 
 
+def session_min_face_px(*, session: EmotionSession) -> int | None:
+    """Smallest face side (px) the keyframes of ``session``'s cameras look for: ``settings.FER_CLASSROOM_MIN_FACE_PX``
+    for a classroom session, ``None`` (every face the detector finds) for a crowd session or when the setting is 0.
+    Uploads are always searched for every face (a photo's scale is unknown)."""
+    if session.kind == EmotionSession.Kind.CLASSROOM and settings.FER_CLASSROOM_MIN_FACE_PX > 0:
+        return int(settings.FER_CLASSROOM_MIN_FACE_PX)
+    return None
+
+
 def _shares(
     sums: list[float], faces: int, people: int | None = None
 ) -> tuple[dict[str, float] | None, str | None, float | None]:

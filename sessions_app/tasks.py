@@ -32,10 +32,17 @@ def _warm_up(**_kwargs) -> None:
 
 
 @shared_task(name=ANALYZE_FRAME_TASK, ignore_result=True, acks_late=False)
-def analyze_frame(*, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str) -> None:
+def analyze_frame(
+    *, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str, min_face_px: int | None = None
+) -> None:
     """Decode, analyse and store one frame (``services.analysis.frame_analyze``); never raises for a bad frame."""
     frame_analyze(
-        session_id=session_id, source=source, sequence=sequence, captured_at_ms=captured_at_ms, data_b64=data_b64
+        session_id=session_id,
+        source=source,
+        sequence=sequence,
+        captured_at_ms=captured_at_ms,
+        data_b64=data_b64,
+        min_face_px=min_face_px,
     )
 
 

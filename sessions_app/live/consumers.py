@@ -231,6 +231,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             await self._reject(CLOSE_ENDED, "session_ended", "this session has ended")
             return
         self.source = f"camera:{secrets.token_hex(4)}"
+        self.min_face_px = selectors.session_min_face_px(session=self.session)
         self.state = StreamState(
             target_fps=self.session.target_fps,
             max_in_flight=settings.FER_MAX_IN_FLIGHT,
@@ -307,6 +308,7 @@ class SessionStreamConsumer(_SessionEventsMixin, AsyncWebsocketConsumer):
             data=frame.data,
             expires_s=frame.expires_s,
             waited_s=time.monotonic() - frame.received_at,
+            min_face_px=self.min_face_px,
         )
         if outcome == frame_services.DISPATCH_REFUSED:
             await self._apply(self.state.admission_refused(frame))

@@ -109,9 +109,10 @@ def _keyframe_claim(analyzer, image, state, *, session_id: int, source: str) -> 
         return False, None
 
 
-def _analyze(image, *, session_id: int, source: str) -> list:
+def _analyze(image, *, session_id: int, source: str, min_face_px: int | None = None) -> list:
     """Faces of ``image``: for camera frames the streaming pipeline with tracks (state in the cache; tracked faces
-    as ``TrackedFace.to_dict()``), for uploads full detection of the frame alone."""
+    as ``TrackedFace.to_dict()``; keyframes look for faces from ``min_face_px``), for uploads full detection of the
+    frame alone."""
     if not source.startswith("camera:"):
         return recognizer_get().analyze(image)
     key = stream_state_key(session_id, source)
@@ -123,11 +124,11 @@ def _analyze(image, *, session_id: int, source: str) -> list:
     analyzer = stream_analyzer_get()
     defer, claim = _keyframe_claim(analyzer, image, state, session_id=session_id, source=source)
     try:
-        faces, new_state = analyzer.analyze(image, state, defer_periodic=defer)
+        faces, new_state = analyzer.analyze(image, state, defer_periodic=defer, min_face_px=min_face_px)
     except ValueError:
         if state is None:
             raise
-        faces, new_state = analyzer.analyze(image, None)  # an old or damaged state: start over
+        faces, new_state = analyzer.analyze(image, None, min_face_px=min_face_px)  # an old or damaged state
     finally:
         if claim is not None:
             try:
@@ -141,14 +142,23 @@ def _analyze(image, *, session_id: int, source: str) -> list:
     return [face.to_dict() for face in faces]
 
 
-def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms: float, data_b64: str) -> None:
+def frame_analyze(
+    *,
+    session_id: int,
+    source: str,
+    sequence: int,
+    captured_at_ms: float,
+    data_b64: str,
+    min_face_px: int | None = None,
+) -> None:
     """Decode, analyse and store one frame; never raises for a bad frame.
 
     ``captured_at_ms``: capture time on the server clock (ms since the epoch); ``data_b64``: the JPEG/PNG bytes,
-    base64. Outcomes (exactly one per frame, see ``frames.frame_outcome_claim``): a stored frame and its
-    ``frame.result`` event; or a ``frame.error`` event with code ``undecodable`` (bad image bytes), ``analysis_failed``
-    (the recogniser raised: model missing, broken input, a bug) or ``storage_failed``; nothing partial is stored and
-    the worker keeps serving.
+    base64; ``min_face_px``: smallest face side a camera frame's keyframe looks for (``None``: every face; uploads
+    always look for every face). Outcomes (exactly one per frame, see ``frames.frame_outcome_claim``): a stored frame
+    and its ``frame.result`` event; or a ``frame.error`` event with code ``undecodable`` (bad image bytes),
+    ``analysis_failed`` (the recogniser raised: model missing, broken input, a bug) or ``storage_failed``; nothing
+    partial is stored and the worker keeps serving.
     """
     started = time.perf_counter()
     try:
@@ -158,7 +168,7 @@ def frame_analyze(*, session_id: int, source: str, sequence: int, captured_at_ms
         frame_error_record(session_id=session_id, source=source, sequence=sequence, code="undecodable", detail=str(exc))
         return
     try:
-        faces = _analyze(image, session_id=session_id, source=source)
+        faces = _analyze(image, session_id=session_id, source=source, min_face_px=min_face_px)
     except Exception as exc:
         logger.exception("analysis of frame %s:%s of session %s failed", source, sequence, session_id)
         frame_error_record(

@@ -277,24 +277,29 @@ def frame_analyze_enqueue(
     data: bytes,
     expires_s: float | None,
     live: bool = True,
+    min_face_px: int | None = None,
 ) -> str:
     """Queue one frame for analysis by a Celery worker; returns the task id.
 
     ``data``: JPEG/PNG bytes (sent base64-encoded in the JSON task body, no pickle); ``captured_at_ms``: capture
     time on the server clock, ms since the Unix epoch; ``expires_s``: seconds after which a not-yet-started task is
     discarded and counted as dropped (``None``: never, for uploads); ``live``: a camera frame, queued on
-    ``settings.FER_LIVE_QUEUE`` (served first), else an upload frame on ``settings.FER_UPLOAD_QUEUE``.
-    Raises the broker's connection errors.
+    ``settings.FER_LIVE_QUEUE`` (served first), else an upload frame on ``settings.FER_UPLOAD_QUEUE``;
+    ``min_face_px``: smallest face side the frame's keyframe detection looks for (``selectors.session_min_face_px``;
+    ``None``: every face). Raises the broker's connection errors.
     """
+    kwargs = {
+        "session_id": session_id,
+        "source": source,
+        "sequence": sequence,
+        "captured_at_ms": captured_at_ms,
+        "data_b64": base64.b64encode(data).decode("ascii"),
+    }
+    if min_face_px is not None:  # absent otherwise: a worker of the previous release takes the task as before
+        kwargs["min_face_px"] = int(min_face_px)
     result = current_app.send_task(
         ANALYZE_FRAME_TASK,
-        kwargs={
-            "session_id": session_id,
-            "source": source,
-            "sequence": sequence,
-            "captured_at_ms": captured_at_ms,
-            "data_b64": base64.b64encode(data).decode("ascii"),
-        },
+        kwargs=kwargs,
         expires=expires_s,
         serializer="json",
         queue=settings.FER_LIVE_QUEUE if live else settings.FER_UPLOAD_QUEUE,
@@ -317,6 +322,7 @@ def frame_live_dispatch(
     data: bytes,
     expires_s: float | None,
     waited_s: float = 0.0,
+    min_face_px: int | None = None,
 ) -> str:
     """Admit one camera frame (``frame_admission_acquire``) and queue it for analysis (``frame_analyze_enqueue``,
     live queue) in one synchronous call, so the WebSocket consumer makes one hop into a thread per frame, not two.
@@ -324,8 +330,8 @@ def frame_live_dispatch(
     Returns ``DISPATCH_QUEUED``; ``DISPATCH_REFUSED`` when the system has no free analysis slot (nothing queued: the
     caller keeps the frame pending and offers it again); ``DISPATCH_UNAVAILABLE`` when the broker refused the task
     (logged; the admission is released, so the slot is not held by a frame that never reached a worker). Never
-    raises for a broker outage. Arguments as ``frame_analyze_enqueue``, plus ``waited_s``: seconds since the server
-    received the frame (``frame_admission_acquire``).
+    raises for a broker outage. Arguments as ``frame_analyze_enqueue`` (``min_face_px`` included), plus ``waited_s``:
+    seconds since the server received the frame (``frame_admission_acquire``).
     """
     token = frame_admission_token(session_id, source, sequence)
     if not frame_admission_acquire(token=token, waited_s=waited_s):
@@ -338,6 +344,7 @@ def frame_live_dispatch(
             captured_at_ms=captured_at_ms,
             data=data,
             expires_s=expires_s,
+            min_face_px=min_face_px,
         )
     except Exception:  # the broker is down
         logger.exception("could not queue frame %s of %s", sequence, source)

@@ -192,6 +192,27 @@ def test_min_size_is_honoured_by_an_upscaled_first_level(faces_dir):
     assert len(small.detect(half)) >= 60
 
 
+def test_a_smallest_face_per_call_skips_the_small_faces_and_keeps_the_classroom_ones(faces_dir):
+    """``min_size`` per call (a classroom camera's keyframes): the pyramid starts higher, the crowd's small faces are
+    not looked for (nor MTCNN run for them), the classroom photos' faces are all found, and the detector's own
+    default is untouched."""
+    detector = HybridFaceDetector()
+    for name in ("dlib_2008_007676.jpg", "dlib_2008_002506.jpg"):  # 7 and 3 faces of 55-140 px in a 640x480 frame
+        frame = letterbox(read_image(faces_dir / "group_photos" / name), (640, 480))
+        assert len(detector.detect_with_keypoints(frame, 24)[0]) == len(detector.detect(frame))
+    blazeface = detector.blazeface
+    assert blazeface.level_scales(480, 640, 24)[0] == pytest.approx(16 / 24)
+    assert blazeface.level_scales(480, 640)[0] == pytest.approx(1.0) and blazeface.min_size == 16
+    crowd = letterbox(read_image(faces_dir / "crowds/ultralight_imgs_25.jpg"), (1280, 720))
+    every = detector.detect(crowd)
+    assert detector._mtcnn is not None and (every[:, 2] < 20).sum() >= 50  # the back rows, MTCNN's
+    only_large = HybridFaceDetector(blazeface=blazeface)
+    boxes, scores, keypoints = only_large.detect_with_keypoints(crowd, 24)
+    assert only_large._mtcnn is None  # no crowd pass for faces it is not asked to find
+    assert len(boxes) >= 10 and boxes[:, 2].min() >= 0.8 * 24  # Haar-geometry boxes: 1.1x BlazeFace's
+    assert not np.isnan(keypoints).any() and len(boxes) < len(every) / 3
+
+
 def test_no_false_faces_on_frames_without_faces():
     rng = np.random.default_rng(0)
     frames = [

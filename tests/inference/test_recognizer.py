@@ -91,3 +91,23 @@ def test_faces_hovering_at_the_small_face_side_do_not_flicker_more_than_with_one
             single_raw, single_smooth = single_raw + raw, single_smooth + smooth
     assert crossings >= 50  # faces did switch between the two models, often
     assert routed_raw <= single_raw and routed_smooth <= single_smooth + 2
+
+
+def test_a_smallest_face_reaches_the_detector_and_boxes_of_other_detectors_are_cut_at_its_band(shipped, faces_dir):
+    """``analyze(image, min_face_px)``: a keypoint detector searches from that size (no small crowd faces, every
+    face read with a head pose); a detector without a search band of its own (Haar) has its smaller boxes left out."""
+    from inference.detector import HaarFaceDetector
+    from inference.imageio import letterbox
+    from inference.recognizer import MIN_FACE_BAND
+
+    crowd = letterbox(read_image(faces_dir / "crowds/ultralight_imgs_26.jpg"), (1280, 720))
+    every = shipped.analyze(crowd)  # 77 faces of 23-45 px
+    large = shipped.analyze(crowd, 32)
+    assert len(every) >= 60 and 0 < len(large) < len(every) / 2
+    assert min(max(f.box[2], f.box[3]) for f in large) >= MIN_FACE_BAND * 32
+    assert all(f.head_pose is not None for f in large)
+    haar = EmotionRecognizer(shipped.classifier, HaarFaceDetector())
+    all_haar = haar.analyze(crowd)
+    cut = haar.analyze(crowd, 48)
+    kept = [f.box for f in all_haar if max(f.box[2], f.box[3]) >= MIN_FACE_BAND * 48]
+    assert len(cut) < len(all_haar) and [f.box for f in cut] == kept

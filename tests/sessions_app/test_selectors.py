@@ -33,6 +33,17 @@ def test_teachers_see_only_their_own_sessions_staff_see_all_and_only_owners_stre
     assert not selectors.session_can_stream(user=staff_user, session=mine)
 
 
+def test_classroom_cameras_look_for_faces_from_the_classroom_size_and_crowd_cameras_for_every_face(
+    teacher, make_session, settings
+):
+    classroom, crowd = make_session(teacher), make_session(teacher, kind="crowd")
+    assert settings.FER_CLASSROOM_MIN_FACE_PX == 24
+    assert selectors.session_min_face_px(session=classroom) == 24
+    assert selectors.session_min_face_px(session=crowd) is None
+    settings.FER_CLASSROOM_MIN_FACE_PX = 0  # off: classrooms too look for every face
+    assert selectors.session_min_face_px(session=classroom) is None
+
+
 def test_timeline_distribution_and_summary_follow_the_min_faces_rule(teacher, make_session, settings):
     settings.FER_MIN_FACES_FOR_AGGREGATES = 3
     s = make_session(teacher)

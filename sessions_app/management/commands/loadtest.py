@@ -14,7 +14,8 @@ How it talks to the server (all over HTTP(S), like a browser and an API client w
 1. logs in through the HTML login form (``/accounts/login/``: GET for the CSRF cookie, POST with the token) and
    keeps the session cookie, which the WebSocket handshake needs;
 2. gets an API token (``POST /api/v1/auth/token/``) and creates one ``crowd`` session per client through the REST
-   API (``POST /api/v1/sessions/``);
+   API (``POST /api/v1/sessions/``; ``--kind classroom`` for classroom sessions, whose cameras' keyframes look
+   for faces from ``FER_CLASSROOM_MIN_FACE_PX``);
 3. opens one camera WebSocket per session (``/ws/sessions/<id>/stream/``, ``ws://`` or ``wss://``), streams JPEG
    frames (with the ``FRM1`` header carrying the sequence number and capture time) at ``--fps`` for ``--seconds``,
    then stops as a camera does (the ``stop`` message: a frame still waiting for an analysis slot is dropped as
@@ -41,7 +42,7 @@ stopping after the first step that misses the target: p95 latency at most ``--ta
 errors, nothing unanswered, and at most ``--max-dropped-pct`` (default 2 %) of the frames dropped. It reports the
 largest count that met it.
 
-``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, scene_cuts, frames_sent,
+``--json`` prints one object per run: ``clients, fps, seconds, size, scene_seconds, scene_cuts, kind, frames_sent,
 frames_processed, frames_dropped, dropped_by_reason {reason: count}, faces_detected, errors, frame_errors, unanswered,
 clients_connected, latency_ms {p50, p95, max}, per_client_processed_fps {min, mean, max}, analysed_fps_over_time
 [{t_s, fps}], memory_mb {web_peak, workers_peak}, wall_s, session_ids``. Units: latency in milliseconds (send to
@@ -321,10 +322,10 @@ class Server:
             raise CommandError(f"API token refused (HTTP {status}): {body[:200].decode(errors='replace')}")
         self.token = json.loads(body)["token"]
 
-    def session_create(self, *, name: str, fps: float) -> int:
-        """Create a running ``crowd`` session at ``fps`` frames/s through the API; returns its id. Raises
-        ``CommandError`` when refused."""
-        status, body = self._open("POST", "/api/v1/sessions/", json_body={"name": name, "kind": "crowd",
+    def session_create(self, *, name: str, fps: float, kind: str = "crowd") -> int:
+        """Create a running session of ``kind`` (``"crowd"`` or ``"classroom"``) at ``fps`` frames/s through the API;
+        returns its id. Raises ``CommandError`` when refused."""
+        status, body = self._open("POST", "/api/v1/sessions/", json_body={"name": name, "kind": kind,
                                                                           "target_fps": fps})  # fmt: skip
         if status != 201:
             raise CommandError(f"creating a session failed (HTTP {status}): {body[:200].decode(errors='replace')}")
@@ -550,7 +551,7 @@ def fps_over_time(result_at: list[float]) -> list[dict]:
 
 def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients: int, fps: float, seconds: float,
              drain_s: float, size: tuple[int, int] | None, scene_seconds: float,
-             scene_cuts: str = "independent") -> dict:  # fmt: skip
+             scene_cuts: str = "independent", kind: str = "crowd") -> dict:  # fmt: skip
     """One load-test run with ``clients`` camera clients: create their sessions through the API, stream, end the
     sessions (also when interrupted). Returns the result object of the module doc. Raises ``CommandError`` when a
     session cannot be created or no client could connect."""
@@ -560,7 +561,7 @@ def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients:
     try:
         tag = secrets.token_hex(3)
         for i in range(clients):
-            session_ids.append(server.session_create(name=f"loadtest {tag} {i + 1}/{clients}", fps=fps))
+            session_ids.append(server.session_create(name=f"loadtest {tag} {i + 1}/{clients}", fps=fps, kind=kind))
 
         async def run_all():
             async def sampler():
@@ -606,6 +607,7 @@ def run_step(server: Server, cookie: str, scenes: list[list[bytes]], *, clients:
         "size": f"{size[0]}x{size[1]}" if size else None,
         "scene_seconds": scene_seconds,
         "scene_cuts": scene_cuts,
+        "kind": kind,
         "frames_sent": stats.sent,
         "frames_processed": stats.processed,
         "frames_dropped": stats.dropped,
@@ -701,6 +703,13 @@ class Command(BaseCommand):
             help="independent (default): each client cuts at its own phase of the scene, like separate cameras; "
             "together: every client cuts in the same instant (the worst burst of full detections).",
         )
+        parser.add_argument(
+            "--kind",
+            choices=["crowd", "classroom"],
+            default="crowd",
+            help="Kind of the sessions the clients stream into (default crowd: every face is looked for; classroom: "
+            "faces from FER_CLASSROOM_MIN_FACE_PX, as a teacher's session).",
+        )
         parser.add_argument("--drain", type=float, default=None, help="Seconds to wait for outstanding results.")
         parser.add_argument("--json", action="store_true")
 
@@ -748,6 +757,7 @@ class Command(BaseCommand):
             size=size,
             scene_seconds=opts["scene_seconds"],
             scene_cuts=opts["scene_cuts"],
+            kind=opts["kind"],
         )
         if not opts["ramp"]:
             result = run_step(server, cookie, scenes, clients=steps[0], **run)

@@ -151,6 +151,34 @@ async def test_a_camera_that_stops_has_its_waiting_frame_dropped_and_keeps_its_s
     assert (s.frames_received, s.frames_dropped, s.frames_rejected) == (3, 1, 1)
 
 
+def _queued_task_kwargs(queue: str) -> list[dict]:
+    """Keyword arguments of the frame tasks waiting in the Celery queue ``queue`` (Redis list, kombu's envelope)."""
+    import base64
+
+    from fer_platform.celery import app
+
+    with app.connection_for_write() as conn:
+        raw = conn.default_channel.client.lrange(queue, 0, -1)
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[1] for m in raw]
+
+
+async def test_a_classroom_cameras_frames_ask_for_classroom_faces_and_a_crowds_for_every_face(
+    teacher, make_session, idle_queue, settings
+):
+    frame = jpeg()
+    for kind, expected in (("classroom", 24), ("crowd", None)):
+        s = await sync_to_async(make_session)(teacher, kind=kind)
+        comm = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))
+        await events(comm, 1)
+        await comm.send_to(bytes_data=with_header(0, frame))
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+        (kwargs,) = [
+            k for k in await sync_to_async(_queued_task_kwargs)(settings.FER_LIVE_QUEUE) if k["session_id"] == s.pk
+        ]
+        assert kwargs.get("min_face_px") == expected and kwargs["sequence"] == 0
+
+
 async def test_results_reach_viewers_and_end_closes_streams(teacher, staff_user, make_session, idle_queue):
     s = await sync_to_async(make_session)(teacher)
     stream = await open_ws(f"/ws/sessions/{s.pk}/stream/", await sync_to_async(cookie)(teacher))

@@ -75,7 +75,7 @@ def test_recognizer_exception_publishes_error_and_stores_nothing(teacher, make_s
     class Broken:
         """A recogniser whose every stage raises: full detection (``analyze``) and the streaming path (detector)."""
 
-        def analyze(self, image):
+        def analyze(self, image, min_face_px=None):
             raise RuntimeError("onnxruntime exploded")
 
         @property
@@ -209,3 +209,26 @@ def test_camera_frames_follow_faces_between_keyframes_with_the_state_in_the_cach
     # an upload frame is always analysed whole and keeps no state
     analysis.frame_analyze(session_id=s.pk, source="upload:1", sequence=0, captured_at_ms=0.0, data_b64=data)
     assert cache.get(analysis.stream_state_key(s.pk, "upload:1")) is None
+
+
+def test_a_camera_frame_with_a_smallest_face_stores_only_faces_from_about_that_size(teacher, make_session):
+    """The company photo (77 faces of 23-45 px in a 1280x720 frame) from two cameras: without a smallest face every
+    face is stored; with 32 px (``min_face_px``, as a classroom session's cameras send it) only the larger ones,
+    every one at least 0.8x that size."""
+    import base64
+
+    from inference.imageio import letterbox, read_image
+    from sessions_app.services import analysis
+    from tests.helpers import FACES_DIR
+
+    frame = letterbox(read_image(FACES_DIR / "crowds" / "ultralight_imgs_26.jpg"), (1280, 720))
+    data = base64.b64encode(cv2.imencode(".jpg", frame)[1].tobytes()).decode()
+    s = make_session(teacher)
+    analysis.frame_analyze(session_id=s.pk, source="camera:all", sequence=0, captured_at_ms=0.0, data_b64=data)
+    analysis.frame_analyze(
+        session_id=s.pk, source="camera:big", sequence=0, captured_at_ms=0.0, data_b64=data, min_face_px=32
+    )
+    every = Frame.objects.get(session=s, source="camera:all").face_count
+    large = Face.objects.filter(frame__session=s, frame__source="camera:big")
+    assert every >= 60 and 0 < large.count() < every / 2
+    assert min(max(face.w, face.h) for face in large) >= 0.8 * 32
