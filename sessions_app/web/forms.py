@@ -64,6 +64,13 @@ class SessionCreateForm(AlertFieldsMixin):
         help_texts = {"operator_name": "For example “Ms Rivera, Lincoln High School”. Empty: your user name."}
         widgets = {"target_fps": forms.NumberInput(attrs={"step": "any", "min": "0.1", "max": "30"})}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        smallest = settings.FER_CLASSROOM_MIN_FACE_PX
+        classroom = f"faces from about {smallest} px, faster" if smallest > 0 else "every face"
+        crowd = "a camera over a crowd, small faces too"
+        self.fields["kind"].help_text = f"Classroom: a camera in front of a class ({classroom}). Crowd: {crowd}."
+
     def session_fields(self) -> dict:
         """Keyword arguments of ``services.sessions.session_create``."""
         return {k: self.cleaned_data[k] for k in ("name", "kind", "target_fps")}

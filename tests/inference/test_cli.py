@@ -77,6 +77,8 @@ def test_bench_json_reports_all_keys(faces_dir):
         "faces_in_frame",
         "worker_rss_mb",
         "classify_ms_per_face_b32_1thread_small",
+        "detect_ms_per_frame_classroom",
+        "stream_ms_per_frame_classroom",
     }
     assert keys <= set(result)
     assert result["faces_in_frame"] == 8

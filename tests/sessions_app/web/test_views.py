@@ -84,6 +84,14 @@ def test_create_session_redirects_to_live_page(teacher_client, teacher):
     assert bad.status_code == 400 and EmotionSession.objects.count() == 1
 
 
+def test_the_create_form_says_what_the_session_kind_means_for_face_sizes(teacher_client, settings):
+    page = teacher_client.get(reverse("sessions_app:session-list")).content.decode()
+    assert "Classroom: a camera in front of a class (faces from about 24 px, faster)" in page
+    settings.FER_CLASSROOM_MIN_FACE_PX = 0
+    page = teacher_client.get(reverse("sessions_app:session-list")).content.decode()
+    assert "Classroom: a camera in front of a class (every face)" in page
+
+
 def test_foreign_sessions_are_404_and_admin_watches_without_camera(
     client, teacher, other_teacher, staff_user, make_session
 ):
