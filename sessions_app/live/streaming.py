@@ -192,8 +192,7 @@ class StreamState:
             self._drop(step, seq, "rate_limited")
             return step
         if self.pending is not None:  # latest frame wins
-            self._drop(step, self.pending.sequence, "replaced")
-            self.pending = None
+            self._drop_pending(step, "replaced")
         if len(self.in_flight) < self.max_in_flight:
             self._dispatch(step, frame, now)
         else:
@@ -221,6 +220,12 @@ class StreamState:
         self.stats["dropped"] += 1
         self._delta["dropped"] += 1
         step.dropped.append((sequence, reason))
+
+    def _drop_pending(self, step: Step, reason: str) -> None:
+        """Drop the frame in the pending slot (there must be one) for ``reason`` and empty the slot."""
+        assert self.pending is not None
+        self._drop(step, self.pending.sequence, reason)
+        self.pending = None
 
     def _count_rejected(self) -> None:
         self.stats["rejected"] += 1
@@ -338,8 +343,7 @@ class StreamState:
         """Drop the pending frame as ``stale`` when it has waited longer than ``expires_s`` (server clock)."""
         step = Step()
         if self.pending is not None and self._monotonic() - self.pending.received_at > self.expires_s:
-            self._drop(step, self.pending.sequence, "stale")
-            self.pending = None
+            self._drop_pending(step, "stale")
         return step
 
     def stop(self) -> Step:
@@ -350,16 +354,14 @@ class StreamState:
         nothing without a waiting frame)."""
         step = Step()
         if self.pending is not None:
-            self._drop(step, self.pending.sequence, "stopped")
-            self.pending = None
+            self._drop_pending(step, "stopped")
         return step
 
     def close(self) -> None:
         """The connection closes: a frame still pending will never be sent and counts as dropped. Frames in flight
         are left to the worker, which records their outcome."""
         if self.pending is not None:
-            self._drop(Step(), self.pending.sequence, "closed")
-            self.pending = None
+            self._drop_pending(Step(), "closed")
 
     def take_counter_delta(self) -> dict[str, int]:
         """Counter increments to store since the last call: ``{"received", "dropped", "rejected"}`` (then reset)."""
